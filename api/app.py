@@ -1,0 +1,136 @@
+"""The aiohttp front door: the one route table and the middlewares every request passes through."""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+
+from aiohttp import web
+
+from rayborg.api import microversion
+from rayborg.api.auth import make_auth
+from rayborg.api.errors import ApiError, error_response
+from rayborg.api.handlers import (accelerator_requests, attributes, deployables, device_profiles, devices,
+                                  root)
+from rayborg.api.policy import PolicyEnforcer
+
+log = logging.getLogger(__name__)
+
+# Also served under this prefix, where Nova's deployments usually mount the service, so that
+# `http://host:6666/accelerator` works without a reverse proxy.
+MOUNT_PREFIXES = ("", "/accelerator")
+PUBLIC_PATHS = frozenset({"/", "/v2", "/v2/openapi.json"})
+
+# The whole API at a glance: (method, path, handler).
+ROUTES: list[tuple[str, str, object]] = [
+    ("GET", "/", root.versions),
+    ("GET", "/v2", root.v2_version),
+    ("GET", "/v2/openapi.json", root.openapi_document),
+    ("GET", "/v2/device_profiles", device_profiles.list_profiles),
+    ("POST", "/v2/device_profiles", device_profiles.create_profile),
+    ("DELETE", "/v2/device_profiles", device_profiles.delete_profiles_by_query),
+    ("GET", "/v2/device_profiles/{name_or_uuid}", device_profiles.show_profile),
+    ("DELETE", "/v2/device_profiles/{names_or_uuid}", device_profiles.delete_profiles),
+    ("GET", "/v2/accelerator_requests", accelerator_requests.list_arqs),
+    ("POST", "/v2/accelerator_requests", accelerator_requests.create_arqs),
+    ("PATCH", "/v2/accelerator_requests", accelerator_requests.bind_unbind),
+    ("DELETE", "/v2/accelerator_requests", accelerator_requests.delete_arqs),
+    ("GET", "/v2/accelerator_requests/{uuid}", accelerator_requests.show_arq),
+    ("PATCH", "/v2/accelerator_requests/{uuid}", accelerator_requests.bind_unbind_one),
+    ("DELETE", "/v2/accelerator_requests/{uuid}", accelerator_requests.delete_arq),
+    ("GET", "/v2/devices", devices.list_devices),
+    ("GET", "/v2/devices/{uuid}", devices.show_device),
+    ("POST", "/v2/devices/{uuid}/enable", devices.enable_device),
+    ("POST", "/v2/devices/{uuid}/disable", devices.disable_device),
+    ("GET", "/v2/deployables", deployables.list_deployables),
+    ("GET", "/v2/deployables/{uuid}", deployables.show_deployable),
+    ("PATCH", "/v2/deployables/{uuid}/program", deployables.program_deployable),
+    # openstacksdk's patch_deployable repeats the id; accept it rather than answer 405.
+    ("PATCH", "/v2/deployables/{uuid}/program/{uuid2}", deployables.program_deployable),
+    ("GET", "/v2/attributes", attributes.list_attributes),
+    ("POST", "/v2/attributes", attributes.create_attribute),
+    ("GET", "/v2/attributes/{uuid}", attributes.show_attribute),
+    ("DELETE", "/v2/attributes/{uuid}", attributes.delete_attribute),
+]
+
+
+def _route_path(request: web.Request) -> str:
+    """The route's path without the mount prefix, e.g. `/v2/devices/{uuid}`."""
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    path = resource.canonical if resource is not None else request.path
+    prefix = request.get("prefix", "")
+    return path[len(prefix):] or "/" if prefix else path
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler):
+    request_id = f"req-{uuidlib.uuid4()}"
+    request["request_id"] = request_id
+    path = request.path
+    request["prefix"] = next((p for p in MOUNT_PREFIXES[1:] if path == p or path.startswith(p + "/")), "")
+    response = await handler(request)
+    response.headers["x-openstack-request-id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Every failure leaves in Cyborg's envelope, with the microversion headers if they apply."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        resp = error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {404: "The resource could not be found.",
+                   405: f"The method {request.method} is not allowed for this resource.",
+                   413: "The request body is too large."}.get(exc.status, exc.reason)
+        resp = error_response(exc.status, message)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+    except Exception:
+        log.exception("unexpected error on %s %s (%s)", request.method, request.path,
+                      request.get("request_id"))
+        resp = error_response(500, "An unexpected error prevented the server from fulfilling the request.")
+    if "version" in request:
+        resp.headers.update(microversion.response_headers(request["version"]))
+    return resp
+
+
+@web.middleware
+async def version_auth_middleware(request: web.Request, handler):
+    """Microversion negotiation and authentication for everything under /v2 (but its document)."""
+    path = _route_path(request)
+    if path.startswith("/v2"):
+        request["version"] = microversion.negotiate(request.headers)
+    if path not in PUBLIC_PATHS:
+        request["ctx"] = await request.app["auth"].identify(request)
+    response = await handler(request)
+    if "version" in request:
+        response.headers.update(microversion.response_headers(request["version"]))
+    return response
+
+
+def create_app(settings, store) -> web.Application:
+    """The front door for one process: routes, middlewares, auth and policy from `settings`."""
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[request_id_middleware, error_middleware, version_auth_middleware])
+    app["settings"] = settings
+    app["store"] = store
+    app["policy"] = PolicyEnforcer(settings.policy_file)
+    app["auth"] = make_auth(settings)
+    app["routes"] = ROUTES
+    for prefix in MOUNT_PREFIXES:
+        for method, path, handler in ROUTES:
+            full = (prefix + path) if path != "/" else (prefix or "/")
+            app.router.add_route(method, full, handler)
+            if full != "/":
+                app.router.add_route(method, full + "/", handler)
+
+    async def _close(app: web.Application) -> None:
+        await app["auth"].close()
+
+    app.on_cleanup.append(_close)
+    return app

@@ -1,0 +1,119 @@
+"""Small request/response helpers every handler uses: identity, policy, JSON in and out, queries."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from rayborg.api.context import RequestContext
+from rayborg.api.errors import BadRequest, UnsupportedMediaType
+
+# Accepted everywhere for openstacksdk's pagination (it sends them only when a caller asks for a page).
+PAGING_PARAMS = frozenset({"limit", "marker"})
+
+
+def ctx(request: web.Request) -> RequestContext:
+    return request["ctx"]
+
+
+def version(request: web.Request) -> tuple[int, int]:
+    return request["version"]
+
+
+def store(request: web.Request):
+    return request.app["store"]
+
+
+def authorize(request: web.Request, rule: str) -> RequestContext:
+    """Enforce a policy rule for the caller (403 naming the rule) and return the caller."""
+    context = ctx(request)
+    request.app["policy"].authorize(rule, context)
+    return context
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def empty_response(status: int) -> web.Response:
+    return web.Response(status=status)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The parsed body; 415 for a non-JSON content type, 400 for an empty or malformed body."""
+    ctype = request.headers.get("Content-Type")
+    if ctype is not None and request.content_type not in ("application/json", "application/octet-stream",
+                                                          "text/plain", ""):
+        if not request.content_type.endswith("+json"):
+            raise UnsupportedMediaType(f"Unsupported Content-Type {request.content_type!r}: "
+                                       "the API accepts application/json only")
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("The request body is empty: a JSON document is required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def query_params(request: web.Request, allowed: frozenset[str] | set[str]) -> dict[str, str]:
+    """Query parameters, 400 `Unknown argument` for anything not allowed (as Cyborg's WSME does)."""
+    out: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key not in allowed and key not in PAGING_PARAMS:
+            raise BadRequest(f'Unknown argument: "{key}"')
+        if key in out:
+            raise BadRequest(f'Argument "{key}" given more than once')
+        out[key] = value
+    return out
+
+
+def paginate(items: list[dict], params: dict[str, str], id_key: str = "uuid") -> list[dict]:
+    """Honour openstacksdk's `limit`/`marker`: items after the marker, at most `limit` of them."""
+    if "marker" in params:
+        marker = params["marker"]
+        for i, item in enumerate(items):
+            if item.get(id_key) == marker:
+                items = items[i + 1:]
+                break
+        else:
+            raise BadRequest(f"Marker {marker} not found")
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            raise BadRequest(f"limit must be an integer, got {params['limit']!r}") from None
+        if limit < 0:
+            raise BadRequest("limit must not be negative")
+        items = items[:limit]
+    return items
+
+
+def parse_uuid(value: str, what: str = "uuid") -> str:
+    """A canonical lower-case 8-4-4-4-12 UUID, or 400."""
+    if not is_uuid(value):
+        raise BadRequest(f"Invalid {what}: {value!r} is not a valid UUID")
+    return str(uuidlib.UUID(value))
+
+
+def is_uuid(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        uuidlib.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 with offset and whole seconds, as Cyborg prints (`2020-03-13T02:26:31+00:00`)."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,67 @@
+"""Microversions: `OpenStack-API-Version: accelerator X.Y`, 2.0 by default, 2.0-2.3 supported."""
+
+from __future__ import annotations
+
+import logging
+
+import microversion_parse
+
+from rayborg.api.errors import NotAcceptable
+
+SERVICE_TYPE = "accelerator"
+HEADER = "OpenStack-API-Version"
+MIN_VERSION = (2, 0)
+MAX_VERSION = (2, 3)
+
+# Feature gates, each written once.
+PROJECT_ID_IN_BIND = (2, 1)
+PROFILE_BY_NAME = (2, 2)
+DEVICE_STATUS = (2, 3)
+
+log = logging.getLogger(__name__)
+
+
+def fmt(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def _out_of_range(raw: str) -> NotAcceptable:
+    return NotAcceptable(f"Version {raw} was requested but the minor version is not supported by this "
+                         f"service. The supported version range is: [{fmt(MIN_VERSION)}, {fmt(MAX_VERSION)}].")
+
+
+def negotiate(headers) -> tuple[int, int]:
+    """The version a request asks for; 406 when it is malformed or outside the supported range."""
+    raw = microversion_parse.get_version(headers, service_type=SERVICE_TYPE)
+    if raw is None:
+        bare = headers.get(HEADER)
+        if bare is None or " " in bare.strip():
+            return MIN_VERSION  # absent, or meant for another service
+        log.warning("%s header without service type: %r", HEADER, bare)
+        raw = bare.strip()
+    if raw.strip().lower() == "latest":
+        return MAX_VERSION
+    try:
+        major_s, minor_s = raw.strip().split(".")
+        version = (int(major_s), int(minor_s))
+    except ValueError:
+        raise NotAcceptable(f"Invalid API version format: {raw}. Expected X.Y, the supported range is "
+                            f"[{fmt(MIN_VERSION)}, {fmt(MAX_VERSION)}].") from None
+    if not (MIN_VERSION <= version <= MAX_VERSION):
+        raise _out_of_range(raw)
+    return version
+
+
+def response_headers(version: tuple[int, int]) -> dict[str, str]:
+    return {
+        HEADER: f"{SERVICE_TYPE} {fmt(version)}",
+        "OpenStack-API-Minimum-Version": fmt(MIN_VERSION),
+        "OpenStack-API-Maximum-Version": fmt(MAX_VERSION),
+        "Vary": HEADER,
+    }
+
+
+def require(version: tuple[int, int], needed: tuple[int, int], what: str | None = None) -> None:
+    if version < needed:
+        raise NotAcceptable(what or f"Request not acceptable. The minimal required API version should be "
+                                    f"{fmt(needed)}")

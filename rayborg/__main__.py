@@ -1,0 +1,5 @@
+import sys
+
+from rayborg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""One settings object: defaults < TOML config file < RAYBORG_* environment variables < CLI flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rayborg.store.engine import default_database_url
+
+CONFIG_ENV = "RAYBORG_CONFIG"
+
+
+def default_config_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("rayborg")) / "rayborg.toml"
+
+
+class KeystoneOptions(BaseModel):
+    """keystoneauth1 password-plugin options for a service user (Placement, Nova, Glance, tokens)."""
+
+    auth_url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    project_name: str | None = None
+    user_domain_id: str = "default"
+    project_domain_id: str = "default"
+    region_name: str | None = None
+    token: str | None = None  # a fixed admin token, e.g. Placement's noauth2 "admin"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAYBORG_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 6666
+    database_url: str = Field(default_factory=default_database_url)
+    # Base URL that links and version documents carry, e.g. https://cloud.example/accelerator.
+    # Unset: built from the request's Host and X-Forwarded-* headers.
+    public_url: str | None = None
+    auth_strategy: Literal["noauth", "keystone"] = "noauth"
+    keystone: KeystoneOptions = Field(default_factory=KeystoneOptions)
+    # Roles in X-Service-Roles that make a request a service request (keystonemiddleware's default).
+    service_token_roles: list[str] = Field(default_factory=lambda: ["service"])
+    token_cache_seconds: int = 300
+    policy_file: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    api_workers: int = 1
+    sysfs_root: str = "/sys"
+    enabled_drivers: list[str] | None = None
+    report_interval: float = 60.0
+    binder_count: int = 2
+    placement_url: str | None = None
+    nova_url: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, env_settings, TomlFileSource(settings_cls))
+
+
+class TomlFileSource(PydanticBaseSettingsSource):
+    """Reads `$RAYBORG_CONFIG` or the user's config dir `rayborg.toml`; a `[rayborg]` table or top level."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does it all
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get(CONFIG_ENV) or default_config_path())
+        if not path.is_file():
+            return {}
+        data = tomllib.loads(path.read_text())
+        return data.get("rayborg", data)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with CLI flags (those not None) taking precedence over env and file."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,135 @@
+"""Database engine and sessions for SQLite (embedded default) and PostgreSQL (by URL).
+
+SQLite is shared by several writing processes (front door, PlacementSync, binders), so every
+connection runs in WAL mode with foreign keys on and a busy timeout, write transactions take the
+write lock up front (`BEGIN IMMEDIATE`) and a transaction that still meets a locked database is
+retried as a whole. PostgreSQL needs none of this: its row locks do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, create_engine
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def default_database_url() -> str:
+    from platformdirs import user_data_dir
+
+    path = Path(user_data_dir("rayborg")) / "rayborg.db"
+    return f"sqlite:///{path}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and pick the psycopg 3 driver for them."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _is_sqlite_locked(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Take transaction control from the driver so that we can say BEGIN IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class Store:
+    """The one handle on the database: sync sessions for actors and scripts, async wrappers for
+    the aiohttp front door (run in a thread so the event loop never waits on the database)."""
+
+    def __init__(self, url: str | None = None, engine: Engine | None = None):
+        self.url = normalize_url(url or default_database_url())
+        self.engine = engine or make_engine(self.url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction, committed on success and rolled back on any exception."""
+        bind = self.engine.execution_options(sqlite_write=True) if self.is_sqlite else self.engine
+        with Session(bind, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def transact(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Run `fn(session, *args, **kwargs)` in one write transaction, retried as a whole while
+        SQLite reports a locked database (never surfaces as a 500 or a lost write)."""
+
+        @retry(retry=retry_if_exception(_is_sqlite_locked), stop=stop_after_delay(30),
+               wait=wait_random_exponential(multiplier=0.005, max=0.2), reraise=True)
+        def attempt() -> T:
+            with self.write() as session:
+                return fn(session, *args, **kwargs)
+
+        return attempt()
+
+    def query(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Run `fn(session, *args, **kwargs)` in a read-only session."""
+        with self.read() as session:
+            return fn(session, *args, **kwargs)
+
+    async def atransact(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        return await asyncio.to_thread(self.transact, fn, *args, **kwargs)
+
+    async def aquery(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        return await asyncio.to_thread(self.query, fn, *args, **kwargs)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

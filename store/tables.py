@@ -1,0 +1,182 @@
+"""SQLModel tables: the device tree (Stein model and later), device profiles and extended ARQs.
+
+The schema itself is created and changed only by the Alembic migrations in `store/migrations/`;
+these classes are what the code reads and writes. Integer `id`s are internal but leak into a few
+API fields (`device_id`, `parent_id`, `root_id`, `deployable_id`) exactly as upstream Cyborg does.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+class ARQState(StrEnum):
+    """Wire strings of the ARQ states, exactly as Cyborg and Nova spell them."""
+
+    INITIAL = "Initial"
+    BIND_STARTED = "BindStarted"
+    BOUND = "Bound"
+    BIND_FAILED = "BindFailed"
+    UNBOUND = "Unbound"
+    UNBIND_FAILED = "UnbindFailed"
+    DELETING = "Deleting"
+
+
+class DeviceStatus(StrEnum):
+    ENABLED = "enabled"
+    MAINTAINING = "maintaining"
+
+
+class TimestampMixin(SQLModel):
+    created_at: datetime = Field(default_factory=utcnow, sa_column_kwargs={"nullable": False},
+                                 sa_type=DateTime(timezone=True))
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Device(TimestampMixin, table=True):
+    """A physical card on a host, found by a driver."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("hostname", "std_board_info_key", name="uq_device_host_board"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True, max_length=36)
+    type: str = Field(max_length=30)
+    vendor: str = Field(max_length=255)
+    model: str = Field(max_length=255)
+    std_board_info: str = Field(default="{}")
+    vendor_board_info: str = Field(default="")
+    hostname: str = Field(max_length=255, index=True)
+    status: str = Field(default=DeviceStatus.ENABLED.value, max_length=20)
+    # Stable identity of the card on its host (driver name + PCI address or serial), so that a
+    # re-report updates the same row instead of creating a new uuid.
+    std_board_info_key: str = Field(max_length=255)
+
+
+class Deployable(TimestampMixin, table=True):
+    """A schedulable unit of a device (card, FPGA region, PF); one nested Placement RP each."""
+
+    __tablename__ = "deployables"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True, max_length=36)
+    parent_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("deployables.id", ondelete="SET NULL"), nullable=True))
+    root_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("deployables.id", ondelete="SET NULL"), nullable=True))
+    name: str = Field(max_length=255)
+    num_accelerators: int = Field(default=1)
+    device_id: int = Field(sa_column=Column(Integer, ForeignKey("devices.id", ondelete="CASCADE"),
+                                            nullable=False, index=True))
+    driver_name: str | None = Field(default=None, max_length=100)
+    rp_uuid: str | None = Field(default=None, max_length=36, index=True)
+    bitstream_id: str | None = Field(default=None, max_length=36)
+
+
+class ControlPathID(TimestampMixin, table=True):
+    """How to reach a device for management (e.g. its PCI PF)."""
+
+    __tablename__ = "controlpath_ids"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, max_length=36)
+    device_id: int = Field(sa_column=Column(Integer, ForeignKey("devices.id", ondelete="CASCADE"),
+                                            nullable=False, index=True))
+    cpid_type: str = Field(max_length=30)
+    cpid_info: str = Field(max_length=255)
+
+
+class AttachHandle(TimestampMixin, table=True):
+    """What a VM attaches (a PCI function, an mdev); claimed by exactly one ARQ at a time."""
+
+    __tablename__ = "attach_handles"
+    __table_args__ = (Index("ix_attach_handles_free", "deployable_id", "in_use"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, max_length=36)
+    deployable_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("deployables.id", ondelete="CASCADE"), nullable=False))
+    cpid_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("controlpath_ids.id", ondelete="SET NULL"), nullable=True))
+    in_use: bool = Field(default=False)
+    attach_type: str = Field(max_length=30)
+    attach_info: str = Field(default="{}")
+
+
+class Attribute(TimestampMixin, table=True):
+    """Key/value facts about a deployable (`rc`, `trait<N>`, operator-defined keys)."""
+
+    __tablename__ = "attributes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True, max_length=36)
+    deployable_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("deployables.id", ondelete="CASCADE"), nullable=False, index=True))
+    key: str = Field(max_length=255)
+    value: str = Field(max_length=255)
+
+
+class DeviceProfile(TimestampMixin, table=True):
+    """A named, immutable list of request groups ("a flavor for devices")."""
+
+    __tablename__ = "device_profiles"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True, max_length=36)
+    name: str = Field(max_length=255, unique=True, index=True)
+    description: str | None = Field(default=None, max_length=255)
+    groups: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    project_id: str | None = Field(default=None, max_length=255)
+
+
+class ExtARQ(TimestampMixin, table=True):
+    """An accelerator request plus what only rayborg needs to finish binding it."""
+
+    __tablename__ = "extended_accelerator_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True, max_length=36)
+    state: str = Field(default=ARQState.INITIAL.value, max_length=20, index=True)
+    device_profile_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("device_profiles.id", ondelete="RESTRICT"), nullable=False))
+    device_profile_group_id: int = Field(default=0)
+    hostname: str | None = Field(default=None, max_length=255)
+    device_rp_uuid: str | None = Field(default=None, max_length=36)
+    instance_uuid: str | None = Field(default=None, max_length=36, index=True)
+    project_id: str | None = Field(default=None, max_length=255, index=True)
+    attach_handle_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("attach_handles.id", ondelete="SET NULL"), nullable=True, unique=True))
+    deployable_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("deployables.id", ondelete="SET NULL"), nullable=True))
+    # Why a bind failed, for operators (not part of Cyborg's wire format).
+    bind_error: str | None = Field(default=None)
+    # A Nova `accelerator-request-bound` event is owed for this ARQ and not yet delivered.
+    nova_event_pending: bool = Field(default=False, index=True)
+
+
+class ProgramRequest(TimestampMixin, table=True):
+    """A request to program a bitstream onto a deployable, recorded before the host acts on it."""
+
+    __tablename__ = "program_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, max_length=36)
+    deployable_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("deployables.id", ondelete="CASCADE"), nullable=False, index=True))
+    image_uuid: str = Field(max_length=36)
+    state: str = Field(default="requested", max_length=20)  # requested|programming|done|failed
+    error: str | None = Field(default=None)
+    project_id: str | None = Field(default=None, max_length=255)

@@ -1,0 +1,66 @@
+"""Version discovery, microversion negotiation, error envelope, request ids, links behind prefixes."""
+
+import json
+
+import pytest
+
+V = "OpenStack-API-Version"
+
+
+async def test_root_lists_v2_with_links_from_host(client):
+    resp = await client.get("/", headers={"Host": "cloud.example:6666"})
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["name"] == "OpenStack Cyborg API"
+    (entry,) = body["versions"]
+    assert entry == body["default_version"]
+    assert entry["id"] == "v2" and entry["min_version"] == "2.0" and entry["max_version"] == "2.3"
+    assert entry["links"] == [{"href": "http://cloud.example:6666/v2", "rel": "self"}]
+    assert resp.headers["x-openstack-request-id"].startswith("req-")
+
+
+async def test_v2_document_and_headers(client):
+    resp = await client.get("/v2")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["id"] == "v2.0" and body["status"] == "CURRENT"
+    assert body["links"][0]["href"].endswith("/v2/")
+    assert resp.headers[V] == "accelerator 2.0"
+    assert resp.headers["OpenStack-API-Minimum-Version"] == "2.0"
+    assert resp.headers["OpenStack-API-Maximum-Version"] == "2.3"
+    assert resp.headers["Vary"] == V
+
+
+@pytest.mark.parametrize("asked,answered", [("accelerator 2.2", "2.2"), ("accelerator latest", "2.3"),
+                                            ("2.1", "2.1"), ("compute 2.80", "2.0")])
+async def test_microversion_negotiation(client, asked, answered):
+    resp = await client.get("/v2", headers={V: asked})
+    assert resp.status == 200
+    assert resp.headers[V] == f"accelerator {answered}"
+
+
+@pytest.mark.parametrize("asked", ["accelerator 2.4", "accelerator 3.0", "accelerator 1.9", "accelerator two"])
+async def test_microversion_out_of_range_is_406_with_cyborg_body(client, asked):
+    resp = await client.get("/v2", headers={V: asked})
+    assert resp.status == 406
+    fault = json.loads((await resp.json())["error_message"])
+    assert fault["faultcode"] == "Client" and "2.0" in fault["faultstring"] and "2.3" in fault["faultstring"]
+    assert fault["debuginfo"] is None
+
+
+async def test_unknown_path_and_method_use_the_envelope(client):
+    resp = await client.get("/v2/nothing_here")
+    assert resp.status == 404
+    assert json.loads((await resp.json())["error_message"])["faultcode"] == "Client"
+    resp = await client.put("/v2/device_profiles")
+    assert resp.status == 405
+    assert "error_message" in await resp.json()
+
+
+async def test_accelerator_prefix_and_forwarded_headers(client):
+    resp = await client.get("/accelerator/v2")
+    assert resp.status == 200
+    assert (await resp.json())["links"][0]["href"].endswith("/accelerator/v2/")
+    resp = await client.get("/v2", headers={"X-Forwarded-Host": "api.example", "X-Forwarded-Proto": "https",
+                                            "X-Forwarded-Prefix": "/accelerator"})
+    assert (await resp.json())["links"][0]["href"] == "https://api.example/accelerator/v2/"

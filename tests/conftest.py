@@ -1,0 +1,69 @@
+"""Fixtures shared by every layer: databases (SQLite and a throwaway PostgreSQL), the store, the
+API app and a test client."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pgserver import PostgresServer  # noqa: E402
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'rayborg.db'}"
+    return request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'rayborg.db'}"
+
+
+@pytest.fixture
+def store(database_url):
+    from rayborg.store.engine import Store
+    from rayborg.store.migrate import upgrade
+
+    s = Store(database_url)
+    upgrade(s.engine)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def settings(database_url):
+    from rayborg.settings import Settings
+
+    return Settings(database_url=database_url, _env_file=None)
+
+
+@pytest.fixture
+def app(settings, store):
+    from rayborg.api.app import create_app
+
+    return create_app(settings, store)
+
+
+@pytest.fixture
+async def client(aiohttp_client, app):
+    return await aiohttp_client(app)

@@ -1,0 +1,76 @@
+"""Build device trees and profiles straight in the store, for API and state-machine tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deployable, Device,
+                                  DeviceProfile)
+
+
+@dataclass
+class Tree:
+    device_uuid: str
+    device_id: int
+    deployable_uuids: list[str] = field(default_factory=list)
+    deployable_ids: list[int] = field(default_factory=list)
+    rp_uuids: list[str] = field(default_factory=list)
+    handle_ids: list[int] = field(default_factory=list)
+
+
+def add_device(store, hostname: str = "host1", type: str = "FPGA", vendor: str = "0x8086",
+               model: str = "PAC Arria10", rc: str = "FPGA", traits: tuple[str, ...] = ("CUSTOM_FPGA_INTEL",),
+               deployables: int = 1, handles_per_deployable: int = 2, bus: int = 0x5e,
+               attach_type: str = "PCI", driver_name: str = "intel_fpga") -> Tree:
+    """One device with `deployables` deployables (each its own RP) and free attach handles."""
+    import uuid
+
+    def build(session) -> Tree:
+        dev = Device(type=type, vendor=vendor, model=model, hostname=hostname,
+                     std_board_info=json.dumps({"class": "0x120000", "device_id": "0x09c4"}),
+                     vendor_board_info="", std_board_info_key=f"{driver_name}:{hostname}:{bus:02x}")
+        session.add(dev)
+        session.flush()
+        cpid = ControlPathID(device_id=dev.id, cpid_type="PCI",
+                             cpid_info=json.dumps({"domain": "0000", "bus": f"{bus:02x}", "device": "00",
+                                                   "function": "0"}))
+        session.add(cpid)
+        session.flush()
+        tree = Tree(device_uuid=dev.uuid, device_id=dev.id)
+        for d in range(deployables):
+            dep = Deployable(name=f"{hostname}_{model.replace(' ', '_')}_{bus:02x}_{d}",
+                             num_accelerators=handles_per_deployable, device_id=dev.id,
+                             driver_name=driver_name, rp_uuid=str(uuid.uuid4()))
+            session.add(dep)
+            session.flush()
+            dep.root_id = dep.id
+            session.add(Attribute(deployable_id=dep.id, key="rc", value=rc))
+            for i, trait in enumerate(traits):
+                session.add(Attribute(deployable_id=dep.id, key=f"trait{i}", value=trait))
+            for h in range(handles_per_deployable):
+                info = {"bus": f"{bus:02x}", "device": f"{d:02x}", "domain": "0000", "function": str(h)}
+                ah = AttachHandle(deployable_id=dep.id, cpid_id=cpid.id, attach_type=attach_type,
+                                  attach_info=json.dumps(info, sort_keys=True))
+                session.add(ah)
+                session.flush()
+                tree.handle_ids.append(ah.id)
+            tree.deployable_uuids.append(dep.uuid)
+            tree.deployable_ids.append(dep.id)
+            tree.rp_uuids.append(dep.rp_uuid)
+        return tree
+
+    return store.transact(build)
+
+
+def add_profile(store, name: str = "fpga-dp1", groups: list[dict[str, str]] | None = None,
+                description: str | None = None) -> str:
+    groups = groups if groups is not None else [{"resources:FPGA": "1", "trait:CUSTOM_FPGA_INTEL": "required"}]
+
+    def build(session) -> str:
+        dp = DeviceProfile(name=name, groups=groups, description=description)
+        session.add(dp)
+        session.flush()
+        return dp.uuid
+
+    return store.transact(build)
