@@ -113,8 +113,11 @@ async def version_auth_middleware(request: web.Request, handler):
     return response
 
 
-def create_app(settings, store) -> web.Application:
-    """The front door for one process: routes, middlewares, auth and policy from `settings`."""
+def create_app(settings, store, binder=None) -> web.Application:
+    """The front door for one process: routes, middlewares, auth and policy from `settings`.
+
+    `binder` finishes binds in the background: the in-process `LocalBinder` by default, the Ray
+    binder pool when `rayborg serve` runs the actors."""
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[request_id_middleware, error_middleware, version_auth_middleware])
     app["settings"] = settings
@@ -122,6 +125,11 @@ def create_app(settings, store) -> web.Application:
     app["policy"] = PolicyEnforcer(settings.policy_file)
     app["auth"] = make_auth(settings)
     app["routes"] = ROUTES
+    if binder is None:
+        from rayborg.api.local_binder import LocalBinder
+
+        binder = LocalBinder(store)
+    app["binder"] = binder
     for prefix in MOUNT_PREFIXES:
         for method, path, handler in ROUTES:
             full = (prefix + path) if path != "/" else (prefix or "/")
@@ -131,6 +139,7 @@ def create_app(settings, store) -> web.Application:
 
     async def _close(app: web.Application) -> None:
         await app["auth"].close()
+        await app["binder"].close()
 
     app.on_cleanup.append(_close)
     return app
