@@ -1,0 +1,60 @@
+"""A small real HTTP server that plays Nova's `os-server-external-events` for tests: it records
+every call and can be told to fail (HTTP status) for the next N calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class NovaRecorder:
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.fail_next = 0
+        self.fail_status = 503
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                return None
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with recorder._lock:
+                    failing = recorder.fail_next > 0
+                    if failing:
+                        recorder.fail_next -= 1
+                    recorder.calls.append({"path": self.path, "body": body, "failed": failing,
+                                           "headers": dict(self.headers)})
+                if failing:
+                    self.send_response(recorder.fail_status)
+                    self.end_headers()
+                    return
+                out = json.dumps({"events": [dict(e, code=200) for e in body.get("events", [])]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> "NovaRecorder":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def delivered_events(self) -> list[dict]:
+        with self._lock:
+            return [e for c in self.calls if not c["failed"] for e in c["body"]["events"]]
