@@ -46,6 +46,26 @@ class TimestampMixin(SQLModel):
     updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
+class HostState(StrEnum):
+    UP = "up"
+    LOST = "lost"  # its Ray node left: devices kept, nothing new binds there
+
+
+class Host(TimestampMixin, table=True):
+    """A host that reported devices, and where its Placement sync stands."""
+
+    __tablename__ = "hosts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    hostname: str = Field(max_length=255, unique=True, index=True)
+    state: str = Field(default=HostState.UP.value, max_length=20)
+    report_hash: str | None = Field(default=None, max_length=64)
+    reported_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    compute_rp_uuid: str | None = Field(default=None, max_length=36)
+    # Last Placement error for this host (None when in sync), for `rayborg status` and operators.
+    sync_error: str | None = Field(default=None)
+
+
 class Device(TimestampMixin, table=True):
     """A physical card on a host, found by a driver."""
 
@@ -84,6 +104,10 @@ class Deployable(TimestampMixin, table=True):
     driver_name: str | None = Field(default=None, max_length=100)
     rp_uuid: str | None = Field(default=None, max_length=36, index=True)
     bitstream_id: str | None = Field(default=None, max_length=36)
+    # What PlacementSync last pushed for this deployable's RP (None: unknown, check Placement), and
+    # whether the store changed since: a restart resumes from these instead of re-pushing everything.
+    placement_state: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    placement_dirty: bool = Field(default=True, index=True)
 
 
 class ControlPathID(TimestampMixin, table=True):
