@@ -191,6 +191,16 @@ class ExtARQ(TimestampMixin, table=True):
     nova_event_pending: bool = Field(default=False, index=True)
 
 
+class PlacementTombstone(SQLModel, table=True):
+    """A device RP whose deployable is gone from the store but not yet from Placement."""
+
+    __tablename__ = "placement_tombstones"
+
+    id: int | None = Field(default=None, primary_key=True)
+    rp_uuid: str = Field(max_length=36, unique=True)
+    hostname: str = Field(max_length=255)
+
+
 class ProgramRequest(TimestampMixin, table=True):
     """A request to program a bitstream onto a deployable, recorded before the host acts on it."""
 
