@@ -1,0 +1,186 @@
+"""Apply a host's `HostReport` to the store: the device tree of that host becomes what the drivers
+found, in one transaction. Only PlacementSync calls this (it is the single writer of the tree).
+
+Rows are matched by stable identity (device key, deployable name, attach-handle info) so that
+uuids survive re-reports. Deployables whose Placement view changed are marked dirty; removed ones
+leave a tombstone so that their RP is deleted from Placement even if that has to wait.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, delete, select
+
+from rayborg.actors.placement_client import provider_uuid
+from rayborg.drivers.base import DriverDeployable, DriverDevice, HostReport
+from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deployable, Device, Host, HostState,
+                                  PlacementTombstone, utcnow)
+
+_DRIVER_KEY = re.compile(r"^(rc|trait\d+)$")
+
+
+@dataclass
+class ReportDiff:
+    hostname: str
+    added: list[str] = field(default_factory=list)      # deployable names
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    devices_removed: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed or self.devices_removed)
+
+
+def _flatten(dep: DriverDeployable, parent: DriverDeployable | None = None):
+    yield dep, parent
+    for child in dep.children:
+        yield from _flatten(child, dep)
+
+
+def upsert_host(session: Session, hostname: str) -> Host:
+    host = session.exec(select(Host).where(Host.hostname == hostname)).first()
+    if host is None:
+        host = Host(hostname=hostname)
+        session.add(host)
+    return host
+
+
+def apply_report(session: Session, report: HostReport) -> ReportDiff:
+    diff = ReportDiff(report.hostname)
+    host = upsert_host(session, report.hostname)
+    host.report_hash, host.reported_at, host.state = report.content_hash, utcnow(), HostState.UP.value
+
+    existing = {d.std_board_info_key: d for d in
+                session.exec(select(Device).where(Device.hostname == report.hostname))}
+    for reported in report.devices:
+        device = existing.pop(reported.key, None)
+        _apply_device(session, report.hostname, reported, device, diff)
+    for gone in existing.values():
+        for dep in session.exec(select(Deployable).where(Deployable.device_id == gone.id)):
+            _tombstone(session, dep, report.hostname, diff)
+        session.delete(gone)
+        diff.devices_removed += 1
+    session.flush()
+    return diff
+
+
+def _tombstone(session: Session, dep: Deployable, hostname: str, diff: ReportDiff) -> None:
+    diff.removed.append(dep.name)
+    if dep.rp_uuid and not session.exec(
+            select(PlacementTombstone).where(PlacementTombstone.rp_uuid == dep.rp_uuid)).first():
+        session.add(PlacementTombstone(rp_uuid=dep.rp_uuid, hostname=hostname))
+
+
+def _apply_device(session: Session, hostname: str, reported: DriverDevice, device: Device | None,
+                  diff: ReportDiff) -> None:
+    fields = {"type": reported.type, "vendor": reported.vendor, "model": reported.model,
+              "std_board_info": reported.std_board_info_json(),
+              "vendor_board_info": reported.vendor_board_info}
+    if device is None:
+        device = Device(hostname=hostname, std_board_info_key=reported.key, **fields)
+        session.add(device)
+        session.flush()
+    elif any(getattr(device, k) != v for k, v in fields.items()):
+        for k, v in fields.items():
+            setattr(device, k, v)
+        device.updated_at = utcnow()
+
+    cpid = session.exec(select(ControlPathID).where(ControlPathID.device_id == device.id)).first()
+    cpid_info = reported.controlpath_id.info_json()
+    if cpid is None:
+        cpid = ControlPathID(device_id=device.id, cpid_type=reported.controlpath_id.cpid_type,
+                             cpid_info=cpid_info)
+        session.add(cpid)
+        session.flush()
+    elif (cpid.cpid_type, cpid.cpid_info) != (reported.controlpath_id.cpid_type, cpid_info):
+        cpid.cpid_type, cpid.cpid_info = reported.controlpath_id.cpid_type, cpid_info
+
+    existing = {d.name: d for d in session.exec(select(Deployable).where(Deployable.device_id == device.id))}
+    ids: dict[str, int] = {}
+    for top in reported.deployables:
+        for dep, parent in _flatten(top):
+            row = existing.pop(dep.name, None)
+            row = _apply_deployable(session, device.id, dep, row, diff)
+            ids[dep.name] = row.id
+            row.parent_id = ids[parent.name] if parent else None
+            row.root_id = ids[top.name]
+    for gone in existing.values():
+        _tombstone(session, gone, hostname, diff)
+        session.delete(gone)
+
+
+def _apply_deployable(session: Session, device_id: int, dep: DriverDeployable, row: Deployable | None,
+                      diff: ReportDiff) -> Deployable:
+    if row is None:
+        row = Deployable(name=dep.name, device_id=device_id, num_accelerators=dep.num_accelerators,
+                         driver_name=dep.driver_name, bitstream_id=dep.bitstream_id,
+                         rp_uuid=provider_uuid(dep.name), placement_dirty=True)
+        session.add(row)
+        session.flush()
+        diff.added.append(dep.name)
+    else:
+        before = (row.num_accelerators, row.driver_name, row.bitstream_id)
+        after = (dep.num_accelerators, dep.driver_name, dep.bitstream_id)
+        if before != after:
+            row.num_accelerators, row.driver_name, row.bitstream_id = after
+            row.placement_dirty, row.updated_at = True, utcnow()
+            diff.changed.append(dep.name)
+    if _apply_attributes(session, row.id, dep.attributes) and dep.name not in diff.added:
+        row.placement_dirty = True
+        if dep.name not in diff.changed:
+            diff.changed.append(dep.name)
+    _apply_handles(session, row.id, dep)
+    return row
+
+
+def _apply_attributes(session: Session, deployable_id: int, reported: dict[str, str]) -> bool:
+    """Driver-owned keys (`rc`, `traitN` and whatever the driver reports) follow the report;
+    keys an operator added through the API are left alone. True when something changed."""
+    rows = list(session.exec(select(Attribute).where(Attribute.deployable_id == deployable_id)))
+    by_key = {r.key: r for r in rows}
+    changed = False
+    for key, value in reported.items():
+        row = by_key.get(key)
+        if row is None:
+            session.add(Attribute(deployable_id=deployable_id, key=key, value=value))
+            changed = True
+        elif row.value != value:
+            row.value, row.updated_at = value, utcnow()
+            changed = True
+    for row in rows:
+        if _DRIVER_KEY.match(row.key) and row.key not in reported:
+            session.delete(row)
+            changed = True
+    return changed
+
+
+def _apply_handles(session: Session, deployable_id: int, dep: DriverDeployable) -> None:
+    rows = {(r.attach_type, r.attach_info): r for r in
+            session.exec(select(AttachHandle).where(AttachHandle.deployable_id == deployable_id))}
+    for handle in dep.attach_handles:
+        key = (handle.attach_type, handle.info_json())
+        if rows.pop(key, None) is None:
+            session.add(AttachHandle(deployable_id=deployable_id, attach_type=handle.attach_type,
+                                     attach_info=handle.info_json()))
+    # Gone from the host: drop free handles; one still claimed stays until its ARQ lets go.
+    stale = [r.id for r in rows.values() if not r.in_use]
+    if stale:
+        session.exec(delete(AttachHandle).where(AttachHandle.id.in_(stale)))
+
+
+def desired_traits(attributes: dict[str, str]) -> list[str]:
+    traits = [v for k, v in sorted(attributes.items()) if re.fullmatch(r"trait\d+", k)]
+    return sorted({"OWNER_CYBORG", *traits})
+
+
+def attributes_of(session: Session, deployable_id: int) -> dict[str, str]:
+    return {a.key: a.value for a in
+            session.exec(select(Attribute).where(Attribute.deployable_id == deployable_id))}
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True)
