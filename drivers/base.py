@@ -1,0 +1,271 @@
+"""The driver contract: typed report models, the `Driver` base class and the errors drivers raise.
+
+A driver discovers the devices it owns under a sysfs root and returns `DriverDevice` trees
+(device -> deployables -> attach handles). It never touches the store or Placement. The agent
+(actors/) turns a list of them into one `HostReport` per host (see `rayborg.drivers.registry`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import os_resource_classes
+import os_traits
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DeviceType = Literal["GPU", "FPGA", "QAT", "NIC", "SSD", "NVME", "PMEM", "MDEV", "PCI", "AICHIP"]
+# PMEM and SPDK handles are rayborg additions: the PMEM spec asks for a new handle type without
+# naming it, and the SPDK spec predates attach handles.
+AttachType = Literal["PCI", "MDEV", "TEST_PCI", "PMEM", "SPDK"]
+
+_CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+_STANDARD_TRAITS = frozenset(os_traits.get_traits())
+
+
+def custom_name(*parts: str) -> str:
+    """`CUSTOM_` + parts, upper-cased, with every other character than A-Z0-9 turned into `_`.
+
+    The normalisation of the agent-driver API spec: upper case, spaces/hyphens -> `_`.
+    """
+    raw = "_".join(p for p in parts if p)
+    body = re.sub(r"[^A-Z0-9_]", "_", raw.upper())
+    return body if body.startswith("CUSTOM_") else f"CUSTOM_{body}"
+
+
+def safe_name(text: str) -> str:
+    """Deployable / Placement RP names: only `[A-Za-z0-9_-]` (upstream's rule)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DriverAttachHandle(_Model):
+    attach_type: AttachType
+    attach_info: dict[str, str]
+    in_use: bool = False
+
+    @field_validator("attach_info")
+    @classmethod
+    def _sorted(cls, info: dict[str, str]) -> dict[str, str]:
+        return dict(sorted(info.items()))
+
+    def info_json(self) -> str:
+        """The string the store keeps in `attach_handles.attach_info` (sorted keys, as upstream)."""
+        return json.dumps(self.attach_info, sort_keys=True)
+
+
+class ControlPathId(_Model):
+    cpid_type: Literal["PCI", "PMEM", "SPDK", "FAKE"] = "PCI"
+    cpid_info: dict[str, str]
+
+    def info_json(self) -> str:
+        return json.dumps(self.cpid_info, sort_keys=True)
+
+
+class DriverDeployable(_Model):
+    name: str
+    num_accelerators: int = Field(ge=0)
+    driver_name: str
+    bitstream_id: str | None = None
+    resource_class: str
+    traits: list[str] = Field(default_factory=list)
+    # Cyborg's attribute rows: "rc" and "trait0".. are derived from the two fields above; drivers
+    # may add their own facts (e.g. "physical_network").
+    attributes: dict[str, str] = Field(default_factory=dict)
+    attach_handles: list[DriverAttachHandle] = Field(default_factory=list)
+    children: list[DriverDeployable] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if not name or safe_name(name) != name:
+            raise ValueError(f"deployable name {name!r} must be non-empty [A-Za-z0-9_-]")
+        return name
+
+    @field_validator("resource_class")
+    @classmethod
+    def _rc(cls, rc: str) -> str:
+        if rc not in os_resource_classes.STANDARDS and not _CUSTOM_NAME.match(rc):
+            raise ValueError(f"{rc!r} is neither a standard nor a CUSTOM_ resource class")
+        return rc
+
+    @field_validator("traits")
+    @classmethod
+    def _traits(cls, traits: list[str]) -> list[str]:
+        for t in traits:
+            if t not in _STANDARD_TRAITS and not _CUSTOM_NAME.match(t):
+                raise ValueError(f"{t!r} is neither a standard nor a CUSTOM_ trait")
+        return list(dict.fromkeys(traits))  # drop duplicates, keep order
+
+    @model_validator(mode="after")
+    def _derive_attributes(self) -> DriverDeployable:
+        extra = {k: v for k, v in self.attributes.items() if k != "rc" and not re.fullmatch(r"trait\d+", k)}
+        derived = {"rc": self.resource_class} | {f"trait{i}": t for i, t in enumerate(self.traits)}
+        self.attributes = dict(sorted((extra | derived).items()))
+        self.attach_handles.sort(key=lambda h: (h.attach_type, canonical_json(h.attach_info)))
+        return self
+
+
+class DriverDevice(_Model):
+    type: DeviceType
+    vendor: str
+    model: str
+    std_board_info: dict[str, Any] = Field(default_factory=dict)
+    vendor_board_info: str = ""
+    key: str  # stable identity on the host: "<driver>:<address>"
+    controlpath_id: ControlPathId
+    deployables: list[DriverDeployable] = Field(default_factory=list)
+    stub: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> DriverDevice:
+        self.deployables.sort(key=lambda d: d.name)
+        return self
+
+    def std_board_info_json(self) -> str:
+        """The string the store keeps in `devices.std_board_info`."""
+        return json.dumps(self.std_board_info, sort_keys=True)
+
+
+class DriverError(_Model):
+    driver: str
+    device: str = ""  # PCI address, namespace, socket path... whatever names the thing
+    file: str = ""  # the file that could not be read or that held a bad value
+    message: str
+
+
+class HostReport(_Model):
+    hostname: str
+    drivers: list[str]
+    devices: list[DriverDevice] = Field(default_factory=list)
+    errors: list[DriverError] = Field(default_factory=list)
+    content_hash: str = ""
+
+    @model_validator(mode="after")
+    def _order_and_hash(self) -> HostReport:
+        self.drivers = sorted(self.drivers)
+        self.devices.sort(key=lambda d: d.key)
+        self.errors.sort(key=lambda e: (e.driver, e.device, e.file, e.message))
+        self.content_hash = self.compute_hash()
+        return self
+
+    def compute_hash(self) -> str:
+        """sha256 of the canonical JSON of everything but the hash: equal hash == nothing changed."""
+        body = self.model_dump(mode="json", exclude={"content_hash"})
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    def deployables(self) -> list[DriverDeployable]:
+        return [dep for dev in self.devices for dep in dev.deployables]
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+class DriverFailure(Exception):
+    """A problem with one device; discovery turns it into a `DriverError` entry and goes on."""
+
+    def __init__(self, message: str, *, device: str = "", file: str | Path = ""):
+        super().__init__(message)
+        self.message = message
+        self.device = device
+        self.file = str(file)
+
+    def __str__(self) -> str:
+        where = ", ".join(x for x in (self.device and f"device {self.device}",
+                                      self.file and f"file {self.file}") if x)
+        return f"{self.message} ({where})" if where else self.message
+
+
+class UnknownDriver(ValueError):
+    """A driver name that is not in the registry."""
+
+
+class ProgrammingError(Exception):
+    """A vendor tool failed, hung or could not run; names the device, the tool and what it said."""
+
+    def __init__(self, message: str, *, device: str, tool: str = "", exit_code: int | None = None,
+                 stderr: str = ""):
+        detail = [f"device {device}"]
+        if tool:
+            detail.append(f"tool {tool}")
+        if exit_code is not None:
+            detail.append(f"exit code {exit_code}")
+        if stderr.strip():
+            detail.append(f"stderr: {stderr.strip()[-500:]}")
+        super().__init__(f"{message} ({'; '.join(detail)})")
+        self.device, self.tool, self.exit_code, self.stderr = device, tool, exit_code, stderr
+
+
+class BitstreamError(ProgrammingError):
+    """The bitstream does not exist or its metadata does not fit the device."""
+
+
+# ---- the driver contract --------------------------------------------------------------------
+
+
+@dataclass
+class DriverContext:
+    """Where a driver looks and what it is told: every path is configurable so tests use fixtures."""
+
+    hostname: str = "localhost"
+    sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+    options: dict[str, Any] = field(default_factory=dict)  # this driver's own options
+
+    def __post_init__(self) -> None:
+        self.sysfs_root = Path(self.sysfs_root)
+        self.dev_root = Path(self.dev_root)
+
+    def dep_name(self, suffix: str) -> str:
+        """`<hostname>_<suffix>`, the deployable naming rule (upstream), made RP-name safe."""
+        return safe_name(f"{self.hostname}_{suffix}")
+
+
+@dataclass
+class Discovery:
+    devices: list[DriverDevice] = field(default_factory=list)
+    errors: list[DriverError] = field(default_factory=list)
+
+
+class Driver:
+    """One accelerator family. Subclasses set NAME/TYPE/VENDOR and implement `discover()`."""
+
+    NAME: ClassVar[str] = ""
+    TYPE: ClassVar[str] = ""
+    VENDOR: ClassVar[str] = ""
+
+    def __init__(self, ctx: DriverContext | None = None):
+        self.ctx = ctx or DriverContext()
+        self.options: dict[str, Any] = dict(self.ctx.options)
+
+    def discover(self) -> Discovery:
+        raise NotImplementedError
+
+    def error(self, failure: DriverFailure | Exception, *, device: str = "", file: str = "") -> DriverError:
+        if isinstance(failure, DriverFailure):
+            return DriverError(driver=self.NAME, device=failure.device or device,
+                               file=failure.file or file, message=failure.message)
+        return DriverError(driver=self.NAME, device=device, file=file,
+                           message=f"{type(failure).__name__}: {failure}")
+
+    def get_stats(self) -> dict[str, Any]:
+        """Spec'd by the generic-driver proposal; nothing to report from sysfs alone."""
+        return {}
+
+    def find_deployable(self, name: str) -> tuple[DriverDevice, DriverDeployable]:
+        for dev in self.discover().devices:
+            for dep in dev.deployables:
+                if dep.name == name:
+                    return dev, dep
+        raise DriverFailure(f"no deployable named {name!r} on this host", device=name)

@@ -1,0 +1,191 @@
+"""Bitstreams: the Glance image properties of the bitstream spec, from Glance or a local directory.
+
+Glance (keystoneauth1 Adapter, service type `image`) when configured; otherwise a directory where each
+bitstream file `X` has a JSON sidecar `X.json` holding the same properties (plus an optional `id`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rayborg.drivers.base import BitstreamError
+
+FPGA_TAG = "FPGA"  # "all of the FPGA bitstreams should be TAGGED as FPGA in Glance"
+
+
+class BitstreamMeta(BaseModel):
+    """Properties of the bitstream spec. Required: the non-nullable ones, except driver_ver/driver_path
+    and topology that the spec itself calls optional elsewhere."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    bs_name: str = Field(alias="bs-name")
+    bs_uuid: str = Field(alias="bs-uuid")
+    vendor: str
+    board: str
+    version: str
+    function_uuid: str
+    shell_id: str | None = None
+    driver: str | None = None
+    driver_ver: str | None = None
+    driver_path: str | None = None
+    topology: Any = None
+    description: str | None = None
+    region_uuid: str | None = None
+    function_name: str | None = None
+
+
+class Bitstream(BaseModel):
+    image_id: str
+    meta: BitstreamMeta
+    path: Path
+
+
+class BitstreamSource(Protocol):
+    def fetch(self, image_id: str) -> Bitstream: ...
+
+    def find(self, *, function_uuid: str | None = None, function_name: str | None = None,
+             region_uuid: str | None = None) -> Bitstream: ...
+
+
+def parse_meta(props: dict[str, Any], *, image_id: str) -> BitstreamMeta:
+    try:
+        return BitstreamMeta.model_validate(props)
+    except ValidationError as exc:
+        missing = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+        raise BitstreamError(f"bitstream {image_id} has bad or missing metadata: {missing}",
+                             device=image_id) from None
+
+
+def _norm(text: str | None) -> str:
+    return re.sub(r"[^0-9a-z]", "", (text or "").lower())
+
+
+def _matches(meta: BitstreamMeta, function_uuid: str | None, function_name: str | None,
+             region_uuid: str | None) -> bool:
+    return ((function_uuid is None or _norm(meta.function_uuid) == _norm(function_uuid))
+            and (function_name is None or meta.function_name == function_name)
+            and (region_uuid is None or _norm(meta.region_uuid) == _norm(region_uuid)))
+
+
+def _pick_one(found: list[Bitstream], what: str) -> Bitstream:
+    if not found:
+        raise BitstreamError(f"no bitstream matches {what}", device=what)
+    if len(found) > 1:  # the spec: "bitstream choice policy is outside Cyborg"
+        ids = ", ".join(b.image_id for b in found)
+        raise BitstreamError(f"more than one bitstream matches {what}: {ids}", device=what)
+    return found[0]
+
+
+def _query_text(**query: str | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in query.items() if v is not None) or "(no filter)"
+
+
+class LocalBitstreams:
+    """A directory of bitstream files, each with a `<file>.json` sidecar of spec properties."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+
+    def all(self) -> list[Bitstream]:
+        out = []
+        for sidecar in sorted(self.dir.glob("*.json")):
+            out.append(self._load(sidecar))
+        return out
+
+    def _load(self, sidecar: Path) -> Bitstream:
+        try:
+            props = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BitstreamError(f"unreadable bitstream metadata {sidecar}: {exc}", device=str(sidecar)) from None
+        image_id = str(props.get("id") or props.get("bs-uuid") or sidecar.stem)
+        meta = parse_meta(props, image_id=image_id)
+        return Bitstream(image_id=image_id, meta=meta, path=sidecar.with_suffix(""))
+
+    def fetch(self, image_id: str) -> Bitstream:
+        for bs in self.all():
+            if image_id in (bs.image_id, bs.meta.bs_uuid, bs.path.name):
+                if not bs.path.is_file():
+                    raise BitstreamError(f"bitstream file {bs.path} does not exist", device=image_id)
+                return bs
+        raise BitstreamError(f"bitstream {image_id} does not exist in {self.dir}", device=image_id)
+
+    def find(self, *, function_uuid: str | None = None, function_name: str | None = None,
+             region_uuid: str | None = None) -> Bitstream:
+        found = [b for b in self.all() if _matches(b.meta, function_uuid, function_name, region_uuid)]
+        return _pick_one(found, _query_text(function_uuid=function_uuid, function_name=function_name,
+                                            region_uuid=region_uuid))
+
+
+class GlanceBitstreams:
+    """Bitstreams as Glance v2 images (tag FPGA, spec properties as image properties)."""
+
+    def __init__(self, session, *, endpoint_override: str | None = None, interface: str = "public",
+                 region_name: str | None = None, download_dir: str | Path | None = None):
+        from keystoneauth1.adapter import Adapter
+
+        self.adapter = Adapter(session, service_type="image", interface=interface, region_name=region_name,
+                               endpoint_override=endpoint_override)
+        self.download_dir = Path(download_dir) if download_dir else None
+
+    def _get(self, url: str, image_id: str, **kw):
+        from keystoneauth1 import exceptions as ks_exc
+
+        try:
+            return self.adapter.get(url, **kw)
+        except ks_exc.NotFound:
+            raise BitstreamError(f"bitstream image {image_id} does not exist in Glance", device=image_id) from None
+        except ks_exc.ClientException as exc:
+            raise BitstreamError(f"Glance request {url} failed: {exc}", device=image_id) from None
+
+    def _meta(self, image: dict[str, Any]) -> BitstreamMeta:
+        image_id = image.get("id", "?")
+        if FPGA_TAG not in (image.get("tags") or []):
+            raise BitstreamError(f"image {image_id} is not tagged {FPGA_TAG}", device=image_id)
+        return parse_meta(image, image_id=image_id)
+
+    def _download(self, image_id: str, meta: BitstreamMeta) -> Bitstream:
+        resp = self._get(f"/v2/images/{image_id}/file", image_id, stream=True)
+        dest_dir = self.download_dir or Path(tempfile.mkdtemp(prefix="rayborg-bs-"))
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        path = dest_dir / f"{image_id}.gbs"
+        with path.open("wb") as fh:
+            for chunk in resp.iter_content(1 << 20):
+                fh.write(chunk)
+        return Bitstream(image_id=image_id, meta=meta, path=path)
+
+    def fetch(self, image_id: str) -> Bitstream:
+        image = self._get(f"/v2/images/{image_id}", image_id).json()
+        return self._download(image_id, self._meta(image))
+
+    def find(self, *, function_uuid: str | None = None, function_name: str | None = None,
+             region_uuid: str | None = None) -> Bitstream:
+        query = {"function_uuid": function_uuid, "function_name": function_name, "region_uuid": region_uuid}
+        params = {"tag": FPGA_TAG} | {k: v for k, v in query.items() if v is not None}
+        images = self._get("/v2/images", _query_text(**query), params=params).json().get("images", [])
+        # Glance filters by property already; filter again so a lax server cannot widen the match.
+        metas = [(img["id"], self._meta(img)) for img in images]
+        found = [Bitstream(image_id=i, meta=m, path=Path()) for i, m in metas
+                 if _matches(m, function_uuid, function_name, region_uuid)]
+        chosen = _pick_one(found, _query_text(**query))
+        return self._download(chosen.image_id, chosen.meta)
+
+
+def check_fits(meta: BitstreamMeta, *, device: str, vendor_names: set[str], boards: set[str],
+               region_id: str | None) -> None:
+    """Raise `BitstreamError` unless the bitstream's vendor, board and region fit the device."""
+    if _norm(meta.vendor) not in {_norm(v) for v in vendor_names}:
+        raise BitstreamError(f"bitstream {meta.bs_uuid} is for vendor {meta.vendor!r}, not this device's "
+                             f"({', '.join(sorted(vendor_names))})", device=device)
+    if boards and _norm(meta.board) not in {_norm(b) for b in boards}:
+        raise BitstreamError(f"bitstream {meta.bs_uuid} is for board {meta.board!r}, not this device's "
+                             f"({', '.join(sorted(boards))})", device=device)
+    if meta.region_uuid and region_id and _norm(meta.region_uuid) != _norm(region_id):
+        raise BitstreamError(f"bitstream {meta.bs_uuid} needs region {meta.region_uuid}, device region is "
+                             f"{region_id}", device=device)

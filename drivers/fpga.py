@@ -1,0 +1,86 @@
+"""Shared FPGA driver behaviour: programming through a vendor tool and remembering what was loaded.
+
+`program(deployable, bitstream)` checks the bitstream fits the device, runs the vendor tool (path,
+timeout configurable through the driver options `tool` and `program_timeout`), then re-discovers
+and returns the deployable as it now is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from rayborg.drivers.base import BitstreamError, DriverDeployable, DriverDevice, DriverFailure, custom_name
+from rayborg.drivers.bitstreams import Bitstream, check_fits
+from rayborg.drivers.pci import PciDriver
+from rayborg.drivers.tools import DEFAULT_TIMEOUT, run_tool
+
+
+class FpgaDriver(PciDriver):
+    TYPE = "FPGA"
+    DEFAULT_TOOL: ClassVar[str] = ""
+
+    def __init__(self, ctx=None):
+        super().__init__(ctx)
+        # device key -> bitstream last programmed by this process: sysfs seldom says which image is
+        # loaded, only (at best) its function id.
+        self.loaded: dict[str, Bitstream] = {}
+
+    # ---- discovery helpers ----------------------------------------------------------------
+
+    def fpga_traits(self, *, family: str | None = None, product: str | None = None,
+                    region: str | None = None, function: str | None = None) -> list[str]:
+        """Vendor, family or product, region and function traits (upstream's spellings)."""
+        v = self.VENDOR_NAME
+        traits = [custom_name("FPGA", v)]
+        if family:
+            traits.append(custom_name("FPGA", v, family))
+        if product:
+            traits.append(custom_name("FPGA_PRODUCT_ID", product))
+        if region:
+            traits.append(custom_name("FPGA_REGION", v, region))
+        if function:
+            traits.append(custom_name("FPGA_FUNCTION_ID", v, function))
+        return traits
+
+    def loaded_state(self, key: str, function: str | None) -> tuple[str | None, str | None]:
+        """(bitstream_id, function id) for a device: what sysfs says, completed by what we loaded."""
+        bs = self.loaded.get(key)
+        if bs is None:
+            return None, function
+        if function is None:
+            return bs.image_id, bs.meta.function_uuid
+        same = function.replace("-", "").lower() == bs.meta.function_uuid.replace("-", "").lower()
+        return (bs.image_id if same else None), function
+
+    # ---- programming ----------------------------------------------------------------------
+
+    def tool(self) -> str:
+        return str(self.options.get("tool", self.DEFAULT_TOOL))
+
+    def program_argv(self, device: DriverDevice, image: Path) -> list[str]:
+        raise NotImplementedError
+
+    def program_env(self, device: DriverDevice) -> dict[str, str] | None:
+        return None
+
+    def boards(self, device: DriverDevice) -> set[str]:
+        return {device.model, device.std_board_info.get("device_id", "")} - {""}
+
+    def program(self, deployable: DriverDeployable | str, bitstream: Bitstream,
+                *, timeout: float | None = None) -> DriverDeployable:
+        name = deployable if isinstance(deployable, str) else deployable.name
+        try:
+            device, dep = self.find_deployable(name)
+        except DriverFailure as exc:
+            raise BitstreamError(str(exc), device=name) from None
+        if not bitstream.path.is_file():
+            raise BitstreamError(f"bitstream file {bitstream.path} does not exist", device=device.key)
+        check_fits(bitstream.meta, device=device.key, vendor_names={self.VENDOR_NAME, device.vendor},
+                   boards=self.boards(device), region_id=dep.attributes.get("region_id"))
+        limit = timeout if timeout is not None else float(self.options.get("program_timeout", DEFAULT_TIMEOUT))
+        run_tool(self.program_argv(device, bitstream.path), device=device.key, timeout=limit,
+                 env=self.program_env(device))
+        self.loaded[device.key] = bitstream
+        _, dep = self.find_deployable(name)
+        return dep

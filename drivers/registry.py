@@ -1,0 +1,108 @@
+"""Driver names -> classes, and `discover_host`: run drivers, isolate their failures, build a HostReport."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rayborg.drivers.base import (DeviceType, Driver, DriverContext, DriverError, HostReport, ProgrammingError,
+                                  UnknownDriver)
+
+# name -> "module:Class" (imported on first use so one broken module cannot break the others)
+DRIVERS: dict[str, str] = {
+    "intel_fpga": "intel_fpga:IntelFpgaDriver",
+    "inspur_fpga": "inspur_fpga:InspurFpgaDriver",
+    "xilinx_fpga": "xilinx_fpga:XilinxFpgaDriver",
+    "nvidia_gpu": "nvidia_gpu:NvidiaGpuDriver",
+    "nvidia_vgpu": "nvidia_vgpu:NvidiaVgpuDriver",
+    "intel_qat": "intel_qat:IntelQatDriver",
+    "intel_x710": "intel_x710:IntelX710Driver",
+    "inspur_nvme": "inspur_nvme:InspurNvmeDriver",
+    "spdk": "spdk:SpdkDriver",
+    "pmem": "pmem:PmemDriver",
+    "fake": "fake:FakeDriver",
+}
+REAL_DRIVERS: tuple[str, ...] = tuple(n for n in DRIVERS if n != "fake")
+SYSFS = "sysfs"  # pseudo-driver name for PCI entries no driver could even identify
+
+
+def driver_class(name: str) -> type[Driver]:
+    if name not in DRIVERS:
+        raise UnknownDriver(f"unknown driver {name!r} (known: {', '.join(DRIVERS)})")
+    module, cls = DRIVERS[name].split(":")
+    return getattr(importlib.import_module(f"rayborg.drivers.{module}"), cls)
+
+
+def check_names(names: Iterable[str]) -> list[str]:
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in DRIVERS]
+    if unknown:
+        raise UnknownDriver(f"unknown driver{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                            f"(known: {', '.join(DRIVERS)})")
+    return names
+
+
+class HostDrivers:
+    """The driver instances of one host. Keep one per host: FPGA drivers remember what they loaded."""
+
+    def __init__(self, hostname: str, *, sysfs_root: str | Path = "/sys", dev_root: str | Path = "/dev",
+                 drivers: Iterable[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None):
+        self.hostname = hostname
+        names = check_names(REAL_DRIVERS if drivers is None else drivers)
+        options = options or {}
+        self.drivers: dict[str, Driver] = {}
+        self.errors: list[DriverError] = []
+        for name in names:
+            ctx = DriverContext(hostname=hostname, sysfs_root=Path(sysfs_root), dev_root=Path(dev_root),
+                                options=dict(options.get(name, {})))
+            try:
+                self.drivers[name] = driver_class(name)(ctx)
+            except Exception as exc:  # a bad option or a broken module: report, run the others
+                self.errors.append(DriverError(driver=name, message=f"driver did not start: {exc}"))
+        self.sysfs_root = Path(sysfs_root)
+
+    def discover(self) -> HostReport:
+        from rayborg.drivers.pci import PciDriver, scan_pci
+
+        devices, errors = [], list(self.errors)
+        for name, driver in self.drivers.items():
+            try:
+                found = driver.discover()
+            except Exception as exc:  # one driver's bug never takes the host down
+                errors.append(driver.error(exc))
+                continue
+            devices += found.devices
+            errors += found.errors
+        if any(isinstance(d, PciDriver) for d in self.drivers.values()):
+            _, bad = scan_pci(self.sysfs_root)
+            errors += [DriverError(driver=SYSFS, device=b.device, file=b.file, message=b.message) for b in bad]
+        return HostReport(hostname=self.hostname, drivers=list(self.drivers), devices=devices, errors=errors)
+
+    def driver(self, name: str) -> Driver:
+        try:
+            return self.drivers[name]
+        except KeyError:
+            raise UnknownDriver(f"driver {name!r} is not enabled on {self.hostname}") from None
+
+    def program(self, driver_name: str, deployable, bitstream, *, timeout: float | None = None):
+        """Program a deployable with its driver; raises ProgrammingError/BitstreamError."""
+        driver = self.driver(driver_name)
+        program = getattr(driver, "program", None)
+        if program is None:
+            name = deployable if isinstance(deployable, str) else deployable.name
+            raise ProgrammingError(f"driver {driver_name} cannot program devices", device=name)
+        return program(deployable, bitstream, timeout=timeout)
+
+
+def discover_host(hostname: str, sysfs_root: str | Path = "/sys", drivers: Iterable[str] | None = None,
+                  dev_root: str | Path = "/dev", options: Mapping[str, Mapping[str, Any]] | None = None
+                  ) -> HostReport:
+    """One discovery sweep: all real drivers by default (not `fake`); unknown names raise UnknownDriver."""
+    return HostDrivers(hostname, sysfs_root=sysfs_root, dev_root=dev_root, drivers=drivers,
+                       options=options).discover()
+
+
+__all__ = ["DRIVERS", "REAL_DRIVERS", "HostDrivers", "discover_host", "driver_class", "check_names",
+           "DeviceType"]

@@ -1,0 +1,96 @@
+"""`rayborg discover`: run the drivers once on this host (or a fixture tree) and print the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+from rayborg.drivers.base import UnknownDriver
+from rayborg.drivers.registry import DRIVERS, REAL_DRIVERS, check_names, discover_host
+
+EPILOG = f"""\
+drivers: {', '.join(DRIVERS)} (default: all but fake)
+
+examples:
+  rayborg discover                                  this host's accelerators, as a table
+  rayborg discover --json                           the same HostReport as JSON
+  rayborg discover --sysfs-root tests/fixtures/x    a fixture tree instead of /sys
+  rayborg discover --drivers intel_fpga,intel_qat   only these drivers
+  rayborg discover --fake fpga:4,gpu:2              simulated devices (adds the fake driver)
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "discover", help="discover this host's accelerators and print the host report",
+        description="Run the accelerator drivers once and print what they found: devices, deployables "
+                    "(resource class, traits), attach handles, and per-device errors. Reads only; "
+                    "touches no database and no Placement.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sysfs-root", default="/sys", metavar="PATH", help="sysfs tree to read (default: /sys)")
+    p.add_argument("--dev-root", default="/dev", metavar="PATH", help="device node tree (default: /dev)")
+    p.add_argument("--drivers", metavar="A,B", help="comma-separated driver names (default: all real drivers)")
+    p.add_argument("--hostname", default=None, metavar="H",
+                   help="host name for the report and deployable names (default: this machine's)")
+    p.add_argument("--fake", metavar="SPEC",
+                   help="add the fake driver with SPEC, e.g. 'fpga:4,gpu:2' or 'fpga:2x8' (N devices x M handles)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        names = check_names(args.drivers.split(",")) if args.drivers else list(REAL_DRIVERS)
+    except UnknownDriver as exc:
+        print(f"rayborg discover: {exc}", file=sys.stderr)
+        return 2
+    options = {}
+    if args.fake is not None:
+        from rayborg.drivers.fake import parse_spec
+
+        try:
+            parse_spec(args.fake)
+        except ValueError as exc:
+            print(f"rayborg discover: --fake: {exc}", file=sys.stderr)
+            return 2
+        names = [*dict.fromkeys([*names, "fake"])]
+        options["fake"] = {"spec": args.fake}
+    report = discover_host(args.hostname or socket.gethostname(), sysfs_root=args.sysfs_root,
+                           drivers=names, dev_root=args.dev_root, options=options)
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
+def print_table(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # piped or captured: don't fold ids at 80 columns
+        console = Console(width=200)
+    table = Table(title=f"{report.hostname}: {len(report.devices)} device(s), drivers {', '.join(report.drivers)}")
+    for col in ("device", "type", "vendor", "model", "deployable", "rc", "accel", "handles", "traits"):
+        table.add_column(col, overflow="fold")
+    for dev in report.devices:
+        for dep in dev.deployables or [None]:
+            if dep is None:
+                table.add_row(dev.key, dev.type, dev.vendor, dev.model, "", "", "", "", "")
+                continue
+            kinds = sorted({h.attach_type for h in dep.attach_handles})
+            table.add_row(dev.key, dev.type, dev.vendor, dev.model, dep.name, dep.resource_class,
+                          str(dep.num_accelerators), f"{len(dep.attach_handles)} {'/'.join(kinds)}",
+                          " ".join(dep.traits))
+    console.print(table)
+    if report.errors:
+        errors = Table(title=f"{len(report.errors)} error(s)", style="red")
+        for col in ("driver", "device", "file", "message"):
+            errors.add_column(col, overflow="fold")
+        for e in report.errors:
+            errors.add_row(e.driver, e.device, e.file, e.message)
+        console.print(errors)
+    console.print(f"content hash {report.content_hash}")

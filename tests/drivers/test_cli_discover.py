@@ -1,0 +1,73 @@
+"""`rayborg discover`: table and JSON output on fixture trees and on this machine's real /sys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from rayborg.commands import discover
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="rayborg")
+    discover.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["discover", *argv])
+    return args.func(args)
+
+
+def test_json_on_fixture_tree(family_tree, capsys):
+    root = family_tree("intel_fpga")
+    assert run("--sysfs-root", str(root), "--hostname", "n1", "--drivers", "intel_fpga", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hostname"] == "n1" and out["drivers"] == ["intel_fpga"] and out["errors"] == []
+    assert [d["key"] for d in out["devices"]] == ["intel_fpga:0000:5e:00.0", "intel_fpga:0000:be:00.0"]
+    assert len(out["content_hash"]) == 64
+
+
+def test_table_on_fixture_tree(family_tree, capsys):
+    root = family_tree("intel_fpga")
+    root.joinpath("devices/pci0000:be/0000:be:00.0/driver").unlink()
+    assert run("--sysfs-root", str(root), "--hostname", "n1", "--drivers", "intel_fpga") == 0
+    out = capsys.readouterr().out
+    assert "n1_0000_5e_00_0" in out and "PAC_ARRIA10" in out
+    assert "1 error(s)" in out and "no kernel driver" in out
+
+
+def test_fake_flag_adds_fake_driver(tmp_path, capsys):
+    assert run("--sysfs-root", str(tmp_path), "--hostname", "n1", "--fake", "fpga:2,gpu:1", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "fake" in out["drivers"] and len(out["devices"]) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--drivers", "intel_fpga,warp_drive"], "unknown driver 'warp_drive'"),
+    (["--fake", "tpu:1"], "unknown fake family 'tpu'"),
+])
+def test_bad_names_exit_2_with_one_line(argv, message, capsys):
+    assert run(*argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_real_sys_runs_and_prints_valid_json(capsys):
+    # this machine has no accelerators, but one that has some must pass too: only shape is checked
+    assert run("--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"hostname", "drivers", "devices", "errors", "content_hash"}
+    assert "fake" not in out["drivers"] and len(out["drivers"]) == 10
+
+
+def test_through_the_rayborg_entry_point(capsys):
+    from rayborg.cli import main
+
+    assert main(["discover", "--json", "--drivers", "intel_fpga,intel_qat"]) == 0
+    assert json.loads(capsys.readouterr().out)["drivers"] == ["intel_fpga", "intel_qat"]
+
+
+def test_help_lists_drivers(capsys):
+    with pytest.raises(SystemExit):
+        run("--help")
+    out = capsys.readouterr().out
+    assert "--sysfs-root" in out and "inspur_nvme" in out and "fpga:4,gpu:2" in out
