@@ -1,0 +1,199 @@
+"""Binder: k of them (`rayborg:binder:<i>`); all ARQs of one instance go to the same binder.
+
+A bind: program the FPGA through the HostAgent when the profile group names a bitstream, claim an
+attach handle (one atomic statement, in `store/arq_state.py`), create the mdev for vGPU handles,
+mark Bound or BindFailed, then tell Nova with one call per instance. Nothing lives only in memory:
+after a restart the binder finishes the binds it owned that are still in BindStarted and re-sends
+the Nova events still marked pending, with backoff while Nova fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from typing import Any
+
+import ray
+
+from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, host_agent_name
+
+log = logging.getLogger("rayborg.binder")
+
+MAX_BACKOFF = 30.0
+
+
+def binder_index(instance_uuid: str | None, count: int) -> int:
+    """Stable owner of an instance's ARQs (ARQs without an instance hash by nothing: binder 0)."""
+    return zlib.crc32((instance_uuid or "").encode()) % count
+
+
+def nova_client(config: RuntimeConfig):
+    from rayborg.actors.nova_client import NovaClient
+
+    if config.keystone.get("auth_url"):
+        from rayborg.actors.keystone_session import service_session
+
+        return NovaClient(url=config.nova_url, session=service_session(config.keystone))
+    if config.nova_url:
+        return NovaClient(url=config.nova_url, token=config.nova_token)
+    return None
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64)
+class Binder:
+    async def __init__(self, config: RuntimeConfig, index: int):
+        from rayborg.store.engine import Store
+
+        self.config = config
+        self.index = index
+        self.store = Store(config.database_url)
+        self.nova = nova_client(config)
+        self.binds_done = 0
+        self.binds_failed = 0
+        self.events_sent = 0
+        self.latencies: list[float] = []
+        self._nova_wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._resume_task = loop.create_task(self._resume())
+        self._nova_task = loop.create_task(self._nova_loop())
+
+    # -- binding -------------------------------------------------------------------------------
+    async def bind(self, arq_uuids: list[str]) -> dict[str, str]:
+        """Finish the binds of ARQs already in BindStarted; returns uuid -> final state."""
+        from rayborg.store import bind_plan
+
+        states: dict[str, str] = {}
+        for arq_uuid in arq_uuids:
+            started = time.perf_counter()
+            states[arq_uuid] = await self._bind_one(arq_uuid, bind_plan)
+            self.latencies = (self.latencies + [time.perf_counter() - started])[-1000:]
+        self._nova_wake.set()
+        return states
+
+    async def _bind_one(self, arq_uuid: str, bind_plan) -> str:
+        from rayborg.store import arq_state
+
+        plan = await asyncio.to_thread(self.store.query, bind_plan.load, arq_uuid)
+        if plan is None:
+            return "missing"
+        if plan.state != "BindStarted":
+            return plan.state
+        if plan.error:
+            return await self._fail(arq_uuid, plan.error)
+        if plan.bitstream_id:
+            result = await self._program(plan)
+            if not result["ok"]:
+                return await self._fail(arq_uuid, f"programming failed: {result['error']}")
+        try:
+            state = str(await asyncio.to_thread(self.store.transact, arq_state.finish_bind, arq_uuid))
+        except arq_state.StoreError as exc:  # unbound or deleted while we worked: nothing to finish
+            log.info("ARQ %s: bind abandoned: %s", arq_uuid, exc)
+            return "abandoned"
+        if state == "Bound" and plan.attach_type == "MDEV":
+            state = await self._create_mdev(arq_uuid, plan)
+        if state == "Bound":
+            self.binds_done += 1
+        elif state == "BindFailed":
+            self.binds_failed += 1
+        return state
+
+    async def _program(self, plan) -> dict[str, Any]:
+        try:
+            agent = ray.get_actor(host_agent_name(plan.hostname), namespace=NAMESPACE)
+        except ValueError:
+            return {"ok": False, "error": f"host {plan.hostname} has no agent"}
+        result = await agent.program.remote(plan.driver_name, plan.deployable_name, plan.bitstream_id)
+        if result["ok"]:
+            await asyncio.to_thread(self.store.transact, _record_bitstream, plan.deployable_id, plan.bitstream_id)
+        return result
+
+    async def _create_mdev(self, arq_uuid: str, plan) -> str:
+        from rayborg.store import arq_state
+
+        handle = await asyncio.to_thread(self.store.query, _handle_of, arq_uuid)
+        agent = ray.get_actor(host_agent_name(plan.hostname), namespace=NAMESPACE)
+        result = await agent.create_mdev.remote(handle["info"], handle["uuid"])
+        if result["ok"]:
+            return "Bound"
+        return await self._fail(arq_uuid, f"mdev creation failed: {result['error']}")
+
+    async def _fail(self, arq_uuid: str, reason: str) -> str:
+        """BindFailed (releasing a handle already claimed); Nova is told like for a success."""
+        from rayborg.store import arq_state
+
+        log.warning("ARQ %s: bind failed: %s", arq_uuid, reason)
+        self.binds_failed += 1
+        try:
+            return str(await asyncio.to_thread(self.store.transact, arq_state.fail_bind, arq_uuid, reason))
+        except arq_state.StoreError as exc:
+            log.info("ARQ %s: could not mark failed: %s", arq_uuid, exc)
+            return "abandoned"
+
+    # -- after a restart -----------------------------------------------------------------------
+    async def _resume(self) -> None:
+        from rayborg.store import bind_plan
+
+        mine = [u for u, inst in await asyncio.to_thread(self.store.query, bind_plan.in_flight)
+                if binder_index(inst, self.config.binder_count) == self.index]
+        if mine:
+            log.info("binder %d: resuming %d binds left in BindStarted", self.index, len(mine))
+            await self.bind(mine)
+        self._nova_wake.set()
+
+    # -- Nova ----------------------------------------------------------------------------------
+    async def _nova_loop(self) -> None:
+        from rayborg.actors.nova_client import BoundEvent, NovaError
+        from rayborg.store import bind_plan
+
+        delay = self.config.retry_interval
+        while True:
+            await self._nova_wake.wait()
+            self._nova_wake.clear()
+            pending = await asyncio.to_thread(self.store.query, bind_plan.pending_events)
+            failed = False
+            for instance, arqs in pending.items():
+                if self.nova is None or binder_index(instance, self.config.binder_count) != self.index:
+                    continue
+                try:
+                    await asyncio.to_thread(self.nova.send_bound_events, instance,
+                                            [BoundEvent(instance, u, s) for u, s in arqs])
+                except NovaError as exc:
+                    log.warning("Nova event for instance %s not delivered (%s): retrying", instance, exc)
+                    failed = True
+                    continue
+                await asyncio.to_thread(self.store.transact, bind_plan.clear_events, [u for u, _ in arqs])
+                self.events_sent += len(arqs)
+            if failed:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                self._nova_wake.set()
+            else:
+                delay = self.config.retry_interval
+
+    def status(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        return {"name": f"rayborg:binder:{self.index}", "binds_done": self.binds_done,
+                "binds_failed": self.binds_failed, "nova_events_sent": self.events_sent,
+                "nova": self.config.nova_url, "bind_p50_ms": lat[len(lat) // 2] * 1000 if lat else None}
+
+
+def _record_bitstream(session, deployable_id: int, bitstream_id: str) -> None:
+    from rayborg.store.tables import Deployable
+
+    dep = session.get(Deployable, deployable_id)
+    if dep is not None:
+        dep.bitstream_id = bitstream_id
+
+
+def _handle_of(session, arq_uuid: str) -> dict[str, Any]:
+    import json
+
+    from sqlmodel import select
+
+    from rayborg.store.tables import AttachHandle, ExtARQ
+
+    arq = session.exec(select(ExtARQ).where(ExtARQ.uuid == arq_uuid)).one()
+    handle = session.get(AttachHandle, arq.attach_handle_id)
+    return {"uuid": handle.uuid, "info": json.loads(handle.attach_info)}

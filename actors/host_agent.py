@@ -1,0 +1,121 @@
+"""HostAgent: one per Ray node, pinned there, restarted forever. Owns the drivers of its host.
+
+It sweeps the host at start, every `report_interval` and on hotplug events, and sends the report
+to PlacementSync only when its content hash changed. It also acts on devices when a binder or the
+API asks (program an FPGA, create/remove an mdev). It never writes the store or Placement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+
+from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig
+
+log = logging.getLogger("rayborg.host_agent")
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
+class HostAgent:
+    async def __init__(self, hostname: str, config: RuntimeConfig):
+        from rayborg.drivers.registry import HostDrivers
+
+        self.hostname = hostname
+        self.config = config
+        host = config.for_host(hostname)
+        self.sysfs_root = host["sysfs_root"]
+        self.drivers = HostDrivers(hostname, sysfs_root=host["sysfs_root"], dev_root=host["dev_root"],
+                                   drivers=host["drivers"], options=host["options"])
+        self.last_hash: str | None = None   # forgotten on restart: the first sweep always reports
+        self.last_sweep: float | None = None
+        self.reports_sent = 0
+        self.programming: dict[str, float] = {}  # deployable name -> start time
+        self._sweep_lock = asyncio.Lock()
+        self._loop_task = asyncio.get_running_loop().create_task(self._sweep_loop())
+        self._hotplug = self._start_hotplug()
+
+    # -- discovery -----------------------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping; the next one may work
+                log.exception("host %s: sweep failed", self.hostname)
+            await asyncio.sleep(self.config.report_interval)
+
+    async def sweep(self, force: bool = False) -> dict[str, Any]:
+        """Discover now; report to PlacementSync if anything changed (or `force`)."""
+        async with self._sweep_lock:
+            report = await asyncio.to_thread(self.drivers.discover)
+            self.last_sweep = time.time()
+            changed = force or report.content_hash != self.last_hash
+            if changed:
+                sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
+                await sync.report.remote(report.model_dump(mode="json"))
+                self.last_hash = report.content_hash
+                self.reports_sent += 1
+                log.info("host %s: reported %d devices (%d errors), hash %s", self.hostname,
+                         len(report.devices), len(report.errors), report.content_hash[:12])
+            return {"hostname": self.hostname, "changed": changed, "hash": report.content_hash,
+                    "devices": len(report.devices), "errors": [e.model_dump() for e in report.errors]}
+
+    def _start_hotplug(self):
+        """Follow udev events on a real host; fixture trees and fake devices have none."""
+        if self.sysfs_root != "/sys":
+            return None
+        try:
+            from rayborg.drivers.hotplug import HotplugMonitor
+
+            loop = asyncio.get_running_loop()
+            monitor = HotplugMonitor.netlink(
+                lambda subsystems: asyncio.run_coroutine_threadsafe(self.sweep(), loop))
+            monitor.start()
+            return monitor
+        except Exception as exc:  # noqa: BLE001 - no udev (containers): periodic sweeps only
+            log.info("host %s: no hotplug events (%s); sweeping every %ss", self.hostname, exc,
+                     self.config.report_interval)
+            return None
+
+    # -- device actions ------------------------------------------------------------------------
+    async def program(self, driver_name: str, deployable_name: str, bitstream: Any,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """Program a deployable; then sweep so the loaded function reaches the store."""
+        self.programming[deployable_name] = time.time()
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.drivers.program, driver_name, deployable_name, bitstream,
+                                    timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the caller gets a result, not a traceback
+            log.warning("host %s: programming %s failed: %s", self.hostname, deployable_name, exc)
+            return {"ok": False, "error": str(exc), "duration": time.perf_counter() - started}
+        finally:
+            self.programming.pop(deployable_name, None)
+        await self.sweep()
+        return {"ok": True, "error": None, "duration": time.perf_counter() - started}
+
+    async def create_mdev(self, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:
+        return await self._vgpu_call("create_mdev", attach_info, mdev_uuid)
+
+    async def remove_mdev(self, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:
+        return await self._vgpu_call("remove_mdev", attach_info, mdev_uuid)
+
+    async def _vgpu_call(self, method: str, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:
+        try:
+            driver = self.drivers.driver("nvidia_vgpu")
+            await asyncio.to_thread(getattr(driver, method), attach_info, mdev_uuid)
+        except Exception as exc:  # noqa: BLE001
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "error": None}
+
+    # -- operators -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        ctx = ray.get_runtime_context()
+        return {"name": f"rayborg:host:{self.hostname}", "hostname": self.hostname,
+                "node_id": ctx.get_node_id(), "drivers": sorted(self.drivers.drivers),
+                "sysfs_root": self.sysfs_root, "last_hash": self.last_hash, "last_sweep": self.last_sweep,
+                "reports_sent": self.reports_sent, "programming": sorted(self.programming),
+                "hotplug": self._hotplug is not None}
