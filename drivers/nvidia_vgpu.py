@@ -1,0 +1,154 @@
+"""NVIDIA vGPU driver: mdev types, available instances, and creating/removing mdevs.
+
+Spec: 2023.1 vgpu-driver-proposal (latest implemented). Options mirror its config:
+    enabled_vgpu_types: ["nvidia-223", ...] (list or comma string)   ~ [gpu_devices]/enabled_vgpu_types
+    device_addresses: {"nvidia-223": ["0000:af:00.0", ...]}          ~ [vgpu_<type>]/device_addresses
+    filter_sriov_vfs: bool                                            ~ [gpu_devices]/filter_sriov_vfs
+Without any configuration (demos, fixture trees) a virtualized GPU uses the type that already has
+mdevs, else the first type by name: a rayborg convenience, upstream requires the config.
+
+One device and one deployable per GPU: RC VGPU, traits OWNER_CYBORG + CUSTOM_NVIDIA_<PID>_<TYPE>
+(type from `<type>/name`: "GRID T4-2B" -> T4_2B), num_accelerators = available_instances + existing
+mdevs, one MDEV handle each with asked_type and vgpu_mark `<type>_<n>`.
+
+Bind/unbind write the attach handle's uuid into `class/mdev_bus/<pci>/mdev_supported_types/<type>/create`
+and `1` into `bus/mdev/devices/<uuid>/remove` (upstream's path; the spec's `<type>/UUID/remove` is not
+where the kernel puts it).
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+from rayborg.drivers.base import DriverAttachHandle, DriverDevice, DriverFailure, custom_name
+from rayborg.drivers.nvidia_gpu import NvidiaGpuBase
+from rayborg.drivers.sysfs import PciAddress, PciFunction, read_int, read_text
+
+
+class MdevError(DriverFailure):
+    """An mdev could not be created or removed; names the device and the file."""
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v).strip() for v in value]
+
+
+class NvidiaVgpuDriver(NvidiaGpuBase):
+    NAME = "nvidia_vgpu"
+
+    def __init__(self, ctx=None):
+        super().__init__(ctx)
+        self.type_by_address = self._parse_config()
+
+    def _parse_config(self) -> dict[str, str]:
+        """address -> vGPU type, validated like upstream (InvalidvGPUConfig)."""
+        enabled = _as_list(self.options.get("enabled_vgpu_types"))
+        addresses: dict[str, Any] = dict(self.options.get("device_addresses") or {})
+        out: dict[str, str] = {}
+        for t in addresses:
+            if t not in enabled:
+                raise ValueError(f"vGPU type {t!r} has device_addresses but is not in enabled_vgpu_types")
+        for t in enabled:
+            addrs = _as_list(addresses.get(t))
+            if not addrs:
+                raise ValueError(f"enabled vGPU type {t!r} has no device_addresses")
+            for a in addrs:
+                try:
+                    a = str(PciAddress.parse(a))
+                except DriverFailure:
+                    raise ValueError(f"malformed PCI address {a!r} for vGPU type {t!r}") from None
+                if a in out:
+                    raise ValueError(f"PCI address {a} is given for vGPU types {out[a]!r} and {t!r}")
+                out[a] = t
+        return out
+
+    def matches(self, fn: PciFunction) -> bool:
+        return self.is_gpu(fn) and self.virtualized(fn)
+
+    def types_dir(self, address: str) -> Path:
+        return self.ctx.sysfs_root / "bus" / "pci" / "devices" / address / "mdev_supported_types"
+
+    def choose_type(self, fn: PciFunction) -> str:
+        types = sorted(p.name for p in (fn.path / "mdev_supported_types").iterdir() if p.is_dir())
+        configured = self.type_by_address.get(fn.name)
+        if configured:
+            if configured not in types:
+                raise DriverFailure(f"vGPU type {configured!r} is not supported by this GPU "
+                                    f"(supported: {', '.join(types) or 'none'})", device=fn.name,
+                                    file=fn.path / "mdev_supported_types" / configured)
+            return configured
+        if not types:
+            raise DriverFailure("no mdev types", device=fn.name, file=fn.path / "mdev_supported_types")
+        used = [t for t in types if any((fn.path / "mdev_supported_types" / t / "devices").iterdir())]
+        return used[0] if used else types[0]
+
+    def build(self, fn: PciFunction) -> DriverDevice | None:
+        if self.type_by_address and fn.name not in self.type_by_address:
+            return None  # configured host: only the listed GPUs are vGPUs
+        type_id = self.choose_type(fn)
+        tdir = fn.path / "mdev_supported_types" / type_id
+        available = read_int(tdir / "available_instances", device=fn.name)
+        existing = sorted(p.name for p in (tdir / "devices").iterdir()) if (tdir / "devices").is_dir() else []
+        name = read_text(tdir / "name", device=fn.name)
+        words = name.split()
+        short = words[1] if len(words) > 1 else name  # "GRID T4-2B" -> "T4-2B"
+        total = available + len(existing)
+        handles = [self.handle(fn, "MDEV", asked_type=type_id, vgpu_mark=f"{type_id}_{i}") for i in range(total)]
+        dep = self.deployable(fn, handles, resource_class="VGPU",
+                              traits=["OWNER_CYBORG", custom_name(self.VENDOR_NAME, self.product(fn), short)],
+                              attributes={"vgpu_type": type_id, "vgpu_name": name})
+        return self.device(fn, [dep], vendor_board_info=f"{type_id} ({name}): {available} available, "
+                                                        f"{len(existing)} in use")
+
+    # ---- mdev lifecycle -------------------------------------------------------------------
+
+    @staticmethod
+    def _target(attach_info: dict[str, str] | DriverAttachHandle) -> tuple[str, str]:
+        info = attach_info.attach_info if isinstance(attach_info, DriverAttachHandle) else attach_info
+        address = str(PciAddress(info["domain"], info["bus"], info["device"], info["function"]))
+        return address, info["asked_type"]
+
+    @staticmethod
+    def _uuid(mdev_uuid: str, device: str) -> str:
+        try:
+            return str(uuidlib.UUID(str(mdev_uuid)))
+        except ValueError:
+            raise MdevError(f"invalid mdev uuid {mdev_uuid!r}", device=device) from None
+
+    def create_mdev(self, attach_info: dict[str, str] | DriverAttachHandle, mdev_uuid: str) -> str:
+        """Create the mdev for an MDEV attach handle (uuid = the handle's uuid); returns the uuid."""
+        address, type_id = self._target(attach_info)
+        mdev_uuid = self._uuid(mdev_uuid, address)
+        tdir = self.ctx.sysfs_root / "class" / "mdev_bus" / address / "mdev_supported_types" / type_id
+        if not tdir.is_dir():
+            raise MdevError(f"no mdev type {type_id}", device=address, file=tdir)
+        if (self.ctx.sysfs_root / "bus" / "mdev" / "devices" / mdev_uuid).exists():
+            return mdev_uuid  # already there: binding is retried after restarts, stay idempotent
+        if read_int(tdir / "available_instances", device=address) <= 0:
+            raise MdevError(f"no available {type_id} instances", device=address, file=tdir / "available_instances")
+        self._write(tdir / "create", mdev_uuid, address)
+        return mdev_uuid
+
+    def remove_mdev(self, attach_info: dict[str, str] | DriverAttachHandle | None, mdev_uuid: str) -> bool:
+        """Remove an mdev; False when it was already gone (unbind is idempotent)."""
+        device = self._target(attach_info)[0] if attach_info else str(mdev_uuid)
+        mdev_uuid = self._uuid(mdev_uuid, device)
+        mdir = self.ctx.sysfs_root / "bus" / "mdev" / "devices" / mdev_uuid
+        if not mdir.exists():
+            return False
+        self._write(mdir / "remove", "1", device)
+        return True
+
+    @staticmethod
+    def _write(path: Path, text: str, device: str) -> None:
+        try:
+            with path.open("w") as fh:  # one write(2), as `echo > file` does
+                fh.write(text)
+        except OSError as exc:
+            raise MdevError(f"write failed: {exc.strerror or exc}", device=device, file=path) from None

@@ -1,0 +1,94 @@
+"""Intel PMEM namespace driver (2023.1 pmem-namespace-support, approved, never implemented upstream).
+
+Reads what `ndctl list` would print from sysfs: `bus/nd/devices/region*`, `namespace*` (mode, size,
+alt_name, uuid) and `dax*` (whose `namespace` file names its namespace). Only devdax namespaces are
+usable as vPMEM backends. Option `pmem_namespaces = "6GB:ns0|ns1|ns2,LARGE:ns3"` (names = alt_name)
+groups namespaces under labels; without it the label is the size ("6GB").
+
+Conflict resolved: the spec wants RC CUSTOM_PMEM_NAMESPACE_<LABEL> *and* one deployable per device;
+an RP has one inventory per RC, so we make one deployable per (region, label). One PMEM attach handle
+(a rayborg type: the spec asks for one without naming it) per namespace.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from rayborg.drivers.base import (ControlPathId, Discovery, Driver, DriverAttachHandle, DriverDeployable,
+                                  DriverDevice, DriverFailure, custom_name)
+from rayborg.drivers.intel_x710 import parse_mappings
+from rayborg.drivers.sysfs import read_int, read_text
+
+
+def size_label(size: int) -> str:
+    gib = size / 2**30
+    return f"{gib:g}GB" if gib >= 1 else f"{size // 2**20}MB"
+
+
+class PmemDriver(Driver):
+    NAME = "pmem"
+    TYPE = "PMEM"
+    VENDOR = "0x8086"
+
+    def __init__(self, ctx=None):
+        super().__init__(ctx)
+        self.labels = parse_mappings(self.options.get("pmem_namespaces"), "pmem_namespaces")  # ns -> label
+
+    def discover(self) -> Discovery:
+        base = self.ctx.sysfs_root / "bus" / "nd" / "devices"
+        result = Discovery()
+        if not base.is_dir():
+            return result
+        daxes = {}
+        for dax in sorted(base.glob("dax*")):
+            try:
+                daxes[read_text(dax / "namespace", device=dax.name)] = dax.name
+            except DriverFailure as exc:
+                result.errors.append(self.error(exc))
+        by_region: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+        for ns in sorted(base.glob("namespace*")):
+            if not ns.exists():
+                result.errors.append(self.error(DriverFailure("broken symlink", device=ns.name, file=ns)))
+                continue
+            by_region[ns.resolve().parent.name].append((ns.name, ns))
+        seen: set[str] = set()
+        for region in sorted(by_region):
+            try:
+                device = self._region(region, base / region, by_region[region], daxes, seen)
+                if device is not None:
+                    result.devices.append(device)
+            except DriverFailure as exc:
+                result.errors.append(self.error(exc, device=region))
+        for missing in sorted(set(self.labels) - seen):
+            result.errors.append(self.error(DriverFailure(
+                f"namespace {missing!r} of pmem_namespaces not found (or not devdax)", device=missing)))
+        return result
+
+    def _region(self, region: str, rdir: Path, namespaces, daxes, seen: set[str]) -> DriverDevice | None:
+        groups: dict[str, list[DriverAttachHandle]] = defaultdict(list)
+        for name, ns in namespaces:
+            if read_text(ns / "mode", device=name) != "devdax":
+                continue
+            size = read_int(ns / "size", device=name)
+            alt = read_text(ns / "alt_name", device=name) if (ns / "alt_name").exists() else ""
+            if self.labels and alt not in self.labels:
+                continue  # configured hosts expose only the namespaces they list
+            seen.add(alt)
+            if name not in daxes:
+                raise DriverFailure("devdax namespace without a dax device", device=name, file=ns / "mode")
+            label = self.labels.get(alt) or size_label(size)
+            groups[label].append(DriverAttachHandle(attach_type="PMEM", attach_info={
+                "dev": str(self.ctx.dev_root / daxes[name]), "namespace": name, "name": alt,
+                "size": str(size), "uuid": read_text(ns / "uuid", device=name)}))
+        if not groups:
+            return None
+        deps = [DriverDeployable(name=self.ctx.dep_name(f"{region}_{label}"), num_accelerators=len(handles),
+                                 driver_name=self.NAME, resource_class=custom_name("PMEM_NAMESPACE", label),
+                                 traits=[custom_name("PMEM_NAMESPACE", label)], attach_handles=handles)
+                for label, handles in sorted(groups.items())]
+        numa = read_text(rdir / "numa_node", device=region) if (rdir / "numa_node").exists() else "-1"
+        return DriverDevice(type="PMEM", vendor=self.VENDOR, model="NVDIMM region", key=f"{self.NAME}:{region}",
+                            std_board_info={"region": region, "numa_node": numa},
+                            controlpath_id=ControlPathId(cpid_type="PMEM", cpid_info={"region": region}),
+                            deployables=deps)
