@@ -1,0 +1,140 @@
+"""Device profile bodies: the POST request (with the group syntax rules) and the responses."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from rayborg.api.errors import BadRequest
+from rayborg.api.schemas.common import Link, Strict
+
+NAME_PATTERN = r"^[a-zA-Z0-9-_]+$"
+KEY_PREFIXES = ("resources:", "trait:", "accel:")
+# Resource classes accepted besides CUSTOM_* (Cyborg's list).
+STANDARD_RCS = frozenset({"FPGA", "GPU", "VGPU", "PGPU", "CUSTOM_QAT", "CUSTOM_NIC", "CUSTOM_SSD"})
+TRAIT_VALUES = ("required", "forbidden")
+# Placement's rule for custom resource class and trait names.
+CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` parsed as `model`, or 400 listing what is wrong, field by field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("Invalid request body: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {loc!r}"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _check_resource(rc: str, amount: str) -> None:
+    if rc not in STANDARD_RCS and not CUSTOM_NAME.match(rc):
+        raise ValueError(f"Resource class {rc!r} must be one of {sorted(STANDARD_RCS)} or CUSTOM_[A-Z0-9_]+")
+    try:
+        number = int(amount)
+    except ValueError:
+        raise ValueError(f"Resources amount {amount!r} for {rc} must be an integer") from None
+    if number < 1:
+        raise ValueError(f"Resources amount for {rc} must be at least 1, got {number}")
+
+
+def _check_trait(trait: str, value: str) -> None:
+    if not CUSTOM_NAME.match(trait):
+        raise ValueError(f"Unsupported trait name format {trait!r}, should be CUSTOM_[A-Z0-9_]+")
+    if value not in TRAIT_VALUES:
+        raise ValueError(f"Unsupported trait value {value!r} for {trait}: must be 'required' or 'forbidden'")
+
+
+def normalize_group(group: dict[str, str]) -> dict[str, str]:
+    """One request group, checked, with spaces after the prefix stripped; key order kept."""
+    if not group:
+        raise ValueError("A device profile group must not be empty")
+    out: dict[str, str] = {}
+    for raw_key, value in group.items():
+        prefix = next((p for p in KEY_PREFIXES if raw_key.startswith(p)), None)
+        if prefix is None:
+            raise ValueError(f"Device profile group keys must be of the form ^(resources:|trait:|accel:), "
+                             f"got {raw_key!r}")
+        name = raw_key[len(prefix):].strip()
+        if not name:
+            raise ValueError(f"Device profile group key {raw_key!r} names nothing after the prefix")
+        if prefix == "resources:":
+            _check_resource(name, value)
+        elif prefix == "trait:":
+            _check_trait(name, value)
+        key = prefix + name
+        if key in out:
+            raise ValueError(f"Device profile group key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+class DeviceProfileCreate(Strict):
+    """One element of the POST body (a one-element list)."""
+
+    name: str = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
+    description: str | None = Field(default=None, max_length=255)
+    groups: list[dict[str, str]] = Field(min_length=1)
+    uuid: str | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, groups: list[dict[str, str]]) -> list[dict[str, str]]:
+        out = []
+        for index, group in enumerate(groups):
+            try:
+                out.append(normalize_group(group))
+            except ValueError as exc:
+                raise ValueError(f"group {index}: {exc}") from None
+        return out
+
+    @field_validator("uuid")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        import uuid as uuidlib
+
+        if value is None:
+            return None
+        try:
+            if len(value) != 36:
+                raise ValueError
+            return str(uuidlib.UUID(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a valid UUID") from None
+
+
+class DeviceProfile(BaseModel):
+    uuid: str
+    name: str
+    description: str | None
+    groups: list[dict[str, str]]
+    created_at: str | None
+    updated_at: str | None
+    links: list[Link]
+
+
+class DeviceProfileList(BaseModel):
+    device_profiles: list[DeviceProfile]
+
+
+class DeviceProfileShow(BaseModel):
+    device_profile: DeviceProfile
+
+
+class ListQuery(BaseModel):
+    name: str | None = Field(default=None, description="Comma-separated exact names")
+
+
+class DeleteQuery(BaseModel):
+    value: str | None = Field(default=None, description="Comma-separated names (upstream form)")
+    name: str | None = Field(default=None, description="Comma-separated names (spec form)")

@@ -1,0 +1,304 @@
+"""The ARQ state machine: create, start/finish a bind (claiming an attach handle), unbind, delete.
+
+Plain sync functions taking a `Session` first, for `Store.transact` (the API runs them through
+`atransact`; the binder actors call them directly). Every transition locks the ARQ rows (on
+PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers) and is a compare-and-set on the
+current state, so a lost race raises `StateConflict` instead of silently overwriting.
+
+Transitions (api.md §6.2): BindStarted <- Initial|Unbound; Bound <- BindStarted;
+BindFailed <- BindStarted|Bound; Unbound <- Initial|BindStarted|Bound|BindFailed;
+Deleting <- anything else. UnbindFailed has the same sources as Unbound.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import exists, select, update
+from sqlmodel import Session
+
+from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, DeviceStatus,
+                                  ExtARQ, utcnow)
+
+log = logging.getLogger(__name__)
+
+S = ARQState
+TRANSITIONS: dict[ARQState, frozenset[ARQState]] = {
+    S.BIND_STARTED: frozenset({S.INITIAL, S.UNBOUND}),
+    S.BOUND: frozenset({S.BIND_STARTED}),
+    S.BIND_FAILED: frozenset({S.BIND_STARTED, S.BOUND}),
+    S.UNBOUND: frozenset({S.INITIAL, S.BIND_STARTED, S.BOUND, S.BIND_FAILED}),
+    S.UNBIND_FAILED: frozenset({S.INITIAL, S.BIND_STARTED, S.BOUND, S.BIND_FAILED}),
+    S.DELETING: frozenset(set(S) - {S.DELETING}),
+}
+# States Nova treats as final for a bind (`bind_state=resolved`).
+RESOLVED = frozenset({S.BOUND, S.BIND_FAILED, S.DELETING})
+
+# A claim that lost a race retries while free handles remain (PostgreSQL only: they are locked by
+# claims still in flight, which either commit or roll back within milliseconds).
+CLAIM_ATTEMPTS = 200
+CLAIM_BACKOFF_S = 0.005
+
+_arqs = ExtARQ.__table__
+_handles = AttachHandle.__table__
+
+
+class StoreError(Exception):
+    """A request the store refuses; the API maps each subclass to a status code."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """Unknown (or, for the caller, invisible) row."""
+
+
+class ConflictError(StoreError):
+    """Wrong state for the transition, or a duplicate."""
+
+
+class InvalidError(StoreError, ValueError):
+    """A request that can never succeed as asked."""
+
+
+class ServiceTokenRequired(StoreError):
+    """The operation touches an ARQ bound to an instance: only Nova (a service token) may do that."""
+
+
+class LockedError(StoreError):
+    """Asked for resolved ARQs while some are still binding."""
+
+
+class StateConflict(ConflictError):
+    """An ARQ is not in a state the transition may start from (or lost a race)."""
+
+
+@dataclass(frozen=True)
+class BindTarget:
+    """Where one ARQ is to be bound, as the bind PATCH names it."""
+
+    hostname: str
+    device_rp_uuid: str
+    instance_uuid: str
+    project_id: str | None = None
+
+
+def arq_count(group: dict[str, str]) -> int:
+    """ARQs one profile group yields: one per requested accelerator; Xilinx FPGAs count twice
+    (management and user PF both go to the VM)."""
+    amounts = {key.removeprefix("resources:"): int(value) for key, value in group.items()
+               if key.startswith("resources:")}
+    count = sum(amounts.values())
+    if group.get("trait:CUSTOM_FPGA_XILINX") == "required":
+        count += amounts.get("FPGA", 0)
+    return count
+
+
+def create_arqs(session: Session, profile_name: str, project_id: str | None) -> list[ExtARQ]:
+    """All ARQs for a profile, in state Initial, numbered by group; all or none (one transaction)."""
+    profile = session.scalars(select(DeviceProfile).where(DeviceProfile.name == profile_name)).first()
+    if profile is None:
+        raise NotFoundError(f"Device profile not found with {profile_name}")
+    arqs = [ExtARQ(device_profile_id=profile.id, device_profile_group_id=index, project_id=project_id)
+            for index, group in enumerate(profile.groups) for _ in range(arq_count(group))]
+    session.add_all(arqs)
+    session.flush()
+    return arqs
+
+
+def visible_to(stmt, project_id: str | None):
+    """`stmt` on ExtARQ limited to one project's rows (None: every project)."""
+    return stmt if project_id is None else stmt.where(ExtARQ.project_id == project_id)
+
+
+def lock_arqs(session: Session, uuids: Iterable[str], project_id: str | None = None) -> list[ExtARQ]:
+    """The ARQs with these uuids the caller may see, row-locked in id order (no deadlocks)."""
+    stmt = select(ExtARQ).where(ExtARQ.uuid.in_(list(uuids))).order_by(ExtARQ.id).with_for_update()
+    return list(session.scalars(visible_to(stmt, project_id)))
+
+
+def _lock_all(session: Session, uuids: list[str], project_id: str | None) -> list[ExtARQ]:
+    arqs = lock_arqs(session, uuids, project_id)
+    missing = sorted(set(uuids) - {a.uuid for a in arqs})
+    if missing:
+        raise NotFoundError(f"Accelerator request not found: {', '.join(missing)}")
+    return arqs
+
+
+def _require_state(arqs: Iterable[ExtARQ], target: ARQState) -> None:
+    wrong = [a for a in arqs if a.state not in TRANSITIONS[target]]
+    if wrong:
+        detail = ", ".join(f"{a.uuid} is {a.state}" for a in wrong)
+        raise StateConflict(f"Cannot move accelerator requests to {target}: {detail}")
+
+
+def _cas(session: Session, arq_id: int, target: ARQState, **values) -> None:
+    """Compare-and-set one ARQ's state; a row that changed state meanwhile is a conflict."""
+    sources = [s.value for s in TRANSITIONS[target]]
+    result = session.execute(update(_arqs).where(_arqs.c.id == arq_id, _arqs.c.state.in_(sources))
+                             .values(state=target.value, updated_at=utcnow(), **values))
+    if result.rowcount != 1:
+        raise StateConflict(f"Accelerator request {arq_id} left the states {sorted(sources)} "
+                            f"before it could become {target}")
+
+
+def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None) -> list[str]:
+    """Record where each ARQ goes and move them all to BindStarted, or change nothing.
+
+    `project_id` limits what the caller sees (None: everything). Raises NotFoundError for an unknown
+    ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs."""
+    arqs = _lock_all(session, list(binds), project_id)
+    _require_state(arqs, S.BIND_STARTED)
+    instances = {t.instance_uuid for t in binds.values()}
+    taken = session.scalars(select(ExtARQ.instance_uuid).where(ExtARQ.instance_uuid.in_(instances))).first()
+    if taken is not None:
+        raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
+    for arq in arqs:
+        target = binds[arq.uuid]
+        values = {"hostname": target.hostname, "device_rp_uuid": target.device_rp_uuid,
+                  "instance_uuid": target.instance_uuid, "bind_error": None, "nova_event_pending": False}
+        if target.project_id is not None:
+            values["project_id"] = target.project_id
+        _cas(session, arq.id, S.BIND_STARTED, **values)
+    return [a.uuid for a in arqs]
+
+
+def claim_handle(session: Session, deployable_id: int) -> int | None:
+    """Mark one free attach handle of the deployable in use, atomically; its id, or None if none is free.
+
+    One UPDATE picks and claims the handle, re-checking `in_use` so that two binders can never get
+    the same one; on PostgreSQL the pick skips handles other transactions are claiming right now."""
+    free = (select(_handles.c.id).where(_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False))
+            .order_by(_handles.c.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+    claim = (update(_handles).where(_handles.c.id == free, _handles.c.in_use.is_(False))
+             .values(in_use=True, updated_at=utcnow()).returning(_handles.c.id))
+    any_free = select(exists().where(_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False)))
+    for _ in range(CLAIM_ATTEMPTS):
+        handle_id = session.execute(claim).scalar()
+        if handle_id is not None:
+            return handle_id
+        if not session.execute(any_free).scalar():
+            return None
+        time.sleep(CLAIM_BACKOFF_S)  # lost a race while others' claims are in flight: try again
+    return None
+
+
+def release_handle(session: Session, handle_id: int) -> bool:
+    """Mark a claimed attach handle free again; False if it was not in use (or is gone)."""
+    result = session.execute(update(_handles).where(_handles.c.id == handle_id, _handles.c.in_use.is_(True))
+                             .values(in_use=False, updated_at=utcnow()))
+    return result.rowcount == 1
+
+
+def _bind_failed(session: Session, arq: ExtARQ, error: str) -> ARQState:
+    log.info("bind of ARQ %s failed: %s", arq.uuid, error)
+    _cas(session, arq.id, S.BIND_FAILED, bind_error=error, nova_event_pending=arq.instance_uuid is not None)
+    return S.BIND_FAILED
+
+
+def _find_deployable(session: Session, arq: ExtARQ) -> tuple[Deployable, Device] | None:
+    stmt = (select(Deployable, Device).join(Device, Device.id == Deployable.device_id)
+            .where(Deployable.rp_uuid == arq.device_rp_uuid, Device.hostname == arq.hostname))
+    row = session.execute(stmt).first()
+    return None if row is None else (row[0], row[1])
+
+
+def finish_bind(session: Session, arq_uuid: str) -> ARQState:
+    """Claim an attach handle of the deployable behind the ARQ's RP: Bound, or BindFailed with
+    `bind_error` when the RP is unknown on that host, the device is in maintenance or nothing is free.
+
+    Raises NotFoundError if the ARQ is gone and StateConflict if it is no longer BindStarted (it was
+    unbound or deleted meanwhile); the claim is then rolled back with the transaction."""
+    arq = _lock_all(session, [arq_uuid], None)[0]
+    _require_state([arq], S.BOUND)
+    found = _find_deployable(session, arq)
+    if found is None:
+        return _bind_failed(session, arq, f"No deployable with resource provider {arq.device_rp_uuid} "
+                                          f"on host {arq.hostname}")
+    deployable, device = found
+    if device.status == DeviceStatus.MAINTAINING.value:
+        return _bind_failed(session, arq, f"Device {device.uuid} is in maintenance")
+    handle_id = claim_handle(session, deployable.id)
+    if handle_id is None:
+        return _bind_failed(session, arq, f"No free attach handle on deployable {deployable.uuid}")
+    _cas(session, arq.id, S.BOUND, attach_handle_id=handle_id, deployable_id=deployable.id, bind_error=None,
+         nova_event_pending=arq.instance_uuid is not None)
+    return S.BOUND
+
+
+def fail_bind(session: Session, arq_uuid: str, error: str) -> ARQState:
+    """BindStarted|Bound -> BindFailed (e.g. programming failed), releasing a handle already claimed."""
+    arq = _lock_all(session, [arq_uuid], None)[0]
+    _require_state([arq], S.BIND_FAILED)
+    if arq.attach_handle_id is not None:
+        release_handle(session, arq.attach_handle_id)
+    _cas(session, arq.id, S.BIND_FAILED, attach_handle_id=None, deployable_id=None, bind_error=error,
+         nova_event_pending=arq.instance_uuid is not None)
+    return S.BIND_FAILED
+
+
+_CLEARED = {"hostname": None, "device_rp_uuid": None, "instance_uuid": None, "attach_handle_id": None,
+            "deployable_id": None, "nova_event_pending": False}
+
+
+def unbind(session: Session, arq_uuids: list[str], project_id: str | None = None) -> dict[str, ARQState]:
+    """Release each ARQ's attach handle and clear where it was bound: Unbound, or UnbindFailed when
+    its handle was not in use any more. All ARQs are checked before anything changes."""
+    arqs = _lock_all(session, arq_uuids, project_id)
+    _require_state(arqs, S.UNBOUND)
+    states: dict[str, ARQState] = {}
+    for arq in arqs:
+        if arq.attach_handle_id is not None and not release_handle(session, arq.attach_handle_id):
+            _cas(session, arq.id, S.UNBIND_FAILED, bind_error=f"Attach handle {arq.attach_handle_id} "
+                                                              "was not in use", **_CLEARED)
+            states[arq.uuid] = S.UNBIND_FAILED
+            continue
+        _cas(session, arq.id, S.UNBOUND, bind_error=None, **_CLEARED)
+        states[arq.uuid] = S.UNBOUND
+    return states
+
+
+def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_uuid: str | None = None,
+                project_id: str | None = None, allow_bound: bool = True) -> list[str]:
+    """Delete ARQs by uuid or by instance, releasing their attach handles first; the uuids that were
+    not found (or not visible). `allow_bound=False` (no service token) refuses, before any change,
+    when one of them is bound to an instance."""
+    if instance_uuid is not None:
+        stmt = select(ExtARQ).where(ExtARQ.instance_uuid == instance_uuid).order_by(ExtARQ.id).with_for_update()
+        arqs = list(session.scalars(visible_to(stmt, project_id)))
+    else:
+        arqs = lock_arqs(session, arq_uuids or [], project_id)
+    if not allow_bound:
+        bound = next((a for a in arqs if a.instance_uuid), None)
+        if bound is not None:
+            raise ServiceTokenRequired(f"Accelerator request {bound.uuid} is bound to instance "
+                                       f"{bound.instance_uuid}: deleting it requires a service token. "
+                                       "Use the Compute API to manage instance accelerators.")
+    for arq in arqs:
+        _cas(session, arq.id, S.DELETING)
+        if arq.attach_handle_id is not None:
+            release_handle(session, arq.attach_handle_id)
+        session.execute(_arqs.delete().where(_arqs.c.id == arq.id))
+    found = {a.uuid for a in arqs}
+    return [u for u in dict.fromkeys(arq_uuids or []) if u not in found]
+
+
+def fail_stuck_binds(session: Session) -> list[str]:
+    """After a restart: every BindStarted ARQ that holds no handle -> BindFailed. Returns their uuids."""
+    stmt = (select(ExtARQ).where(ExtARQ.state == S.BIND_STARTED.value, ExtARQ.attach_handle_id.is_(None))
+            .order_by(ExtARQ.id).with_for_update())
+    arqs = list(session.scalars(stmt))
+    for arq in arqs:
+        _bind_failed(session, arq, "Bind interrupted by a restart")
+    return [a.uuid for a in arqs]
+
+
+def handle_info(handle: AttachHandle) -> dict[str, str]:
+    """A handle's `attach_info` as the dict ARQ responses carry."""
+    try:
+        info = json.loads(handle.attach_info or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
