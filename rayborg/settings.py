@@ -56,7 +56,16 @@ class Settings(BaseSettings):
     report_interval: float = 60.0
     binder_count: int = 2
     placement_url: str | None = None
+    placement_token: str | None = "admin"   # a fixed token (Placement's noauth2) when no Keystone
     nova_url: str | None = None
+    nova_token: str | None = None
+    # Ray: "local" starts a single-node Ray in this process; "auto" or host:port joins a cluster.
+    ray_address: str = "local"
+    ray_dashboard: bool = True
+    # Simulated devices on every host (fake driver spec, e.g. "fpga:4,gpu:2"), for demos and tests.
+    fake_devices: str | None = None
+    # Run the Ray actors (HostAgents, PlacementSync, binders); off: API and store only.
+    actors: bool = True
     log_level: str = "INFO"
 
     @classmethod

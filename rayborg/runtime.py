@@ -1,0 +1,66 @@
+"""Starts the Ray side of `rayborg serve`: Ray itself (local or joining a cluster), the singletons
+(PlacementSync, binders) and the supervisor that keeps one HostAgent per node."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig
+from rayborg.settings import Settings
+
+log = logging.getLogger("rayborg.runtime")
+
+
+def runtime_config(settings: Settings) -> RuntimeConfig:
+    keystone = settings.keystone.model_dump(exclude_none=True) if settings.keystone.auth_url else {}
+    return RuntimeConfig(
+        database_url=settings.database_url, placement_url=settings.placement_url,
+        placement_token=settings.placement_token, nova_url=settings.nova_url, nova_token=settings.nova_token,
+        keystone=keystone, sysfs_root=settings.sysfs_root, drivers=settings.enabled_drivers,
+        fake_devices=settings.fake_devices, report_interval=settings.report_interval,
+        binder_count=settings.binder_count)
+
+
+@dataclass
+class Runtime:
+    supervisor: object
+    binder: object
+    started_ray: bool
+
+    async def stop(self) -> None:
+        import ray
+
+        await self.supervisor.stop()
+        if self.started_ray:
+            # A local Ray dies with us: take the detached actors along, so that a restart is clean.
+            for actor in ray.util.list_named_actors(all_namespaces=True):
+                if actor["namespace"] == NAMESPACE:
+                    ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE), no_restart=True)
+        ray.shutdown()
+
+
+def start_runtime(settings: Settings, store) -> Runtime:
+    """Connect to (or start) Ray and bring the actors up; call from the running event loop."""
+    import ray
+
+    from rayborg.actors.supervisor import Supervisor
+    from rayborg.api.ray_binder import RayBinder
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    local = settings.ray_address == "local"
+    kwargs = {"namespace": NAMESPACE, "log_to_driver": False}
+    if local:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        kwargs.update(include_dashboard=settings.ray_dashboard, dashboard_host="127.0.0.1",
+                      num_cpus=max(os.cpu_count() or 2, 2))
+    ctx = ray.init(address=settings.ray_address, **kwargs)
+    log.info("Ray %s (dashboard: %s)", "started locally" if local else f"joined at {settings.ray_address}",
+             getattr(ctx, "dashboard_url", None) or "off")
+    config = runtime_config(settings)
+    supervisor = Supervisor(config)
+    supervisor.start_singletons()
+    supervisor.reconcile()
+    supervisor.start()
+    return Runtime(supervisor=supervisor, binder=RayBinder(store, config.binder_count), started_ray=local)
