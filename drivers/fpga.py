@@ -65,7 +65,8 @@ class FpgaDriver(PciDriver):
         return None
 
     def boards(self, device: DriverDevice) -> set[str]:
-        return {device.model, device.std_board_info.get("device_id", "")} - {""}
+        pid = device.std_board_info.get("device_id", "")
+        return {device.model, pid, pid.removeprefix("0x")} - {""}
 
     def program(self, deployable: DriverDeployable | str, bitstream: Bitstream,
                 *, timeout: float | None = None) -> DriverDeployable:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rayborg.drivers.base import (DeviceType, Driver, DriverContext, DriverError, HostReport, ProgrammingError,
+from rayborg.drivers.base import (BitstreamError, DeviceType, Driver, DriverContext, DriverError, HostReport, ProgrammingError,
                                   UnknownDriver)
 
 # name -> "module:Class" (imported on first use so one broken module cannot break the others)
@@ -48,8 +48,11 @@ class HostDrivers:
     """The driver instances of one host. Keep one per host: FPGA drivers remember what they loaded."""
 
     def __init__(self, hostname: str, *, sysfs_root: str | Path = "/sys", dev_root: str | Path = "/dev",
-                 drivers: Iterable[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None):
+                 drivers: Iterable[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
+                 bitstreams: Any = None):
         self.hostname = hostname
+        # where image ids given to `program` are looked up: a LocalBitstreams / GlanceBitstreams
+        self.bitstreams = bitstreams
         names = check_names(REAL_DRIVERS if drivers is None else drivers)
         options = options or {}
         self.drivers: dict[str, Driver] = {}
@@ -93,6 +96,11 @@ class HostDrivers:
         if program is None:
             name = deployable if isinstance(deployable, str) else deployable.name
             raise ProgrammingError(f"driver {driver_name} cannot program devices", device=name)
+        if isinstance(bitstream, str) and driver_name != "fake":
+            if self.bitstreams is None:
+                raise BitstreamError(f"bitstream {bitstream} given by id but no bitstream source is configured",
+                                     device=bitstream)
+            bitstream = self.bitstreams.fetch(bitstream)
         return program(deployable, bitstream, timeout=timeout)
 
 
