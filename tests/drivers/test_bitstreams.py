@@ -1,0 +1,110 @@
+"""Bitstream metadata from Glance (keystoneauth1, against a local http.server stand-in) and from a directory."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from keystoneauth1 import session as ks_session
+
+from rayborg.drivers import BitstreamError
+from rayborg.drivers.bitstreams import GlanceBitstreams, LocalBitstreams
+
+IMG = "76babc1b-3222-4992-a046-52441e403577"
+PROPS = {"bs-name": "aes-128", "bs-uuid": "b1", "vendor": "Intel", "board": "PAC_ARRIA10", "version": "1.0",
+         "function_uuid": "d8424dc4a4a3c413f89e433683f9040b", "region_uuid": "ce48", "function_name": "aes"}
+
+
+@pytest.fixture
+def glance():
+    images = {
+        IMG: {"id": IMG, "name": "aes", "tags": ["FPGA"], **PROPS},
+        "img-2": {"id": "img-2", "name": "gzip", "tags": ["FPGA"], **PROPS, "function_uuid": "ff", "function_name": "gzip"},
+        "img-3": {"id": "img-3", "name": "gzip-b", "tags": ["FPGA"], **PROPS, "function_uuid": "ff", "function_name": "gzip"},
+        "cirros": {"id": "cirros", "name": "cirros", "tags": []},
+        "bad": {"id": "bad", "tags": ["FPGA"], "bs-name": "x"},
+    }
+    requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, body, ctype="application/json"):
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            requests.append(self.path)
+            parts = url.path.strip("/").split("/")
+            if parts == ["v2", "images"]:
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                found = [i for i in images.values() if q.get("tag") in i.get("tags", [])
+                         and all(i.get(k) == v for k, v in q.items() if k != "tag")]
+                return self._send(200, {"images": found})
+            if len(parts) >= 3 and parts[:2] == ["v2", "images"] and parts[2] in images:
+                if parts[3:] == ["file"]:
+                    return self._send(200, f"bitstream {parts[2]}".encode(), "application/octet-stream")
+                return self._send(200, images[parts[2]])
+            return self._send(404, {"message": "not found"})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def store(url, tmp_path):
+    return GlanceBitstreams(ks_session.Session(), endpoint_override=url, download_dir=tmp_path / "dl")
+
+
+def test_glance_fetch_downloads_and_parses(glance, tmp_path):
+    url, requests = glance
+    bs = store(url, tmp_path).fetch(IMG)
+    assert bs.image_id == IMG and bs.meta.bs_name == "aes-128" and bs.meta.region_uuid == "ce48"
+    assert bs.path.read_bytes() == f"bitstream {IMG}".encode()
+    assert requests == [f"/v2/images/{IMG}", f"/v2/images/{IMG}/file"]
+
+
+def test_glance_find_by_function(glance, tmp_path):
+    url, requests = glance
+    bs = store(url, tmp_path).find(function_uuid="d8424dc4a4a3c413f89e433683f9040b", region_uuid="ce48")
+    assert bs.image_id == IMG
+    assert requests[0].startswith("/v2/images?") and "tag=FPGA" in requests[0]
+    with pytest.raises(BitstreamError, match="more than one bitstream matches function_name=gzip: img-2, img-3"):
+        store(url, tmp_path).find(function_name="gzip")
+    with pytest.raises(BitstreamError, match="no bitstream matches function_uuid=00"):
+        store(url, tmp_path).find(function_uuid="00")
+
+
+@pytest.mark.parametrize("image, message", [
+    ("nope", "bitstream image nope does not exist in Glance"),
+    ("cirros", "image cirros is not tagged FPGA"),
+    ("bad", "bitstream bad has bad or missing metadata: bs-uuid, vendor, board, version, function_uuid"),
+])
+def test_glance_errors(glance, tmp_path, image, message):
+    with pytest.raises(BitstreamError, match=message):
+        store(glance[0], tmp_path).fetch(image)
+
+
+def test_local_directory(make_bitstream, tmp_path):
+    d = make_bitstream("bs-a", "aa").parent
+    make_bitstream("bs-b", "bb", function_name="gzip")
+    local = LocalBitstreams(d)
+    assert local.fetch("bs-a").meta.function_uuid == "aa" and local.fetch("bs-a.gbs").image_id == "bs-a"
+    assert local.find(function_name="gzip").image_id == "bs-b"
+    make_bitstream("bs-c", "cc")  # a second "aes"
+    with pytest.raises(BitstreamError, match="more than one bitstream matches function_name=aes"):
+        local.find(function_name="aes")
+    (d / "broken.gbs.json").write_text("{not json")
+    with pytest.raises(BitstreamError, match="unreadable bitstream metadata"):
+        local.fetch("bs-a")
