@@ -189,3 +189,28 @@ def check_fits(meta: BitstreamMeta, *, device: str, vendor_names: set[str], boar
     if meta.region_uuid and region_id and _norm(meta.region_uuid) != _norm(region_id):
         raise BitstreamError(f"bitstream {meta.bs_uuid} needs region {meta.region_uuid}, device region is "
                              f"{region_id}", device=device)
+
+
+def bitstream_source(config: dict[str, Any] | None) -> BitstreamSource | None:
+    """Build a source from settings: {"dir": path} or {"glance_url": url, plus "token" or keystone
+    password options ("auth_url", "username", "password", "project_name", ...)}; None when empty."""
+    if not config:
+        return None
+    if config.get("dir"):
+        return LocalBitstreams(config["dir"])
+    from keystoneauth1 import session as ks_session
+
+    auth = None
+    if config.get("auth_url"):
+        from keystoneauth1.identity import v3
+
+        auth = v3.Password(auth_url=config["auth_url"], username=config.get("username"),
+                           password=config.get("password"), project_name=config.get("project_name"),
+                           user_domain_id=config.get("user_domain_id", "default"),
+                           project_domain_id=config.get("project_domain_id", "default"))
+    elif config.get("token"):
+        from keystoneauth1 import token_endpoint
+
+        auth = token_endpoint.Token(config.get("glance_url"), config["token"])
+    return GlanceBitstreams(ks_session.Session(auth=auth), endpoint_override=config.get("glance_url"),
+                            region_name=config.get("region_name"), download_dir=config.get("download_dir"))

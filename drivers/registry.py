@@ -51,8 +51,11 @@ class HostDrivers:
                  drivers: Iterable[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
                  bitstreams: Any = None):
         self.hostname = hostname
-        # where image ids given to `program` are looked up: a LocalBitstreams / GlanceBitstreams
-        self.bitstreams = bitstreams
+        # where image ids given to `program` are looked up: a LocalBitstreams / GlanceBitstreams, or
+        # built from options["bitstreams"] ({"dir": ...} or {"glance_url": ..., keystone options})
+        from rayborg.drivers.bitstreams import bitstream_source
+
+        self.bitstreams = bitstreams or bitstream_source(dict((options or {}).get("bitstreams") or {}))
         names = check_names(REAL_DRIVERS if drivers is None else drivers)
         options = options or {}
         self.drivers: dict[str, Driver] = {}

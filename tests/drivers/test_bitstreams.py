@@ -28,6 +28,7 @@ def glance():
         "bad": {"id": "bad", "tags": ["FPGA"], "bs-name": "x"},
     }
     requests: list[str] = []
+    tokens: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -44,6 +45,7 @@ def glance():
         def do_GET(self):
             url = urlparse(self.path)
             requests.append(self.path)
+            tokens.append(self.headers.get("X-Auth-Token"))
             parts = url.path.strip("/").split("/")
             if parts == ["v2", "images"]:
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -58,7 +60,7 @@ def glance():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", requests
+    yield f"http://127.0.0.1:{server.server_port}", requests, tokens
     server.shutdown()
     server.server_close()
 
@@ -68,7 +70,7 @@ def store(url, tmp_path):
 
 
 def test_glance_fetch_downloads_and_parses(glance, tmp_path):
-    url, requests = glance
+    url, requests, _ = glance
     bs = store(url, tmp_path).fetch(IMG)
     assert bs.image_id == IMG and bs.meta.bs_name == "aes-128" and bs.meta.region_uuid == "ce48"
     assert bs.path.read_bytes() == f"bitstream {IMG}".encode()
@@ -76,7 +78,7 @@ def test_glance_fetch_downloads_and_parses(glance, tmp_path):
 
 
 def test_glance_find_by_function(glance, tmp_path):
-    url, requests = glance
+    url, requests, _ = glance
     bs = store(url, tmp_path).find(function_uuid="d8424dc4a4a3c413f89e433683f9040b", region_uuid="ce48")
     assert bs.image_id == IMG
     assert requests[0].startswith("/v2/images?") and "tag=FPGA" in requests[0]
@@ -108,3 +110,12 @@ def test_local_directory(make_bitstream, tmp_path):
     (d / "broken.gbs.json").write_text("{not json")
     with pytest.raises(BitstreamError, match="unreadable bitstream metadata"):
         local.fetch("bs-a")
+
+
+def test_glance_source_from_settings_with_a_token(glance, tmp_path):
+    from rayborg.drivers.bitstreams import bitstream_source
+
+    src = bitstream_source({"glance_url": glance[0], "token": "admin", "download_dir": str(tmp_path)})
+    assert isinstance(src, GlanceBitstreams)
+    assert src.fetch(IMG).path.parent == tmp_path
+    assert bitstream_source({}) is None and isinstance(bitstream_source({"dir": str(tmp_path)}), LocalBitstreams)

@@ -48,7 +48,7 @@ def test_xilinx_program_through_host_drivers(family_tree, xbmgmt, make_bitstream
     root = family_tree("xilinx_fpga")
     bs_dir = make_bitstream("xbs-1", NEW, vendor="Xilinx", board="U200", region_uuid=SHELL).parent
     host = HostDrivers("n1", sysfs_root=root, drivers=["xilinx_fpga"],
-                       options={"xilinx_fpga": {"tool": str(xbmgmt.path)}}, bitstreams=LocalBitstreams(bs_dir))
+                       options={"xilinx_fpga": {"tool": str(xbmgmt.path)}, "bitstreams": {"dir": str(bs_dir)}})
     dep = host.program("xilinx_fpga", "n1_0000_3b_00_0", "xbs-1", timeout=30)  # image id, resolved locally
     assert xbmgmt.calls == [["program", "--device", "0000:3b:00.0", "--base", "--image", str(bs_dir / "xbs-1.gbs")]]
     assert dep.bitstream_id == "xbs-1" and dep.traits[-1] == f"CUSTOM_FPGA_FUNCTION_ID_XILINX_{NEW.upper()}"
@@ -87,3 +87,9 @@ def test_program_with_a_driver_that_cannot(family_tree):
     host = HostDrivers("n1", sysfs_root=family_tree("inspur_nvme"), drivers=["inspur_nvme"])
     with pytest.raises(ProgrammingError, match="driver inspur_nvme cannot program"):
         host.program("inspur_nvme", "n1_0000_5e_00_0", "x")
+
+
+def test_program_by_id_without_a_source(family_tree, xbmgmt):
+    host = HostDrivers("n1", sysfs_root=family_tree("xilinx_fpga"), drivers=["xilinx_fpga"])
+    with pytest.raises(BitstreamError, match="no bitstream source is configured"):
+        host.program("xilinx_fpga", "n1_0000_3b_00_0", "xbs-1")
