@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import zlib
 from typing import Any
@@ -174,7 +175,7 @@ class Binder:
 
     def status(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
-        return {"name": f"rayborg:binder:{self.index}", "binds_done": self.binds_done,
+        return {"name": f"rayborg:binder:{self.index}", "pid": os.getpid(), "binds_done": self.binds_done,
                 "binds_failed": self.binds_failed, "nova_events_sent": self.events_sent,
                 "nova": self.config.nova_url, "bind_p50_ms": lat[len(lat) // 2] * 1000 if lat else None}
 

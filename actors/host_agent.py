@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -114,7 +115,7 @@ class HostAgent:
     # -- operators -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
-        return {"name": f"rayborg:host:{self.hostname}", "hostname": self.hostname,
+        return {"name": f"rayborg:host:{self.hostname}", "hostname": self.hostname, "pid": os.getpid(),
                 "node_id": ctx.get_node_id(), "drivers": sorted(self.drivers.drivers),
                 "sysfs_root": self.sysfs_root, "last_hash": self.last_hash, "last_sweep": self.last_sweep,
                 "reports_sent": self.reports_sent, "programming": sorted(self.programming),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -130,7 +131,7 @@ class PlacementSync:
                 delay = min(delay * 2, MAX_BACKOFF)
 
     def status(self) -> dict[str, Any]:
-        return {"name": "rayborg:placement-sync", "reports_applied": self.reports_applied,
+        return {"name": "rayborg:placement-sync", "pid": os.getpid(), "reports_applied": self.reports_applied,
                 "placement": self.config.placement_url or ("keystone" if self.placement else None),
                 "placement_down_since": self.placement_down_since, "last_push": self.last_push,
                 "apply_seconds_p50": sorted(self.apply_seconds)[len(self.apply_seconds) // 2]

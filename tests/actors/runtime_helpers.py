@@ -48,3 +48,54 @@ def start_runtime(config: RuntimeConfig) -> Supervisor:
 
 def new_instance() -> str:
     return str(uuid.uuid4())
+
+
+def fresh_store(tmp_path):
+    from rayborg.store.engine import Store
+    from rayborg.store.migrate import upgrade
+
+    store = Store(f"sqlite:///{tmp_path / 'rayborg.db'}")
+    upgrade(store.engine)
+    return store
+
+
+def arq_states(store) -> dict[str, str]:
+    from sqlmodel import select
+
+    from rayborg.store.tables import ExtARQ
+
+    return store.query(lambda s: {a.uuid: a.state for a in s.exec(select(ExtARQ))})
+
+
+def assert_handles_consistent(store) -> None:
+    """No attach handle in use without an ARQ, none used by two ARQs, every Bound ARQ has one."""
+    from sqlmodel import select
+
+    from rayborg.store.tables import AttachHandle, ExtARQ
+
+    def check(session):
+        arqs = list(session.exec(select(ExtARQ)))
+        used = [h.id for h in session.exec(select(AttachHandle).where(AttachHandle.in_use == True))]  # noqa: E712
+        claimed = [a.attach_handle_id for a in arqs if a.attach_handle_id is not None]
+        assert len(claimed) == len(set(claimed)), "a handle is claimed by two ARQs"
+        assert sorted(used) == sorted(claimed), "in-use handles and ARQ claims disagree"
+        assert all(a.attach_handle_id for a in arqs if a.state == "Bound")
+        assert not [a.uuid for a in arqs if a.state == "BindStarted"], "ARQs stuck in BindStarted"
+
+    store.query(check)
+
+
+def store_matches_placement(store, placement) -> bool:
+    from sqlmodel import select
+
+    from rayborg.store.tables import Deployable
+
+    deps = store.query(lambda s: [(d.rp_uuid, d.num_accelerators, d.placement_dirty)
+                                  for d in s.exec(select(Deployable))])
+    for rp, total, dirty in deps:
+        if dirty or placement.get_provider(rp) is None:
+            return False
+        inventories = placement.get_inventories(rp)[1]
+        if [inv["total"] for inv in inventories.values()] != [total]:
+            return False
+    return True

@@ -1,0 +1,69 @@
+"""Three hosts, each with its own fixture sysfs tree: the right devices under the right compute
+node; a device removed from one tree leaves the store and Placement; Placement down for a while."""
+
+import shutil
+
+import pytest
+import ray
+from sqlmodel import select
+
+from rayborg.actors.placement_client import PlacementClient, provider_uuid
+from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, host_agent_name
+from rayborg.drivers.testing import fixture_tree
+from rayborg.store.tables import Deployable, Device
+from runtime_helpers import (fresh_store, kill_runtime, make_compute_nodes, start_runtime, store_matches_placement,
+                             wait_for)
+
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+TREES = {"host-a": "intel_fpga", "host-b": "nvidia_gpu", "host-c": "intel_qat"}
+
+
+@pytest.fixture
+def cluster_runtime(ray_cluster, placement_server, tmp_path):
+    store = fresh_store(tmp_path)
+    roots = {h: fixture_tree(fam, tmp_path / h) for h, fam in TREES.items()}
+    make_compute_nodes(placement_server.url, TREES)
+    config = RuntimeConfig(database_url=store.url, placement_url=placement_server.url, report_interval=0.3,
+                           retry_interval=0.2,
+                           host_overrides={h: {"sysfs_root": str(r)} for h, r in roots.items()})
+    start_runtime(config)
+    yield store, roots, PlacementClient(placement_server.url)
+    kill_runtime()
+    store.dispose()
+
+
+def _devices(store):
+    return store.query(lambda s: sorted((d.hostname, d.std_board_info_key) for d in s.exec(select(Device))))
+
+
+def test_each_host_reports_its_own_tree_and_removal_propagates(cluster_runtime, placement_server):
+    store, roots, placement = cluster_runtime
+    wait_for(lambda: {h for h, _ in _devices(store)} == set(TREES), what="3 hosts reporting")
+    by_host = {h: [k for hh, k in _devices(store) if hh == h] for h in TREES}
+    assert by_host["host-b"] == ["nvidia_gpu:0000:3b:00.0", "nvidia_gpu:0000:af:00.0"]
+    assert all(k.startswith("intel_qat:") for k in by_host["host-c"])
+    wait_for(lambda: store_matches_placement(store, placement), what="store and Placement to agree")
+    for name, rp in store.query(lambda s: [(d.name, d.rp_uuid) for d in s.exec(select(Deployable))]):
+        assert placement.get_provider(rp)["parent_provider_uuid"] == provider_uuid(name.split("_")[0])
+
+    # Unplug one GPU from host-b's tree.
+    gone = store.query(lambda s: s.exec(select(Deployable).where(Deployable.name == "host-b_0000_af_00_0")).one())
+    (roots["host-b"] / "bus/pci/devices/0000:af:00.0").unlink()
+    wait_for(lambda: "nvidia_gpu:0000:af:00.0" not in [k for _, k in _devices(store)], what="removal in store")
+    wait_for(lambda: placement.get_provider(gone.rp_uuid) is None, what="removal in Placement")
+    assert placement.get_provider(provider_uuid("host-b_0000_3b_00_0")) is not None
+
+
+def test_placement_down_daemon_keeps_going_and_converges(cluster_runtime, placement_server):
+    store, roots, placement = cluster_runtime
+    wait_for(lambda: store_matches_placement(store, placement), what="first sync")
+    placement_server.stop()
+    try:
+        shutil.rmtree(roots["host-c"] / "bus/pci/devices")  # host-c loses every device meanwhile
+        wait_for(lambda: not [h for h, _ in _devices(store) if h == "host-c"], what="store updated without Placement")
+        agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
+        assert ray.get(agent.status.remote(), timeout=10)["hostname"] == "host-a"  # still serving
+    finally:
+        placement_server.restart(keep_db=True)
+    wait_for(lambda: store_matches_placement(store, placement), timeout=90, what="convergence after Placement returns")
+    assert placement.get_provider(provider_uuid("host-c_0000_3f_00_0")) is None
