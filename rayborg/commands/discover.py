@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import tempfile
 import socket
 import sys
+from pathlib import Path
 
 from rayborg.drivers.base import UnknownDriver
 from rayborg.drivers.registry import DRIVERS, REAL_DRIVERS, check_names, discover_host
@@ -16,7 +19,8 @@ drivers: {', '.join(DRIVERS)} (default: all but fake)
 examples:
   rayborg discover                                  this host's accelerators, as a table
   rayborg discover --json                           the same HostReport as JSON
-  rayborg discover --sysfs-root tests/fixtures/x    a fixture tree instead of /sys
+  rayborg discover --sysfs-root tests/fixtures/sysfs/intel_fpga
+                                                    a fixture tree (a tree.json description is expanded)
   rayborg discover --drivers intel_fpga,intel_qat   only these drivers
   rayborg discover --fake fpga:4,gpu:2              simulated devices (adds the fake driver)
 """
@@ -29,9 +33,11 @@ def register(subparsers) -> None:
                     "(resource class, traits), attach handles, and per-device errors. Reads only; "
                     "touches no database and no Placement.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sysfs-root", default="/sys", metavar="PATH", help="sysfs tree to read (default: /sys)")
+    p.add_argument("--sysfs-root", default=None, metavar="PATH",
+                   help="sysfs tree to read (default: settings' sysfs_root, /sys)")
     p.add_argument("--dev-root", default="/dev", metavar="PATH", help="device node tree (default: /dev)")
-    p.add_argument("--drivers", metavar="A,B", help="comma-separated driver names (default: all real drivers)")
+    p.add_argument("--drivers", metavar="A,B",
+                   help="comma-separated driver names (default: settings' enabled_drivers, else all real drivers)")
     p.add_argument("--hostname", default=None, metavar="H",
                    help="host name for the report and deployable names (default: this machine's)")
     p.add_argument("--fake", metavar="SPEC",
@@ -40,9 +46,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _settings():
+    """rayborg settings (TOML < RAYBORG_* env) for defaults; a broken config must not block discovery."""
     try:
-        names = check_names(args.drivers.split(",")) if args.drivers else list(REAL_DRIVERS)
+        from rayborg.settings import load_settings
+
+        return load_settings()
+    except Exception as exc:  # noqa: BLE001
+        print(f"rayborg discover: ignoring settings: {exc}", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings() if args.sysfs_root is None or args.drivers is None else None
+    sysfs_root = args.sysfs_root or (settings.sysfs_root if settings else "/sys")
+    try:
+        if args.drivers:
+            names = check_names(args.drivers.split(","))
+        else:
+            names = check_names(settings.enabled_drivers or REAL_DRIVERS) if settings else list(REAL_DRIVERS)
     except UnknownDriver as exc:
         print(f"rayborg discover: {exc}", file=sys.stderr)
         return 2
@@ -57,13 +79,27 @@ def run(args: argparse.Namespace) -> int:
             return 2
         names = [*dict.fromkeys([*names, "fake"])]
         options["fake"] = {"spec": args.fake}
-    report = discover_host(args.hostname or socket.gethostname(), sysfs_root=args.sysfs_root,
-                           drivers=names, dev_root=args.dev_root, options=options)
+    with _expanded(Path(sysfs_root)) as root:
+        report = discover_host(args.hostname or socket.gethostname(), sysfs_root=root,
+                               drivers=names, dev_root=args.dev_root, options=options)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
         print_table(report)
     return 0
+
+
+@contextlib.contextmanager
+def _expanded(root: Path):
+    """A JSON tree description (file, or a directory holding tree.json) becomes a temporary sysfs tree."""
+    desc = root if root.suffix == ".json" else root / "tree.json"
+    if not desc.is_file() or (root / "bus").is_dir():
+        yield root
+        return
+    from rayborg.drivers.testing import build_tree
+
+    with tempfile.TemporaryDirectory(prefix="rayborg-sysfs-") as tmp:
+        yield build_tree(tmp, desc)
 
 
 def print_table(report) -> None:

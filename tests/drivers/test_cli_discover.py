@@ -8,6 +8,8 @@ import json
 import pytest
 
 from rayborg.commands import discover
+from rayborg.drivers import REAL_DRIVERS
+from rayborg.drivers.testing import FIXTURES
 
 
 def run(*argv: str) -> int:
@@ -56,7 +58,16 @@ def test_real_sys_runs_and_prints_valid_json(capsys):
     assert run("--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"hostname", "drivers", "devices", "errors", "content_hash"}
-    assert "fake" not in out["drivers"] and len(out["drivers"]) == 10
+    assert "fake" not in out["drivers"]
+    assert run("--json", "--drivers", ",".join(REAL_DRIVERS)) == 0
+    assert json.loads(capsys.readouterr().out)["drivers"] == sorted(REAL_DRIVERS)
+
+
+def test_checked_in_description_is_expanded(capsys):
+    assert run("--sysfs-root", str(FIXTURES / "xilinx_fpga"), "--hostname", "n1", "--drivers", "xilinx_fpga",
+               "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [d["key"] for d in out["devices"]] == ["xilinx_fpga:0000:3b:00.0"] and out["errors"] == []
 
 
 def test_through_the_rayborg_entry_point(capsys):
