@@ -1,9 +1,55 @@
-"""PLACEHOLDER: in-process binder (being written)."""
+"""The in-process binder: finishes binds in the background of the API process (no Ray needed).
+
+The bind PATCH has already moved the ARQs to BindStarted; `submit` starts one asyncio task per ARQ
+that runs `arq_state.finish_bind` in a worker thread (claiming an attach handle -> Bound or
+BindFailed). The Ray binder pool offers the same three coroutines and replaces it under `rayborg serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from rayborg.store import arq_state
+from rayborg.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 10.0
 
 
 class LocalBinder:
-    def __init__(self, store):
+    def __init__(self, store: Store):
         self.store = store
+        self._tasks: set[asyncio.Task] = set()
+
+    async def submit(self, arq_uuids: list[str]) -> None:
+        """Finish the binds of these BindStarted ARQs in the background; returns at once."""
+        loop = asyncio.get_running_loop()
+        for arq_uuid in arq_uuids:
+            task = loop.create_task(self._finish(arq_uuid), name=f"bind-{arq_uuid}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, arq_uuid: str) -> None:
+        try:
+            state = await self.store.atransact(arq_state.finish_bind, arq_uuid)
+            log.info("ARQ %s: %s", arq_uuid, state)
+        except arq_state.StoreError as exc:  # unbound or deleted meanwhile: nothing left to finish
+            log.info("ARQ %s: bind abandoned: %s", arq_uuid, exc)
+        except Exception:  # keep the task quiet; the ARQ stays BindStarted until fail_stuck_binds
+            log.exception("ARQ %s: bind crashed", arq_uuid)
+
+    async def drain(self) -> None:
+        """Wait until every bind submitted so far (and any submitted meanwhile) is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        return None
+        """Let binds in flight finish (they are short transactions), then give up on stragglers."""
+        try:
+            await asyncio.wait_for(self.drain(), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

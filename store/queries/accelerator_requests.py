@@ -39,8 +39,8 @@ class ARQView:
 def views(session: Session, arqs: list[ExtARQ]) -> list[ARQView]:
     """ARQ rows as views: profile names and (for Bound ARQs) the claimed handles, loaded in bulk."""
     profile_ids = {a.device_profile_id for a in arqs}
-    names = dict(session.execute(select(DeviceProfile.id, DeviceProfile.name)
-                                 .where(DeviceProfile.id.in_(profile_ids))).tuples()) if arqs else {}
+    rows = session.execute(select(DeviceProfile.id, DeviceProfile.name).where(DeviceProfile.id.in_(profile_ids)))
+    names = {profile_id: name for profile_id, name in rows}
     handle_ids = {a.attach_handle_id for a in arqs if a.attach_handle_id is not None}
     handles = {h.id: h for h in session.scalars(select(AttachHandle).where(AttachHandle.id.in_(handle_ids)))} \
         if handle_ids else {}
