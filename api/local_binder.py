@@ -49,7 +49,7 @@ class LocalBinder:
         """Let binds in flight finish (they are short transactions), then give up on stragglers."""
         try:
             await asyncio.wait_for(self.drain(), CLOSE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

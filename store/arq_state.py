@@ -170,11 +170,12 @@ def claim_handle(session: Session, deployable_id: int) -> int | None:
 
     One UPDATE picks and claims the handle, re-checking `in_use` so that two binders can never get
     the same one; on PostgreSQL the pick skips handles other transactions are claiming right now."""
-    free = (select(_handles.c.id).where(_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False))
+    mine_and_free = (_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False))
+    free = (select(_handles.c.id).where(*mine_and_free)
             .order_by(_handles.c.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
     claim = (update(_handles).where(_handles.c.id == free, _handles.c.in_use.is_(False))
              .values(in_use=True, updated_at=utcnow()).returning(_handles.c.id))
-    any_free = select(exists().where(_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False)))
+    any_free = select(exists().where(*mine_and_free))
     for _ in range(CLAIM_ATTEMPTS):
         handle_id = session.execute(claim).scalar()
         if handle_id is not None:
@@ -266,8 +267,8 @@ def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_u
     not found (or not visible). `allow_bound=False` (no service token) refuses, before any change,
     when one of them is bound to an instance."""
     if instance_uuid is not None:
-        stmt = select(ExtARQ).where(ExtARQ.instance_uuid == instance_uuid).order_by(ExtARQ.id).with_for_update()
-        arqs = list(session.scalars(visible_to(stmt, project_id)))
+        stmt = select(ExtARQ).where(ExtARQ.instance_uuid == instance_uuid)
+        arqs = list(session.scalars(visible_to(stmt, project_id).order_by(ExtARQ.id).with_for_update()))
     else:
         arqs = lock_arqs(session, arq_uuids or [], project_id)
     if not allow_bound:

@@ -15,8 +15,8 @@ from rayborg.api import microversion
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import BadRequest, Forbidden, NotFound
 from rayborg.api.handlers.device_profiles import call_store, split_list
-from rayborg.api.http import (authorize, empty_response, iso, json_response, paginate, parse_uuid, query_params,
-                              read_json, version)
+from rayborg.api.http import (authorize, empty_response, iso, json_response, paginate, parse_uuid,
+                              query_params, read_json, version)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import accelerator_requests as schemas
@@ -74,7 +74,8 @@ async def show_arq(request: web.Request) -> web.Response:
     query_params(request, set())
     context = authorize(request, "cyborg:arq:get_one")
     arq_uuid = parse_uuid(request.match_info["uuid"], "accelerator request uuid")
-    return json_response(_body(request, await call_store(request, queries.get_arq, arq_uuid, _scope(context))))
+    arq = await call_store(request, queries.get_arq, arq_uuid, _scope(context))
+    return json_response(_body(request, arq))
 
 
 async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Response:
@@ -91,7 +92,7 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
         microversion.require(version(request), microversion.PROJECT_ID_IN_BIND)
         if not context.is_admin:
             raise Forbidden("Only an admin may set project_id when binding accelerator requests")
-    targets = {arq_uuid: arq_state.BindTarget(project_id=fields.pop("project_id", context.project_id), **fields)
+    targets = {arq_uuid: arq_state.BindTarget(**{"project_id": context.project_id, **fields})
                for arq_uuid, fields in patch.fields.items()}
     started = await call_store(request, arq_state.start_bind, targets, _scope(context), write=True)
     await request.app["binder"].submit(started)
@@ -112,7 +113,7 @@ async def bind_unbind_one(request: web.Request) -> web.Response:
     def only_this(body):
         if isinstance(body, list):  # a bare operation list for the ARQ in the path
             return {arq_uuid: body}
-        if isinstance(body, dict) and any(parse_uuid(k, "accelerator request uuid") != arq_uuid for k in body):
+        if isinstance(body, dict) and any(parse_uuid(key, "ARQ uuid") != arq_uuid for key in body):
             raise BadRequest(f"The body may only patch the accelerator request in the path, {arq_uuid}")
         return body
 

@@ -38,15 +38,18 @@ class ARQView:
 
 def views(session: Session, arqs: list[ExtARQ]) -> list[ARQView]:
     """ARQ rows as views: profile names and (for Bound ARQs) the claimed handles, loaded in bulk."""
+    if not arqs:
+        return []
     profile_ids = {a.device_profile_id for a in arqs}
-    rows = session.execute(select(DeviceProfile.id, DeviceProfile.name).where(DeviceProfile.id.in_(profile_ids)))
+    rows = session.execute(select(DeviceProfile.id, DeviceProfile.name)
+                           .where(DeviceProfile.id.in_(profile_ids)))
     names = {profile_id: name for profile_id, name in rows}
     handle_ids = {a.attach_handle_id for a in arqs if a.attach_handle_id is not None}
-    handles = {h.id: h for h in session.scalars(select(AttachHandle).where(AttachHandle.id.in_(handle_ids)))} \
-        if handle_ids else {}
+    handles = {h.id: h for h in session.scalars(select(AttachHandle).where(AttachHandle.id.in_(handle_ids)))}
     out = []
     for arq in arqs:
-        view = ARQView(uuid=arq.uuid, state=arq.state, device_profile_name=names.get(arq.device_profile_id, ""),
+        view = ARQView(uuid=arq.uuid, state=arq.state,
+                       device_profile_name=names.get(arq.device_profile_id, ""),
                        device_profile_group_id=arq.device_profile_group_id, hostname=arq.hostname,
                        device_rp_uuid=arq.device_rp_uuid, instance_uuid=arq.instance_uuid,
                        project_id=arq.project_id, created_at=arq.created_at, updated_at=arq.updated_at)

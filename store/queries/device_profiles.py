@@ -5,7 +5,7 @@ Every function takes a `Session` first so that callers run it through `Store.tra
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -58,8 +58,7 @@ def create_profile(session: Session, name: str, groups: list[dict[str, str]], de
 
 def _in_use(session: Session, profile_ids: list[int]) -> list[str]:
     stmt = (select(DeviceProfile.name).join(ExtARQ, ExtARQ.device_profile_id == DeviceProfile.id)
-            .where(DeviceProfile.id.in_(profile_ids)).group_by(DeviceProfile.name)
-            .having(func.count(ExtARQ.id) > 0))
+            .where(DeviceProfile.id.in_(profile_ids)).distinct())
     return sorted(session.scalars(stmt))
 
 

@@ -20,6 +20,7 @@ OTHER = {"X-Project-Id": "p2", "X-User-Id": "u2", "X-Roles": "member"}
 ADMIN_NOVA = {"X-Project-Id": "p0", "X-Roles": "admin", "X-Service-Roles": "service"}
 SERVICE_TOKEN_MSG = ("This operation requires a service token. Use the Compute API to manage instance "
                      "accelerators.")
+JSON = {"Content-Type": "application/json"}
 ARQ_FIELDS = {"uuid", "state", "device_profile_name", "device_profile_group_id", "hostname", "device_rp_uuid",
               "instance_uuid", "project_id", "attach_handle_type", "attach_handle_uuid", "attach_handle_info",
               "created_at", "updated_at", "links"}
@@ -72,7 +73,8 @@ async def listed(client, query="", headers=MEMBER) -> list[dict]:
 
 
 def handles_in_use(store) -> set[int]:
-    return set(store.query(lambda s: list(s.scalars(select(AttachHandle.id).where(AttachHandle.in_use.is_(True))))))
+    in_use = select(AttachHandle.id).where(AttachHandle.in_use.is_(True))
+    return set(store.query(lambda s: list(s.scalars(in_use))))
 
 
 # -- create ---------------------------------------------------------------------------------------
@@ -99,7 +101,8 @@ async def test_create_accepts_and_ignores_client_extras(client, tree, extra):
 
 
 @pytest.mark.parametrize("body", [{}, {"device_profile_name": ""}, {"device_profile_name": "  "},
-                                  {"device_profile_name": 5}, ["dp"], "dp", {"device_profile_name": "dp", "x": 1},
+                                  {"device_profile_name": 5}, ["dp"], "dp",
+                                  {"device_profile_name": "dp", "x": 1},
                                   {"device_profile_name": "dp", "device_profile_group_id": "first"}])
 async def test_create_rejects_bad_bodies(client, tree, body):
     resp = await client.post("/v2/accelerator_requests", json=body)
@@ -109,12 +112,12 @@ async def test_create_rejects_bad_bodies(client, tree, body):
 
 
 async def test_create_bad_transport_and_unknown_profile(client, tree):
-    resp = await client.post("/v2/accelerator_requests", data=b"{", headers={"Content-Type": "application/json"})
+    resp = await client.post("/v2/accelerator_requests", data=b"{", headers=JSON)
     assert resp.status == 400
     resp = await client.post("/v2/accelerator_requests", data=b"<arq/>", headers={"Content-Type": "text/xml"})
     assert resp.status == 415
     big = json.dumps({"device_profile_name": "x" * (2 * 1024 * 1024)})
-    resp = await client.post("/v2/accelerator_requests", data=big, headers={"Content-Type": "application/json"})
+    resp = await client.post("/v2/accelerator_requests", data=big, headers=JSON)
     assert resp.status == 413
     resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "nope"})
     assert resp.status == 404 and "nope" in await fault(resp)
@@ -155,7 +158,8 @@ async def test_list_by_instance_and_resolved(client, store, tree):
     await patch(client, {a["uuid"]: bind_ops(tree, instance)})
     await client.app["binder"].drain()
     assert [x["uuid"] for x in await listed(client, f"?instance={instance}")] == [a["uuid"]]
-    assert [x["uuid"] for x in await listed(client, f"?instance={instance}&bind_state=resolved")] == [a["uuid"]]
+    resolved = await listed(client, f"?instance={instance}&bind_state=resolved")
+    assert [x["uuid"] for x in resolved] == [a["uuid"]]
     assert [x["uuid"] for x in await listed(client, "?bind_state=resolved")] == [a["uuid"]]
     assert await listed(client, f"?instance={uuid.uuid4()}") == []
     # an instance with an ARQ still binding: 423 for the resolved list
@@ -200,11 +204,13 @@ async def test_bind_failure_is_reported_as_bind_failed(client, tree):
 
 async def test_sdk_single_uuid_patch_forms(client, tree):
     a, b = (await create(client))[0], (await create(client))[0]
-    await patch(client, {a["uuid"]: bind_ops(tree, str(uuid.uuid4()))}, url=f"/v2/accelerator_requests/{a['uuid']}")
+    await patch(client, {a["uuid"]: bind_ops(tree, str(uuid.uuid4()))},
+                url=f"/v2/accelerator_requests/{a['uuid']}")
     await patch(client, bind_ops(tree, str(uuid.uuid4())), url=f"/v2/accelerator_requests/{b['uuid']}")
     await client.app["binder"].drain()
     assert [(await show(client, x["uuid"]))["state"] for x in (a, b)] == ["Bound", "Bound"]
-    resp = await patch(client, {a["uuid"]: UNBIND_OPS}, status=400, url=f"/v2/accelerator_requests/{b['uuid']}")
+    resp = await patch(client, {a["uuid"]: UNBIND_OPS}, status=400,
+                       url=f"/v2/accelerator_requests/{b['uuid']}")
     assert "in the path" in await fault(resp)
     await patch(client, {a["uuid"]: UNBIND_OPS}, status=400, url="/v2/accelerator_requests/not-a-uuid")
 
@@ -259,9 +265,10 @@ async def test_bad_patches_are_400_and_change_nothing(client, tree, make_body, n
 
 
 async def test_bad_patch_transport(client, tree):
-    resp = await client.patch("/v2/accelerator_requests", data=b"{", headers={**NOVA, "Content-Type": "application/json"})
+    resp = await client.patch("/v2/accelerator_requests", data=b"{", headers={**NOVA, **JSON})
     assert resp.status == 400
-    resp = await client.patch("/v2/accelerator_requests", data=b"x", headers={**NOVA, "Content-Type": "text/html"})
+    resp = await client.patch("/v2/accelerator_requests", data=b"x",
+                              headers={**NOVA, "Content-Type": "text/html"})
     assert resp.status == 415
     resp = await client.patch("/v2/accelerator_requests", json={}, headers={**NOVA, V: "accelerator 3.0"})
     assert resp.status == 406
@@ -359,7 +366,7 @@ async def test_deleting_a_bound_arq_needs_service(client, tree):
 @pytest.mark.parametrize("query", ["", f"?arqs={uuid.uuid4()}&instance={uuid.uuid4()}", "?arqs=",
                                    "?arqs=nope", "?instance=nope", "?what=1"])
 async def test_delete_bad_queries(client, tree, query):
-    (arq,) = await create(client)
+    await create(client)
     resp = await client.delete(f"/v2/accelerator_requests{query}")
     assert resp.status == 400
     await fault(resp)

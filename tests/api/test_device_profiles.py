@@ -38,7 +38,8 @@ async def test_create_returns_bare_profile_with_groups_in_order(client):
     assert body["groups"] == GROUPS
     assert [list(g) for g in body["groups"]] == [list(g) for g in GROUPS]  # key order kept too
     assert body["updated_at"] is None and body["created_at"].endswith("+00:00")
-    assert body["links"] == [{"href": str(client.make_url(f"/v2/device_profiles/{body['uuid']}")), "rel": "self"}]
+    href = str(client.make_url(f"/v2/device_profiles/{body['uuid']}"))
+    assert body["links"] == [{"href": href, "rel": "self"}]
     shown = await client.get(f"/v2/device_profiles/{body['uuid']}")
     assert (await shown.json())["device_profile"] == body
 
@@ -46,7 +47,8 @@ async def test_create_returns_bare_profile_with_groups_in_order(client):
 async def test_create_strips_spaces_accepts_null_description_and_given_uuid(client):
     given = str(uuid.uuid4()).upper()
     body = await create(client, name="dp_2", description=None, uuid=given,
-                        groups=[{"resources: CUSTOM_QAT ": "1", "trait:  CUSTOM_A": "required", "accel:x": "y"}])
+                        groups=[{"resources: CUSTOM_QAT ": "1", "trait:  CUSTOM_A": "required",
+                                 "accel:x": "y"}])
     assert body["uuid"] == given.lower() and body["description"] is None
     assert body["groups"] == [{"resources:CUSTOM_QAT": "1", "trait:CUSTOM_A": "required", "accel:x": "y"}]
 
@@ -96,7 +98,8 @@ async def test_create_rejects_wrong_body_shapes(client, body, needle):
 
 
 async def test_create_rejects_malformed_json_content_type_and_oversized_body(client):
-    resp = await client.post("/v2/device_profiles", data=b'[{"name": ', headers={"Content-Type": "application/json"})
+    resp = await client.post("/v2/device_profiles", data=b'[{"name": ',
+                             headers={"Content-Type": "application/json"})
     assert resp.status == 400 and "JSON" in await fault(resp)
     resp = await client.post("/v2/device_profiles", data=b"name=dp",
                              headers={"Content-Type": "application/x-www-form-urlencoded"})

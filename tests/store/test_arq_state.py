@@ -21,7 +21,8 @@ def arqs_by_uuid(store) -> dict[str, ExtARQ]:
 
 
 def handles_in_use(store) -> set[int]:
-    return set(store.query(lambda s: list(s.scalars(select(AttachHandle.id).where(AttachHandle.in_use.is_(True))))))
+    in_use = select(AttachHandle.id).where(AttachHandle.in_use.is_(True))
+    return set(store.query(lambda s: list(s.scalars(in_use))))
 
 
 def new_arqs(store, count: int = 1, name: str = "dp") -> list[str]:
@@ -72,7 +73,8 @@ def test_bind_claims_a_handle_and_unbind_releases_it(store):
 
     assert store.transact(arq_state.unbind, [arq]) == {arq: ARQState.UNBOUND}
     row = arqs_by_uuid(store)[arq]
-    assert (row.state, row.hostname, row.instance_uuid, row.attach_handle_id) == (ARQState.UNBOUND, None, None, None)
+    assert (row.state, row.hostname, row.instance_uuid, row.attach_handle_id) == (
+        ARQState.UNBOUND, None, None, None)
     assert handles_in_use(store) == set()
     assert bind(store, arq, target(tree)) == ARQState.BOUND  # Unbound may be bound again
 
