@@ -15,7 +15,7 @@ from rayborg.store.tables import ExtARQ
 
 
 def _instances(session, arq_uuids: list[str]) -> dict[str, str | None]:
-    return dict(session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid).where(ExtARQ.uuid.in_(arq_uuids))))
+    return {u: i for u, i in session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid).where(ExtARQ.uuid.in_(arq_uuids)))}
 
 
 class RayBinder:
