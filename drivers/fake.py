@@ -6,7 +6,8 @@ Config (driver option `spec`, or the `--fake` CLI flag):
     "fpga:4x8"                  4 FPGAs of 8 accelerators (handles) each
     {"fpga": 4, "qat": "2x4"}   the same as a dict, or as JSON text
 Other options: `seed` (int: selects the PCI domain so two fake hosts differ), `fail_program`
-(deployable names whose programming fails, to test error paths).
+(deployable names whose programming fails, to test error paths), `program_seconds` (how long a
+simulated programming takes, for progress bars, benchmarks and kill-mid-programming tests).
 
 Every attach handle is TEST_PCI (Nova ignores those, ussuri nova-cyborg-interaction). FPGAs can be
 "programmed": the bitstream id and function trait show on the next discovery.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,7 @@ class FakeDriver(Driver):
         self.spec = parse_spec(self.options.get("spec"))
         self.domain = int(self.options.get("seed", 0)) % 0x10000
         self.fail_program = set(self.options.get("fail_program", ()))
+        self.program_seconds = float(self.options.get("program_seconds", 0))
         self.programmed: dict[str, Bitstream | str] = {}  # deployable name -> bitstream
 
     def discover(self) -> Discovery:
@@ -144,6 +147,8 @@ class FakeDriver(Driver):
             raise BitstreamError(str(exc), device=name) from None
         if device.type != "FPGA":
             raise ProgrammingError(f"a {device.type} cannot be programmed", device=name, tool="fake")
+        if self.program_seconds:
+            time.sleep(self.program_seconds)  # the stand-in for a vendor tool's run time
         if name in self.fail_program:
             raise ProgrammingError("simulated programming failure", device=name, tool="fake", exit_code=1)
         self.programmed[name] = bitstream

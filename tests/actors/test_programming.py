@@ -1,0 +1,84 @@
+"""FPGA programming through the runtime: a bind whose profile names a bitstream programs the
+deployable first; a HostAgent killed mid-programming comes back and finishes the call."""
+
+import os
+import random
+import signal
+
+import pytest
+import ray
+from sqlmodel import select
+
+from factories import add_profile
+from rayborg.actors.binder import binder_index
+from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, binder_name, host_agent_name
+from rayborg.store import arq_state
+from rayborg.store.tables import Deployable
+from runtime_helpers import (arq_states, assert_handles_consistent, fresh_store, kill_runtime, make_compute_nodes,
+                             new_instance, start_runtime, wait_for)
+
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+BITSTREAM = "9f4cbb0a-3c84-4a4c-8a2b-1d5b6f0e2a11"
+
+
+@pytest.fixture
+def fpga_runtime(ray_cluster, placement_server, nova, tmp_path):
+    store = fresh_store(tmp_path)
+    make_compute_nodes(placement_server.url, ["host-a"])
+    config = RuntimeConfig(
+        database_url=store.url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
+        retry_interval=0.2,
+        host_overrides={"host-a": {"fake_devices": "fpga:2x2", "driver_options": {"fake": {
+            "seed": random.randrange(1, 4000), "program_seconds": 1.5,
+            "fail_program": []}}}, "host-b": {"drivers": []}, "host-c": {"drivers": []}})
+    start_runtime(config)
+    wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 2, what="devices")
+    yield store, config
+    kill_runtime()
+    store.dispose()
+
+
+def _bind(store, config, profile_groups, dep):
+    add_profile(store, "fpga-bits", profile_groups)
+    arq = store.transact(arq_state.create_arqs, "fpga-bits", "proj")[0].uuid
+    instance = new_instance()
+    store.transact(arq_state.start_bind, {arq: arq_state.BindTarget("host-a", dep.rp_uuid, instance, "proj")})
+    binder = ray.get_actor(binder_name(binder_index(instance, config.binder_count)), namespace=NAMESPACE)
+    return arq, binder
+
+
+def test_bind_programs_the_bitstream_first(fpga_runtime):
+    store, config = fpga_runtime
+    dep = store.query(lambda s: s.exec(select(Deployable)).first())
+    arq, binder = _bind(store, config, [{"resources:FPGA": "1", "accel:bitstream_id": BITSTREAM}], dep)
+    assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "Bound"}
+    assert store.query(lambda s: s.get(Deployable, dep.id).bitstream_id) == BITSTREAM
+
+
+def test_host_agent_killed_mid_programming_finishes_the_call(fpga_runtime):
+    store, config = fpga_runtime
+    dep = store.query(lambda s: s.exec(select(Deployable)).first())
+    agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
+    pid = ray.get(agent.status.remote())["pid"]
+    arq, binder = _bind(store, config, [{"resources:FPGA": "1", "accel:bitstream_id": BITSTREAM}], dep)
+    ref = binder.bind.remote([arq])
+    wait_for(lambda: ray.get(agent.status.remote())["programming"], timeout=20, interval=0.05,
+             what="programming to start")
+    os.kill(pid, signal.SIGKILL)
+    assert ray.get(ref, timeout=90) == {arq: "Bound"}  # the call was retried on the new agent
+    status = ray.get(agent.status.remote())
+    assert status["pid"] != pid and status["programming"] == []
+    assert arq_states(store) == {arq: "Bound"}
+    assert_handles_consistent(store)
+
+
+def test_failed_programming_fails_the_bind_cleanly(fpga_runtime):
+    store, config = fpga_runtime
+    dep = store.query(lambda s: s.exec(select(Deployable)).first())
+    agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
+    result = ray.get(agent.program.remote("fake", "host-a_no_such_fpga", BITSTREAM), timeout=30)
+    assert result["ok"] is False and "host-a_no_such_fpga" in result["error"]
+    arq, binder = _bind(store, config, [{"resources:FPGA": "1", "accel:bitstream_id": BITSTREAM}], dep)
+    store.transact(lambda s: setattr(s.get(Deployable, dep.id), "driver_name", "intel_fpga"))  # not on this host
+    assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "BindFailed"}
+    assert_handles_consistent(store)
