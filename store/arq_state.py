@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select, text, update
 from sqlmodel import Session
 
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, DeviceStatus,
@@ -144,6 +144,15 @@ def _cas(session: Session, arq_id: int, target: ARQState, **values) -> None:
                             f"before it could become {target}")
 
 
+def _lock_instances(session: Session, instances: list[str]) -> None:
+    """Serialise binds per instance until commit, so that two concurrent PATCHes cannot both pass
+    the "instance already has ARQs" check (SQLite's write lock does this already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        for instance in instances:  # sorted by the caller: no deadlock between two PATCHes
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                            {"key": f"arq-bind:{instance}"})
+
+
 def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None) -> list[str]:
     """Record where each ARQ goes and move them all to BindStarted, or change nothing.
 
@@ -151,7 +160,8 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs."""
     arqs = _lock_all(session, list(binds), project_id)
     _require_state(arqs, S.BIND_STARTED)
-    instances = {t.instance_uuid for t in binds.values()}
+    instances = sorted({t.instance_uuid for t in binds.values()})
+    _lock_instances(session, instances)
     taken = session.scalars(select(ExtARQ.instance_uuid).where(ExtARQ.instance_uuid.in_(instances))).first()
     if taken is not None:
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")

@@ -181,6 +181,25 @@ def test_fail_stuck_binds(store):
     assert rows[stuck].nova_event_pending is True
 
 
+def test_concurrent_binds_for_one_instance_admit_one_request(store):
+    tree = add_device(store)
+    arqs = new_arqs(store, 8)
+    for a, b in zip(arqs[::2], arqs[1::2], strict=True):
+        tgt = target(tree)
+        barrier = threading.Barrier(2)
+
+        def start(arq_uuid: str, tgt=tgt, barrier=barrier) -> str:
+            barrier.wait()
+            try:
+                store.transact(arq_state.start_bind, {arq_uuid: tgt})
+                return "started"
+            except arq_state.InvalidError:
+                return "refused"
+
+        with ThreadPoolExecutor(2) as pool:
+            assert sorted(pool.map(start, (a, b))) == ["refused", "started"]
+
+
 def test_fifty_concurrent_binds_on_five_handles(store):
     tree = add_device(store, handles_per_deployable=5)
     arqs = new_arqs(store, 50)
