@@ -111,7 +111,6 @@ class Binder:
         return result
 
     async def _create_mdev(self, arq_uuid: str, plan) -> str:
-        from rayborg.store import arq_state
 
         handle = await asyncio.to_thread(self.store.query, _handle_of, arq_uuid)
         agent = ray.get_actor(host_agent_name(plan.hostname), namespace=NAMESPACE)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from rayborg.api.context import RequestContext
-from rayborg.api.errors import BadRequest, UnsupportedMediaType
+from rayborg.api.errors import (ApiError, BadRequest, Conflict, Forbidden, Locked, NotFound,
+                                 UnsupportedMediaType)
+from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError, ServiceTokenRequired,
+                                  StoreError)
 
 # Accepted everywhere for openstacksdk's pagination (it sends them only when a caller asks for a page).
 PAGING_PARAMS = frozenset({"limit", "marker"})
@@ -117,3 +121,29 @@ def iso(dt: datetime | None) -> str | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+_STORE_ERRORS: list[tuple[type[StoreError], type[ApiError]]] = [
+    (NotFoundError, NotFound), (ConflictError, Conflict), (InvalidError, BadRequest),
+    (ServiceTokenRequired, Forbidden), (LockedError, Locked)]
+
+
+async def call_store(request: web.Request, fn: Callable[..., Any], *args, write: bool = False,
+                     **kwargs) -> Any:
+    """Run a store function off the event loop (in a write transaction if `write`), turning the
+    store's refusals into API errors."""
+    s = store(request)
+    try:
+        if write:
+            return await s.atransact(fn, *args, **kwargs)
+        return await s.aquery(fn, *args, **kwargs)
+    except StoreError as exc:
+        for store_error, api_error in _STORE_ERRORS:
+            if isinstance(exc, store_error):
+                raise api_error(str(exc)) from None
+        raise
+
+
+def split_list(value: str) -> list[str]:
+    """`a, b,,c` -> ['a', 'b', 'c']."""
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import exists, select, text, update
 from sqlmodel import Session
 
+from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError,  # noqa: F401
+                                   ServiceTokenRequired, StateConflict, StoreError)
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, DeviceStatus,
                                   ExtARQ, utcnow)
 
@@ -45,34 +47,6 @@ CLAIM_BACKOFF_S = 0.005
 
 _arqs = ExtARQ.__table__
 _handles = AttachHandle.__table__
-
-
-class StoreError(Exception):
-    """A request the store refuses; the API maps each subclass to a status code."""
-
-
-class NotFoundError(StoreError, LookupError):
-    """Unknown (or, for the caller, invisible) row."""
-
-
-class ConflictError(StoreError):
-    """Wrong state for the transition, or a duplicate."""
-
-
-class InvalidError(StoreError, ValueError):
-    """A request that can never succeed as asked."""
-
-
-class ServiceTokenRequired(StoreError):
-    """The operation touches an ARQ bound to an instance: only Nova (a service token) may do that."""
-
-
-class LockedError(StoreError):
-    """Asked for resolved ARQs while some are still binding."""
-
-
-class StateConflict(ConflictError):
-    """An ARQ is not in a state the transition may start from (or lost a race)."""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,12 @@ from aiohttp import web
 from rayborg.api import microversion
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import BadRequest, Forbidden, NotFound
-from rayborg.api.handlers.device_profiles import call_store, split_list
-from rayborg.api.http import (authorize, empty_response, iso, json_response, paginate, parse_uuid,
+from rayborg.api.http import (call_store, split_list, authorize, empty_response, iso, json_response, paginate, parse_uuid,
                               query_params, read_json, version)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import accelerator_requests as schemas
-from rayborg.api.schemas.device_profiles import validated
+from rayborg.api.schemas.common import validated
 from rayborg.store import arq_state
 from rayborg.store.queries import accelerator_requests as queries
 from rayborg.store.queries.accelerator_requests import ARQView

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
 from rayborg.api import microversion
-from rayborg.api.errors import ApiError, BadRequest, Conflict, Forbidden, Locked, NotFound
-from rayborg.api.http import (authorize, empty_response, is_uuid, iso, json_response, paginate, parse_uuid,
-                              query_params, read_json, store, version)
+from rayborg.api.errors import BadRequest
+from rayborg.api.http import (authorize, call_store, split_list, empty_response, is_uuid, iso, json_response, paginate, parse_uuid,
+                              query_params, read_json, version)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import device_profiles as schemas
-from rayborg.api.schemas.device_profiles import validated
-from rayborg.store.arq_state import (ConflictError, InvalidError, LockedError, NotFoundError,
-                                     ServiceTokenRequired, StoreError)
+from rayborg.api.schemas.common import validated
 from rayborg.store.queries import device_profiles as queries
 from rayborg.store.tables import DeviceProfile
 
 TAGS = ["device_profiles"]
-_STORE_ERRORS: list[tuple[type[StoreError], type[ApiError]]] = [
-    (NotFoundError, NotFound), (ConflictError, Conflict), (InvalidError, BadRequest),
-    (ServiceTokenRequired, Forbidden), (LockedError, Locked)]
-
-
-async def call_store(request: web.Request, fn: Callable[..., Any], *args, write: bool = False,
-                     **kwargs) -> Any:
-    """Run a store function off the event loop (in a write transaction if `write`), turning the
-    store's refusals into API errors."""
-    s = store(request)
-    try:
-        if write:
-            return await s.atransact(fn, *args, **kwargs)
-        return await s.aquery(fn, *args, **kwargs)
-    except StoreError as exc:
-        for store_error, api_error in _STORE_ERRORS:
-            if isinstance(exc, store_error):
-                raise api_error(str(exc)) from None
-        raise
-
-
-def split_list(value: str) -> list[str]:
-    """`a, b,,c` -> ['a', 'b', 'c']."""
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _body(request: web.Request, profile: DeviceProfile) -> dict:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rayborg.api.errors import BadRequest
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Link(BaseModel):
@@ -14,3 +20,19 @@ class Strict(BaseModel):
     """Request bodies: unknown fields are a 400, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` parsed as `model`, or 400 listing what is wrong, field by field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("Invalid request body: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {loc!r}"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg

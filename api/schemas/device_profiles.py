@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from rayborg.api.errors import BadRequest
 from rayborg.api.schemas.common import Link, Strict
 
 NAME_PATTERN = r"^[a-zA-Z0-9-_]+$"
@@ -18,23 +16,6 @@ TRAIT_VALUES = ("required", "forbidden")
 # Placement's rule for custom resource class and trait names.
 CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def validated(model: type[M], data: Any) -> M:
-    """`data` parsed as `model`, or 400 listing what is wrong, field by field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise BadRequest("Invalid request body: " + "; ".join(_describe(e) for e in exc.errors())) from None
-
-
-def _describe(error: dict) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"unknown field {loc!r}"
-    msg = error["msg"].removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
 
 
 def _check_resource(rc: str, amount: str) -> None:
