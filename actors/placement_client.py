@@ -161,41 +161,52 @@ class PlacementClient:
             self._known_traits.add(trait)
 
     # -- writes ------------------------------------------------------------------------------
-    def create_provider(self, rp_uuid: str, name: str, parent_uuid: str) -> None:
+    def create_provider(self, rp_uuid: str, name: str, parent_uuid: str) -> int | None:
+        """Create a provider (or find the one with that uuid); returns its current generation."""
         resp = self._request("POST", "/resource_providers",
                              {"uuid": rp_uuid, "name": name, "parent_provider_uuid": parent_uuid})
-        if resp.status_code == 409 and self.get_provider(rp_uuid) is not None:
-            return  # created by an earlier attempt whose answer we never saw
+        if resp.status_code == 409:
+            existing = self.get_provider(rp_uuid)  # made by an earlier attempt, or before a restart
+            if existing is not None:
+                return existing["generation"]
         if resp.status_code not in (200, 201):
             raise self._error(resp, f"create provider {name}")
+        return resp.json().get("generation") if resp.status_code == 200 else None
 
-    def _with_generation(self, what: str, read, write) -> None:
-        """read() -> generation; write(generation) -> response; retried on concurrent_update."""
+    def _with_generation(self, what: str, read, write, generation: int | None = None) -> int | None:
+        """write(generation) with a generation we know or read(); re-read and retry on
+        concurrent_update. Returns the provider's new generation when Placement says it."""
         for attempt in range(GENERATION_RETRIES):
-            resp = write(read())
+            resp = write(read() if generation is None else generation)
             if resp.status_code in (200, 204):
-                return
+                body = resp.json() if resp.status_code == 200 else {}
+                return body.get("resource_provider_generation")
             err = self._error(resp, what)
             if resp.status_code != 409 or err.code != "placement.concurrent_update":
                 raise err
+            generation = None
             time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
         raise err
 
-    def set_inventory(self, rp_uuid: str, rc: str, total: int, reserved: int) -> None:
+    def set_inventory(self, rp_uuid: str, rc: str, total: int, reserved: int,
+                      generation: int | None = None) -> int | None:
         inv = {rc: {"total": total, "max_unit": max(total, 1), "reserved": min(reserved, total)}}
-        self._with_generation(
+        return self._with_generation(
             f"set inventory {rp_uuid}",
             lambda: self.get_inventories(rp_uuid)[0],
             lambda gen: self._request("PUT", f"/resource_providers/{rp_uuid}/inventories",
-                                      {"resource_provider_generation": gen, "inventories": inv}))
+                                      {"resource_provider_generation": gen, "inventories": inv}),
+            generation)
 
-    def set_traits(self, rp_uuid: str, traits: list[str] | tuple[str, ...]) -> None:
+    def set_traits(self, rp_uuid: str, traits: list[str] | tuple[str, ...],
+                   generation: int | None = None) -> int | None:
         self.ensure_traits(traits)
-        self._with_generation(
+        return self._with_generation(
             f"set traits {rp_uuid}",
             lambda: self.get_traits(rp_uuid)[0],
             lambda gen: self._request("PUT", f"/resource_providers/{rp_uuid}/traits",
-                                      {"resource_provider_generation": gen, "traits": sorted(traits)}))
+                                      {"resource_provider_generation": gen, "traits": sorted(traits)}),
+            generation)
 
     def delete_provider(self, rp_uuid: str) -> None:
         resp = self._request("DELETE", f"/resource_providers/{rp_uuid}")
@@ -206,12 +217,15 @@ class PlacementClient:
     def apply(self, desired: ProviderState, last: ProviderState | None) -> None:
         """Make one device RP match `desired`, writing only what differs from `last` (what we
         pushed before). `last=None` means unknown: check Placement and write everything."""
+        # A provider we just created has generation 0 and each write returns the next one, so a
+        # new device costs three writes and no reads.
+        generation = None
         if last is None:
-            if self.get_provider(desired.uuid) is None:
-                self.create_provider(desired.uuid, desired.name, desired.parent_uuid)
+            generation = self.create_provider(desired.uuid, desired.name, desired.parent_uuid)
         if last is None or (last.resource_class, last.total, last.reserved) != (
                 desired.resource_class, desired.total, desired.reserved):
             self.ensure_resource_class(desired.resource_class)
-            self.set_inventory(desired.uuid, desired.resource_class, desired.total, desired.reserved)
+            generation = self.set_inventory(desired.uuid, desired.resource_class, desired.total,
+                                            desired.reserved, generation)
         if last is None or sorted(last.traits) != sorted(desired.traits):
-            self.set_traits(desired.uuid, desired.traits)
+            self.set_traits(desired.uuid, desired.traits, generation)
