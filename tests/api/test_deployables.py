@@ -1,0 +1,106 @@
+"""/v2/deployables: list, show, attributes_list, links, program requests and their errors."""
+
+import json
+
+import pytest
+from sqlmodel import select
+
+from factories import add_device, add_profile
+from rayborg.store import arq_state
+from rayborg.store.tables import ProgramRequest
+
+IMAGE = "76babc1b-3222-4992-a046-52441e403577"
+PROGRAM = [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE}]}]
+MEMBER = {"X-User-Id": "u", "X-Project-Id": "p1", "X-Roles": "member"}
+
+
+@pytest.fixture
+def tree(store):
+    return add_device(store, hostname="host1", deployables=2, traits=("CUSTOM_FPGA_INTEL", "CUSTOM_X"))
+
+
+def fault(body) -> str:
+    return json.loads(body["error_message"])["faultstring"]
+
+
+def requests(store):
+    return store.query(lambda s: [(r.image_uuid, r.state) for r in s.exec(select(ProgramRequest))])
+
+
+async def test_list_and_show(client, tree):
+    deps = (await (await client.get("/v2/deployables")).json())["deployables"]
+    assert [d["uuid"] for d in deps] == tree.deployable_uuids
+    d = deps[0]
+    assert d["device_id"] == tree.device_id and d["root_id"] == tree.deployable_ids[0] and d["parent_id"] is None
+    assert d["rp_uuid"] == tree.rp_uuids[0] and d["driver_name"] == "intel_fpga" and d["num_accelerators"] == 2
+    assert json.loads(d["attributes_list"]) == [{"rc": "FPGA"}, {"trait0": "CUSTOM_FPGA_INTEL"},
+                                                 {"trait1": "CUSTOM_X"}]
+    assert [link["rel"] for link in d["links"]] == ["self", "bookmark"]
+    assert d["links"][1]["href"].endswith(f"/deployables/{d['uuid']}") and "/v2/" not in d["links"][1]["href"]
+    shown = await client.get(f"/v2/deployables/{d['uuid']}")
+    assert await shown.json() == d
+
+
+@pytest.mark.parametrize("path", ["/program", "/program/{uuid}"])
+async def test_program_records_the_request(client, store, tree, path):
+    uuid = tree.deployable_uuids[0]
+    resp = await client.patch(f"/v2/deployables/{uuid}{path.format(uuid=uuid)}", json=PROGRAM)
+    assert resp.status == 200
+    assert (await resp.json())["uuid"] == uuid
+    assert requests(store) == [(IMAGE, "requested")]
+
+
+@pytest.mark.parametrize("body", [
+    {"op": "replace"}, [], PROGRAM * 2, [{"op": "bogus", "path": "/program", "value": []}],
+    [{"op": "replace", "path": "/bitstream", "value": [{"image_uuid": IMAGE}]}],
+    [{"op": "add", "path": "/program", "value": [{"image_uuid": IMAGE}]}],
+    [{"op": "replace", "path": "/program", "value": [{"image_uuid": "not-a-uuid"}]}],
+    [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE, "extra": 1}]}],
+    [{"op": "replace", "path": "/program", "value": []}],
+    [{"op": "replace", "path": "program", "value": [{"image_uuid": IMAGE}]}], ["x"]])
+async def test_program_bad_bodies_are_400_and_record_nothing(client, store, tree, body):
+    resp = await client.patch(f"/v2/deployables/{tree.deployable_uuids[0]}/program", json=body)
+    assert resp.status == 400, await resp.text()
+    assert requests(store) == []
+
+
+async def test_program_errors(client, store, tree):
+    uuid = tree.deployable_uuids[0]
+    resp = await client.patch("/v2/deployables/4cd3925c-04dd-4618-a0ab-c861f6c06803/program", json=PROGRAM)
+    assert resp.status == 404
+    resp = await client.patch(f"/v2/deployables/{uuid}/program", data=b"{not json",
+                              headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    resp = await client.patch(f"/v2/deployables/{uuid}/program", data=b"x", headers={"Content-Type": "text/xml"})
+    assert resp.status == 415
+    resp = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM, headers=MEMBER)
+    assert resp.status == 403 and fault(await resp.json()).endswith("cyborg:deployable:program")
+    assert (await client.patch(f"/v2/deployables/{uuid}", json=PROGRAM)).status == 405
+    assert requests(store) == []
+
+
+async def test_program_refused_while_bound(client, store, tree):
+    add_profile(store, "dp", [{"resources:FPGA": "1"}])
+    arq = store.transact(arq_state.create_arqs, "dp", "p")[0].uuid
+    store.transact(arq_state.start_bind, {arq: arq_state.BindTarget(
+        "host1", tree.rp_uuids[0], "506220bc-18f2-4294-9b29-80267a021dc0", "p")})
+    assert store.transact(arq_state.finish_bind, arq) == "Bound"
+    resp = await client.patch(f"/v2/deployables/{tree.deployable_uuids[0]}/program", json=PROGRAM)
+    assert resp.status == 409
+    other = await client.patch(f"/v2/deployables/{tree.deployable_uuids[1]}/program", json=PROGRAM)
+    assert other.status == 200
+    assert requests(store) == [(IMAGE, "requested")]
+
+
+@pytest.mark.parametrize("url,status", [("/v2/deployables/nope", 400), ("/v2/deployables?name=x", 400),
+                                        ("/v2/deployables/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404)])
+async def test_bad_reads(client, tree, url, status):
+    assert (await client.get(url)).status == status
+
+
+async def test_policy_for_reads(client, tree):
+    for url, rule in (("/v2/deployables", "get_all"), (f"/v2/deployables/{tree.deployable_uuids[0]}", "get_one")):
+        resp = await client.get(url, headers=MEMBER)
+        assert resp.status == 403 and fault(await resp.json()).endswith(f"cyborg:deployable:{rule}")
+        resp = await client.get(url, headers=dict(MEMBER, **{"X-Roles": "manager"}))
+        assert resp.status == 200
