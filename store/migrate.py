@@ -1,16 +1,70 @@
-"""PLACEHOLDER until the Alembic migrations land: create the schema from the tables."""
+"""Schema migrations (Alembic): `upgrade` brings any database to the newest schema.
+
+Run by `rayborg db upgrade` and at every `rayborg serve` start. The Alembic configuration is built
+in code, so nothing but this package is needed at run time. Several processes may start at once on
+one fresh database: on SQLite the upgrade runs under the database's write lock, on PostgreSQL under
+an advisory lock, so only one of them migrates and the others find the work done.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import SQLModel
+from pathlib import Path
 
-import rayborg.store.tables  # noqa: F401  (registers the tables)
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_PG_LOCK_KEY = 0x72617962  # "rayb"
 
 
-def upgrade(url_or_engine) -> None:
-    from sqlalchemy.engine import Engine
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
 
+
+def _engine(url_or_engine) -> tuple[Engine, bool]:
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine, False
     from rayborg.store.engine import make_engine
 
-    engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
-    SQLModel.metadata.create_all(engine)
+    return make_engine(url_or_engine), True
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current(url_or_engine) -> str | None:
+    engine, owned = _engine(url_or_engine)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def upgrade(url_or_engine, revision: str = "head") -> str | None:
+    """Migrate to `revision`; returns the revision the database is at afterwards."""
+    engine, owned = _engine(url_or_engine)
+    cfg = _config()
+    try:
+        if engine.dialect.name == "sqlite":
+            with engine.connect().execution_options(sqlite_write=True) as conn:
+                with conn.begin():  # BEGIN IMMEDIATE: one migrator at a time
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+        else:
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        return current(engine)
+    finally:
+        if owned:
+            engine.dispose()
