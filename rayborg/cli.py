@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RAYBORG_CONFIG"] = args.config
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -25,14 +26,22 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
 
 @dataclass
 class Runtime:
-    supervisor: object
+    supervisor: object | None  # None in extra front-door processes: the first one supervises
     binder: object
     started_ray: bool
+    gcs_address: str | None = None
 
     async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        try:  # never hang a shutdown on a Ray that is already half gone
+            await asyncio.wait_for(asyncio.to_thread(self._stop_ray), timeout=15)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("Ray did not shut down cleanly: %s", exc)
+
+    def _stop_ray(self) -> None:
         import ray
 
-        await self.supervisor.stop()
         if self.started_ray:
             # A local Ray dies with us: take the detached actors along, so that a restart is clean.
             for actor in ray.util.list_named_actors(all_namespaces=True):
@@ -42,7 +51,7 @@ class Runtime:
 
 
 def start_runtime(settings: Settings, store) -> Runtime:
-    """Connect to (or start) Ray and bring the actors up; call from the running event loop."""
+    """Connect to (or start) Ray and bring the actors up (the supervisor's loop starts with the app)."""
     import ray
 
     from rayborg.actors.supervisor import Supervisor
@@ -62,5 +71,15 @@ def start_runtime(settings: Settings, store) -> Runtime:
     supervisor = Supervisor(config)
     supervisor.start_singletons()
     supervisor.reconcile()
-    supervisor.start()
-    return Runtime(supervisor=supervisor, binder=RayBinder(store, config.binder_count), started_ray=local)
+    return Runtime(supervisor=supervisor, binder=RayBinder(store, config.binder_count), started_ray=local,
+                   gcs_address=ray.get_runtime_context().gcs_address)
+
+
+def connect_runtime(settings: Settings, store, address: str) -> Runtime:
+    """For an extra front-door process: join the Ray the first process started, use its actors."""
+    import ray
+
+    from rayborg.api.ray_binder import RayBinder
+
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    return Runtime(supervisor=None, binder=RayBinder(store, settings.binder_count), started_ray=False)

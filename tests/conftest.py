@@ -67,3 +67,23 @@ def app(settings, store):
 @pytest.fixture
 async def client(aiohttp_client, app):
     return await aiohttp_client(app)
+
+
+@pytest.fixture(scope="session")
+def placement_server():
+    """A real OpenStack Placement on loopback (installed on first use by shared/tools/run-placement)."""
+    from placement_server import PlacementServer
+
+    server = PlacementServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nova():
+    """A real HTTP server playing Nova's os-server-external-events, recording every call."""
+    from nova_recorder import NovaRecorder
+
+    rec = NovaRecorder().start()
+    yield rec
+    rec.stop()

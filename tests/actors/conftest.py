@@ -1,14 +1,5 @@
 import pytest
 
-from placement_server import PlacementServer
-
-
-@pytest.fixture(scope="session")
-def placement_server():
-    server = PlacementServer().start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
@@ -31,12 +22,3 @@ def ray_cluster(tmp_path_factory):
     yield {"cluster": cluster, "nodes": nodes}
     ray.shutdown()
     cluster.shutdown()
-
-
-@pytest.fixture
-def nova():
-    from nova_recorder import NovaRecorder
-
-    rec = NovaRecorder().start()
-    yield rec
-    rec.stop()

@@ -1,0 +1,49 @@
+"""`rayborg serve`: run the daemon."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="run the daemon: REST API, store, Ray actors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run rayborg: migrate the database, start (or join) Ray with the HostAgent, PlacementSync "
+                    "and binder actors, and serve the Cyborg v2 REST API.\n\nEvery option can also be set in "
+                    "the config file (--config, $RAYBORG_CONFIG) or as RAYBORG_<OPTION> in the environment "
+                    "(e.g. RAYBORG_PORT=6666); flags win over the environment, which wins over the file.",
+        epilog="examples:\n  rayborg serve                                  # 127.0.0.1:6666, SQLite, noauth\n"
+               "  rayborg serve --fake-devices fpga:4,gpu:2       # a demo with simulated devices\n"
+               "  rayborg serve --address auto --host 0.0.0.0     # head of an existing Ray cluster")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 6666, Cyborg's)")
+    p.add_argument("--database-url", help="SQLAlchemy URL: sqlite:///PATH or postgresql://USER@HOST/DB "
+                                          "(default: rayborg.db in the user's data directory)")
+    p.add_argument("--public-url", help="base URL that links carry, e.g. https://cloud/accelerator "
+                                        "(default: from the request's Host / X-Forwarded-* headers)")
+    p.add_argument("--auth-strategy", choices=["noauth", "keystone"], help="noauth (default) or keystone tokens")
+    p.add_argument("--policy-file", help="YAML/JSON policy file overriding the cyborg:* rules")
+    p.add_argument("--workers", type=int, dest="api_workers", help="front-door processes sharing the port")
+    p.add_argument("--address", dest="ray_address",
+                   help="Ray cluster to join ('auto', host:port); default: start a local Ray")
+    p.add_argument("--no-actors", dest="actors", action="store_const", const=False,
+                   help="serve the API and store only, without Ray (binds then finish in-process)")
+    p.add_argument("--fake-devices", metavar="SPEC",
+                   help="simulate devices on every host, e.g. 'fpga:4,gpu:2' or 'fpga:2x8'")
+    p.add_argument("--placement-url", help="Placement endpoint (noauth2 token 'admin' unless Keystone is set)")
+    p.add_argument("--nova-url", help="Nova endpoint for accelerator-request-bound events")
+    p.add_argument("--report-interval", type=float, help="seconds between full discovery sweeps (default 60)")
+    p.add_argument("--binders", type=int, dest="binder_count", help="binder actors (default 2)")
+    p.add_argument("--sysfs-root", help="where drivers read sysfs (default /sys)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rayborg.serve import serve
+    from rayborg.settings import load_settings
+
+    keys = ("host", "port", "database_url", "public_url", "auth_strategy", "policy_file", "api_workers",
+            "ray_address", "actors", "fake_devices", "placement_url", "nova_url", "report_interval",
+            "binder_count", "sysfs_root")
+    return serve(load_settings(**{k: getattr(args, k) for k in keys}))

@@ -1,0 +1,95 @@
+"""`rayborg serve` end to end: a real process with Ray, simulated devices, real Placement and a Nova
+recorder, driven through the REST API from discovery to a Bound ARQ and Nova's event."""
+
+import json
+import socket
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from serve_process import ServeProcess
+
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+
+
+def call(method: str, url: str, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        return err.code, json.loads(raw) if raw else None
+
+
+def wait_for(fn, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_serve_no_actors_starts_answers_and_stops_cleanly(tmp_path):
+    server = ServeProcess(tmp_path, "--no-actors").start()
+    try:
+        status, body = call("GET", f"{server.url}/")
+        assert status == 200 and body["versions"][0]["links"][0]["href"] == f"{server.url}/v2"
+        assert call("GET", f"{server.url}/v2/devices")[1] == {"devices": []}
+    finally:
+        assert server.stop() == 0
+    assert "rayborg serving the Cyborg v2 API" in server.log.read_text()
+
+
+def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
+    from rayborg.actors.placement_client import PlacementClient, provider_uuid
+
+    host = socket.gethostname()
+    placement = PlacementClient(placement_server.url)
+    if placement.get_provider(provider_uuid(host)) is None:
+        placement._request("POST", "/resource_providers", {"name": host, "uuid": provider_uuid(host)})
+    server = ServeProcess(tmp_path, "--fake-devices", "fpga:2x2", "--placement-url", placement_server.url,
+                          "--nova-url", nova.url, "--report-interval", "1",
+                          env={"RAYBORG_RAY_DASHBOARD": "false"}).start()
+    try:
+        api = f"{server.url}/v2"
+        deps = wait_for(lambda: call("GET", f"{api}/deployables")[1]["deployables"], what="discovery")
+        dep = next(d for d in deps if d["name"].endswith("fpga_0"))
+        wait_for(lambda: placement.get_provider(dep["rp_uuid"]), what="the device RP in Placement")
+        assert placement.get_provider(dep["rp_uuid"])["parent_provider_uuid"] == provider_uuid(host)
+
+        status, _ = call("POST", f"{api}/device_profiles", [{"name": "e2e", "groups": [{"resources:FPGA": "1"}]}])
+        assert status == 201
+        status, body = call("POST", f"{api}/accelerator_requests", {"device_profile_name": "e2e"})
+        assert status == 201
+        arq = body["arqs"][0]["uuid"]
+        instance = str(uuid.uuid4())
+        status, _ = call("PATCH", f"{api}/accelerator_requests", {arq: [
+            {"op": "add", "path": "/hostname", "value": host},
+            {"op": "add", "path": "/device_rp_uuid", "value": dep["rp_uuid"]},
+            {"op": "add", "path": "/instance_uuid", "value": instance}]})
+        assert status == 202
+        resolved = wait_for(lambda: (lambda r: r[1]["arqs"] if r[0] == 200 else None)(
+            call("GET", f"{api}/accelerator_requests?instance={instance}&bind_state=resolved")), what="bind")
+        assert resolved[0]["state"] == "Bound" and resolved[0]["attach_handle_type"] == "TEST_PCI"
+        assert set(resolved[0]["attach_handle_info"]) == {"bus", "device", "domain", "function"}
+        wait_for(lambda: nova.delivered_events(), what="Nova's event")
+        assert nova.delivered_events() == [{"name": "accelerator-request-bound", "server_uuid": instance,
+                                            "tag": arq, "status": "completed"}]
+
+        # Disabling the device reserves its inventory in Placement.
+        device = call("GET", f"{api}/devices")[1]["devices"][0]["uuid"]
+        assert call("POST", f"{api}/devices/{device}/disable")[0] == 200
+        devices_deps = [d for d in call("GET", f"{api}/deployables")[1]["deployables"]
+                        if d["device_id"] == dep["device_id"]]
+        rp = devices_deps[0]["rp_uuid"]
+        wait_for(lambda: placement.get_inventories(rp)[1]["FPGA"]["reserved"] == 2, what="reserved = total")
+    finally:
+        assert server.stop() == 0
