@@ -16,6 +16,7 @@ from runtime_helpers import (fresh_store, kill_runtime, make_compute_nodes, star
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 TREES = {"host-a": "intel_fpga", "host-b": "nvidia_gpu", "host-c": "intel_qat"}
+_CONFIG: dict = {}
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def cluster_runtime(ray_cluster, placement_server, tmp_path):
                            retry_interval=0.2,
                            host_overrides={h: {"sysfs_root": str(r)} for h, r in roots.items()})
     start_runtime(config)
+    _CONFIG[store.url] = config
     yield store, roots, PlacementClient(placement_server.url)
     kill_runtime()
     store.dispose()
@@ -67,3 +69,53 @@ def test_placement_down_daemon_keeps_going_and_converges(cluster_runtime, placem
         placement_server.restart(keep_db=True)
     wait_for(lambda: store_matches_placement(store, placement), timeout=90, what="convergence after Placement returns")
     assert placement.get_provider(provider_uuid("host-c_0000_3f_00_0")) is None
+
+
+def test_a_node_that_leaves_keeps_its_devices_but_binds_nothing(cluster_runtime, ray_cluster):
+    from factories import add_profile
+    from rayborg.store import arq_state
+    from rayborg.store.tables import Host
+    from runtime_helpers import new_instance
+
+    store, roots, placement = cluster_runtime
+    wait_for(lambda: {h for h, _ in _devices(store)} == set(TREES), what="3 hosts reporting")
+    cluster = ray_cluster["cluster"]
+    sup = _supervisor(store)
+    cluster.remove_node(ray_cluster["nodes"]["host-c"])
+    try:
+        wait_for(lambda: (sup.reconcile(), _host_state(store, "host-c") == "lost")[1], what="host-c marked lost")
+        assert [k for h, k in _devices(store) if h == "host-c"]  # devices kept
+        rp = store.query(lambda s: s.exec(select(Deployable).where(Deployable.name.startswith("host-c"))).first().rp_uuid)
+        add_profile(store, "qat", [{"resources:CUSTOM_QAT": "1"}])
+        arq = store.transact(arq_state.create_arqs, "qat", "p")[0].uuid
+        instance = new_instance()
+        store.transact(arq_state.start_bind, {arq: arq_state.BindTarget("host-c", rp, instance, "p")})
+        from rayborg.actors.binder import binder_index
+        from rayborg.actors.runtime_config import binder_name
+
+        binder = ray.get_actor(binder_name(binder_index(instance, 2)), namespace=NAMESPACE)
+        assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "BindFailed"}
+        assert "left the cluster" in store.query(lambda s: arq_state.lock_arqs(s, [arq])[0].bind_error)
+    finally:
+        ray_cluster["nodes"]["host-c"] = cluster.add_node(
+            num_cpus=0, labels={"rayborg-host": "host-c"}, include_dashboard=False,
+            object_store_memory=80 * 1024**2)
+        cluster.wait_for_nodes()
+    wait_for(lambda: (sup.reconcile(), _host_state(store, "host-c") == "up")[1], timeout=90, what="host-c back")
+    assert store.query(lambda s: s.exec(select(Host).where(Host.hostname == "host-c")).one().state) == "up"
+
+
+def _host_state(store, hostname):
+    from rayborg.store.tables import Host
+
+    host = store.query(lambda s: s.exec(select(Host).where(Host.hostname == hostname)).first())
+    return host.state if host else None
+
+
+def _supervisor(store):
+    """A second supervisor over the running actors (get_if_exists: it adopts them)."""
+    from rayborg.actors.supervisor import Supervisor
+
+    sup = Supervisor(_CONFIG[store.url])
+    sup.reconcile()
+    return sup

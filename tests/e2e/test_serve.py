@@ -56,8 +56,7 @@ def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
     if placement.get_provider(provider_uuid(host)) is None:
         placement._request("POST", "/resource_providers", {"name": host, "uuid": provider_uuid(host)})
     server = ServeProcess(tmp_path, "--fake-devices", "fpga:2x2", "--placement-url", placement_server.url,
-                          "--nova-url", nova.url, "--report-interval", "1",
-                          env={"RAYBORG_RAY_DASHBOARD": "false"}).start()
+                          "--nova-url", nova.url, "--report-interval", "1").start()
     try:
         api = f"{server.url}/v2"
         deps = wait_for(lambda: call("GET", f"{api}/deployables")[1]["deployables"], what="discovery")
@@ -91,5 +90,11 @@ def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
                         if d["device_id"] == dep["device_id"]]
         rp = devices_deps[0]["rp_uuid"]
         wait_for(lambda: placement.get_inventories(rp)[1]["FPGA"]["reserved"] == 2, what="reserved = total")
+
+        # Operators find every actor by name in the Ray dashboard's state API.
+        status, actors = call("GET", "http://127.0.0.1:8265/api/v0/actors?limit=100")
+        assert status == 200
+        names = {a["name"] for a in actors["data"]["result"]["result"] if a["state"] == "ALIVE"}
+        assert {f"rayborg:host:{host}", "rayborg:placement-sync", "rayborg:binder:0", "rayborg:binder:1"} <= names
     finally:
         assert server.stop() == 0
