@@ -33,14 +33,19 @@ def build_app(settings: Settings, store, runtime=None) -> web.Application:
 
         from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME
 
+        from rayborg.api.ray_programmer import RayProgrammer
+
         app["placement_sync"] = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
+        app["programmer"] = RayProgrammer(store)
         app["runtime"] = runtime
 
         async def supervise(app: web.Application) -> None:
-            if runtime.supervisor is not None:
+            if runtime.supervisor is not None:  # the first front door: it also resumes programming
                 runtime.supervisor.start()
+                await app["programmer"].resume()
 
         async def stop(app: web.Application) -> None:
+            await app["programmer"].close()
             await runtime.stop()
 
         app.on_startup.append(supervise)
@@ -93,9 +98,11 @@ def serve(settings: Settings) -> int:
             proc.start()
             extra.append(proc)
     app = build_app(settings, store, runtime)
-    log.info("rayborg serving the Cyborg v2 API on http://%s:%d (auth %s, %d front-door process%s, actors %s)",
-             settings.host, settings.port, settings.auth_strategy, settings.api_workers,
-             "es" if settings.api_workers > 1 else "", "on" if runtime else "off")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("rayborg serving the Cyborg v2 API on http://%s:%d (database %s, auth %s, %d front-door "
+             "process%s, actors %s)", host, settings.port, _safe_url(settings.database_url),
+             settings.auth_strategy, settings.api_workers, "es" if settings.api_workers > 1 else "",
+             "on" if runtime else "off")
     try:
         web.run_app(app, sock=_listen_socket(settings.host, settings.port), print=None, access_log=None,
                     shutdown_timeout=5)

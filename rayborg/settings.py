@@ -7,8 +7,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from rayborg.store.engine import default_database_url
 
@@ -19,6 +21,10 @@ def default_config_path() -> Path:
     from platformdirs import user_config_dir
 
     return Path(user_config_dir("rayborg")) / "rayborg.toml"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or default_config_path())
 
 
 class KeystoneOptions(BaseModel):
@@ -68,6 +74,17 @@ class Settings(BaseSettings):
     actors: bool = True
     log_level: str = "INFO"
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, url: str) -> str:
+        try:
+            name = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError(f"not a database URL: {url!r} (sqlite:///PATH or postgresql://USER@HOST/DB)") from None
+        if name not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"unsupported database {name!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
+        return url
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
@@ -81,13 +98,25 @@ class TomlFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = Path(os.environ.get(CONFIG_ENV) or default_config_path())
+        path = config_path()
         if not path.is_file():
             return {}
         data = tomllib.loads(path.read_text())
         return data.get("rayborg", data)
 
 
+class SettingsError(ValueError):
+    """The config file or a RAYBORG_* variable is unreadable or invalid (one readable line)."""
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings with CLI flags (those not None) taking precedence over env and file."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {config_path()}: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {config_path()}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid settings: {problems}") from None

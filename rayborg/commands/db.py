@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy.engine import make_url
 
@@ -20,14 +22,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=run)
 
 
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """An unreachable or unreadable database is one readable line, not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from rayborg.cli import CLIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise CLIError(f"database {make_url(url).render_as_string(hide_password=True)}: {reason}") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from rayborg.settings import load_settings
+    from rayborg.cli import CLIError
+    from rayborg.settings import SettingsError, load_settings
     from rayborg.store.migrate import current, head, upgrade
 
-    url = load_settings(database_url=args.database_url).database_url
+    try:
+        url = load_settings(database_url=args.database_url).database_url
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from None
     shown = make_url(url).render_as_string(hide_password=True)
-    if args.db_action == "upgrade":
-        print(f"{shown}: at revision {upgrade(url)} (head {head()})")
-    else:
-        print(f"{shown}: at revision {current(url) or 'none (empty database)'} (head {head()})")
+    with database_errors(url):
+        revision = upgrade(url) if args.db_action == "upgrade" else current(url)
+    print(f"{shown}: at revision {revision or 'none (empty database)'} (head {head()})")
     return 0

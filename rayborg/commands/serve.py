@@ -40,10 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rayborg.cli import CLIError
+    from rayborg.commands.db import database_errors
     from rayborg.serve import serve
-    from rayborg.settings import load_settings
+    from rayborg.settings import SettingsError, load_settings
 
     keys = ("host", "port", "database_url", "public_url", "auth_strategy", "policy_file", "api_workers",
             "ray_address", "actors", "fake_devices", "placement_url", "nova_url", "report_interval",
             "binder_count", "sysfs_root")
-    return serve(load_settings(**{k: getattr(args, k) for k in keys}))
+    try:
+        settings = load_settings(**{k: getattr(args, k) for k in keys})
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from None
+    with database_errors(settings.database_url):
+        return serve(settings)
