@@ -82,3 +82,31 @@ def test_failed_programming_fails_the_bind_cleanly(fpga_runtime):
     store.transact(lambda s: setattr(s.get(Deployable, dep.id), "driver_name", "intel_fpga"))  # not on this host
     assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "BindFailed"}
     assert_handles_consistent(store)
+
+
+def test_api_programming_requests_end_done_or_failed(fpga_runtime):
+    import asyncio
+
+    from rayborg.api.ray_programmer import RayProgrammer
+    from rayborg.store.queries.deployables import record_program_request
+    from rayborg.store.tables import ProgramRequest
+
+    store, config = fpga_runtime
+    deps = store.query(lambda s: list(s.exec(select(Deployable).order_by(Deployable.name))))
+    good = store.transact(record_program_request, deps[0].uuid, BITSTREAM, "p")[2].uuid
+    # A deployable whose driver is not on its host fails cleanly, with the reason recorded.
+    store.transact(lambda s: setattr(s.get(Deployable, deps[1].id), "driver_name", "xilinx_fpga"))
+    bad = store.transact(record_program_request, deps[1].uuid, BITSTREAM, "p")[2].uuid
+    programmer = RayProgrammer(store)
+
+    async def run():
+        await programmer.submit(good)
+        await programmer.submit(bad)
+        await programmer.drain()
+
+    asyncio.run(run())
+    rows = store.query(lambda s: {r.uuid: (r.state, r.error) for r in s.exec(select(ProgramRequest))})
+    assert rows[good] == ("done", None)
+    assert rows[bad][0] == "failed" and "xilinx_fpga" in rows[bad][1]
+    wait_for(lambda: store.query(lambda s: s.get(Deployable, deps[0].id).bitstream_id) == BITSTREAM,
+             what="the bitstream in the store")

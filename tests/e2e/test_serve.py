@@ -91,6 +91,15 @@ def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
         rp = devices_deps[0]["rp_uuid"]
         wait_for(lambda: placement.get_inventories(rp)[1]["FPGA"]["reserved"] == 2, what="reserved = total")
 
+        # Programming through the API: recorded, done by the host's agent, seen by the next discovery.
+        other = next(d for d in deps if d["name"].endswith("fpga_1"))
+        image = "76babc1b-3222-4992-a046-52441e403577"
+        status, body = call("PATCH", f"{api}/deployables/{other['uuid']}/program",
+                            [{"op": "replace", "path": "/program", "value": [{"image_uuid": image}]}])
+        assert status == 200 and body["uuid"] == other["uuid"]
+        wait_for(lambda: call("GET", f"{api}/deployables/{other['uuid']}")[1]["bitstream_id"] == image,
+                 what="the programmed bitstream in the store")
+
         # Operators find every actor by name in the Ray dashboard's state API.
         status, actors = call("GET", "http://127.0.0.1:8265/api/v0/actors?limit=100")
         assert status == 200
