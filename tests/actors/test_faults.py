@@ -84,12 +84,17 @@ def test_binder_killed_mid_bind_leaves_nothing_stuck(ray_cluster, placement_serv
     ray.wait(refs, num_returns=len(refs), timeout=60)
 
 
-def test_placement_sync_killed_mid_report_converges(ray_cluster, placement_server, nova, tmp_path, teardown):
+@pytest.mark.parametrize("how", ["ray.kill", "kill -9"])
+def test_placement_sync_killed_mid_report_converges(ray_cluster, placement_server, nova, tmp_path, teardown, how):
     store, config = _runtime(tmp_path, placement_server, nova,
                              {"host-a": "fpga:40x2", "host-b": "gpu:30", "host-c": "qat:30"})
     sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
     pid = _pid(sync)
-    os.kill(pid, signal.SIGKILL)  # while the first big reports are being applied and pushed
+    # while the first big reports are being applied and pushed
+    if how == "ray.kill":
+        ray.kill(sync, no_restart=False)
+    else:
+        os.kill(pid, signal.SIGKILL)
     _deployables(store, 100)
     placement = PlacementClient(placement_server.url)
     wait_for(lambda: store_matches_placement(store, placement), timeout=120, what="store and Placement to agree")

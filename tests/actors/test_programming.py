@@ -55,7 +55,8 @@ def test_bind_programs_the_bitstream_first(fpga_runtime):
     assert store.query(lambda s: s.get(Deployable, dep.id).bitstream_id) == BITSTREAM
 
 
-def test_host_agent_killed_mid_programming_finishes_the_call(fpga_runtime):
+@pytest.mark.parametrize("how", ["ray.kill", "kill -9"])
+def test_host_agent_killed_mid_programming_finishes_the_call(fpga_runtime, how):
     store, config = fpga_runtime
     dep = store.query(lambda s: s.exec(select(Deployable)).first())
     agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
@@ -64,7 +65,10 @@ def test_host_agent_killed_mid_programming_finishes_the_call(fpga_runtime):
     ref = binder.bind.remote([arq])
     wait_for(lambda: ray.get(agent.status.remote())["programming"], timeout=20, interval=0.05,
              what="programming to start")
-    os.kill(pid, signal.SIGKILL)
+    if how == "ray.kill":
+        ray.kill(agent, no_restart=False)
+    else:
+        os.kill(pid, signal.SIGKILL)
     assert ray.get(ref, timeout=90) == {arq: "Bound"}  # the call was retried on the new agent
     status = ray.get(agent.status.remote())
     assert status["pid"] != pid and status["programming"] == []
