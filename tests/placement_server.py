@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
+
+from netutil import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -15,15 +16,10 @@ def _shared_tools() -> Path:
     return Path(env) / "tools" if env else REPO.parent / "shared" / "tools"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class PlacementServer:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.script = _shared_tools() / "run-placement"
         self.url = f"http://127.0.0.1:{self.port}"
 
