@@ -49,16 +49,30 @@ def current(url_or_engine) -> str | None:
             engine.dispose()
 
 
+def _upgrade_sqlite(engine: Engine, cfg: Config, revision: str) -> None:
+    with engine.connect().execution_options(sqlite_write=True) as conn:
+        # Batch mode rebuilds a table by copy, drop and rename; with foreign keys on, that drop
+        # would cascade into the child tables. The pragma only changes outside a transaction.
+        raw = conn.connection.driver_connection  # outside SQLAlchemy's autobegun transaction
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():  # BEGIN IMMEDIATE: one migrator at a time
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration to {revision} left dangling foreign keys: {broken[:5]}")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(url_or_engine, revision: str = "head") -> str | None:
     """Migrate to `revision`; returns the revision the database is at afterwards."""
     engine, owned = _engine(url_or_engine)
     cfg = _config()
     try:
         if engine.dialect.name == "sqlite":
-            with engine.connect().execution_options(sqlite_write=True) as conn:
-                with conn.begin():  # BEGIN IMMEDIATE: one migrator at a time
-                    cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, revision)
+            _upgrade_sqlite(engine, cfg, revision)
         else:
             with engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})

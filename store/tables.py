@@ -15,6 +15,17 @@ from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, Uniqu
 from sqlmodel import Field, SQLModel
 
 
+# Every constraint gets a predictable name on both databases, so that later migrations can drop or
+# alter it by name (SQLite batch mode cannot address an unnamed constraint).
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

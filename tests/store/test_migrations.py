@@ -3,6 +3,7 @@ and survive several processes upgrading one fresh SQLite file at once."""
 
 import multiprocessing
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -44,3 +45,36 @@ def test_db_commands(tmp_path, capsys):
     assert head() in capsys.readouterr().out
     assert cli(["db", "current", "--database-url", url]) == 0
     assert head() in capsys.readouterr().out
+
+
+def test_every_constraint_is_named_by_convention(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    insp = inspect(engine)
+    for table in insp.get_table_names():
+        if table == "alembic_version":
+            continue
+        names = [fk["name"] for fk in insp.get_foreign_keys(table)]
+        names += [uq["name"] for uq in insp.get_unique_constraints(table)]
+        if engine.dialect.name == "postgresql":  # SQLite does not keep a primary key's name
+            names.append(insp.get_pk_constraint(table)["name"])
+        assert all(n and n.split("_")[0] in ("fk", "uq", "pk") for n in names), (table, names)
+    engine.dispose()
+
+
+def test_sqlite_migrations_run_without_foreign_keys_and_restore_them(sqlite_url, monkeypatch):
+    # A batch-mode table rebuild drops the old table: with foreign keys on it would cascade.
+    seen = []
+    real = command.upgrade
+
+    def spy(cfg, revision):
+        seen.append(cfg.attributes["connection"].exec_driver_sql("PRAGMA foreign_keys").scalar())
+        real(cfg, revision)
+
+    monkeypatch.setattr(command, "upgrade", spy)
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    assert seen == [0]
+    with engine.connect() as conn:  # the pooled connection the migration used has them back
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()

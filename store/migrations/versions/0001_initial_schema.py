@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('description', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.Column('groups', sa.JSON(), nullable=False),
     sa.Column('project_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_device_profiles'))
     )
     with op.batch_alter_table('device_profiles', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_device_profiles_name'), ['name'], unique=True)
@@ -44,7 +44,7 @@ def upgrade() -> None:
     sa.Column('hostname', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('std_board_info_key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_devices')),
     sa.UniqueConstraint('hostname', 'std_board_info_key', name='uq_device_host_board')
     )
     with op.batch_alter_table('devices', schema=None) as batch_op:
@@ -61,7 +61,7 @@ def upgrade() -> None:
     sa.Column('reported_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('compute_rp_uuid', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
     sa.Column('sync_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hosts'))
     )
     with op.batch_alter_table('hosts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hosts_hostname'), ['hostname'], unique=True)
@@ -70,8 +70,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('rp_uuid', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('hostname', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('rp_uuid')
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_placement_tombstones')),
+    sa.UniqueConstraint('rp_uuid', name=op.f('uq_placement_tombstones_rp_uuid'))
     )
     op.create_table('controlpath_ids',
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -81,9 +81,10 @@ def upgrade() -> None:
     sa.Column('device_id', sa.Integer(), nullable=False),
     sa.Column('cpid_type', sqlmodel.sql.sqltypes.AutoString(length=30), nullable=False),
     sa.Column('cpid_info', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.ForeignKeyConstraint(['device_id'], ['devices.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('uuid')
+    sa.ForeignKeyConstraint(['device_id'], ['devices.id'],
+                            name=op.f('fk_controlpath_ids_device_id'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_controlpath_ids')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_controlpath_ids_uuid'))
     )
     with op.batch_alter_table('controlpath_ids', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_controlpath_ids_device_id'), ['device_id'], unique=False)
@@ -103,10 +104,13 @@ def upgrade() -> None:
     sa.Column('bitstream_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
     sa.Column('placement_state', sa.JSON(), nullable=True),
     sa.Column('placement_dirty', sa.Boolean(), nullable=False),
-    sa.ForeignKeyConstraint(['device_id'], ['devices.id'], ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['parent_id'], ['deployables.id'], ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['root_id'], ['deployables.id'], ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id')
+    sa.ForeignKeyConstraint(['device_id'], ['devices.id'],
+                            name=op.f('fk_deployables_device_id'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['parent_id'], ['deployables.id'],
+                            name=op.f('fk_deployables_parent_id'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['root_id'], ['deployables.id'],
+                            name=op.f('fk_deployables_root_id'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deployables'))
     )
     with op.batch_alter_table('deployables', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_deployables_device_id'), ['device_id'], unique=False)
@@ -124,10 +128,12 @@ def upgrade() -> None:
     sa.Column('in_use', sa.Boolean(), nullable=False),
     sa.Column('attach_type', sqlmodel.sql.sqltypes.AutoString(length=30), nullable=False),
     sa.Column('attach_info', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.ForeignKeyConstraint(['cpid_id'], ['controlpath_ids.id'], ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('uuid')
+    sa.ForeignKeyConstraint(['cpid_id'], ['controlpath_ids.id'],
+                            name=op.f('fk_attach_handles_cpid_id'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'],
+                            name=op.f('fk_attach_handles_deployable_id'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_attach_handles')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_attach_handles_uuid'))
     )
     with op.batch_alter_table('attach_handles', schema=None) as batch_op:
         batch_op.create_index('ix_attach_handles_free', ['deployable_id', 'in_use'], unique=False)
@@ -140,8 +146,9 @@ def upgrade() -> None:
     sa.Column('deployable_id', sa.Integer(), nullable=False),
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('value', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'],
+                            name=op.f('fk_attributes_deployable_id'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_attributes'))
     )
     with op.batch_alter_table('attributes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_attributes_deployable_id'), ['deployable_id'], unique=False)
@@ -157,12 +164,14 @@ def upgrade() -> None:
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('project_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
-    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('uuid')
+    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'],
+                            name=op.f('fk_program_requests_deployable_id'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_program_requests')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_program_requests_uuid'))
     )
     with op.batch_alter_table('program_requests', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_program_requests_deployable_id'), ['deployable_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_program_requests_deployable_id'),
+                              ['deployable_id'], unique=False)
 
     op.create_table('extended_accelerator_requests',
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -180,16 +189,24 @@ def upgrade() -> None:
     sa.Column('deployable_id', sa.Integer(), nullable=True),
     sa.Column('bind_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('nova_event_pending', sa.Boolean(), nullable=False),
-    sa.ForeignKeyConstraint(['attach_handle_id'], ['attach_handles.id'], ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'], ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['device_profile_id'], ['device_profiles.id'], ondelete='RESTRICT'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('attach_handle_id')
+    sa.ForeignKeyConstraint(['attach_handle_id'], ['attach_handles.id'],
+                            name=op.f('fk_extended_accelerator_requests_attach_handle_id'),
+                            ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['deployable_id'], ['deployables.id'],
+                            name=op.f('fk_extended_accelerator_requests_deployable_id'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['device_profile_id'], ['device_profiles.id'],
+                            name=op.f('fk_extended_accelerator_requests_device_profile_id'),
+                            ondelete='RESTRICT'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_extended_accelerator_requests')),
+    sa.UniqueConstraint('attach_handle_id', name=op.f('uq_extended_accelerator_requests_attach_handle_id'))
     )
     with op.batch_alter_table('extended_accelerator_requests', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_instance_uuid'), ['instance_uuid'], unique=False)
-        batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_nova_event_pending'), ['nova_event_pending'], unique=False)
-        batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_project_id'), ['project_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_instance_uuid'),
+                              ['instance_uuid'], unique=False)
+        batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_nova_event_pending'),
+                              ['nova_event_pending'], unique=False)
+        batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_project_id'),
+                              ['project_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_extended_accelerator_requests_uuid'), ['uuid'], unique=True)
 
