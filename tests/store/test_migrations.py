@@ -31,10 +31,9 @@ def _upgrade(url: str) -> str:
     return upgrade(url)
 
 
-def test_concurrent_upgrades_of_one_fresh_sqlite_file(tmp_path):
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_concurrent_upgrades_of_one_fresh_database(database_url):
     with multiprocessing.get_context("spawn").Pool(3) as pool:
-        assert pool.map(_upgrade, [url] * 3) == [head()] * 3
+        assert pool.map(_upgrade, [database_url] * 3) == [head()] * 3
 
 
 def test_db_commands(tmp_path, capsys):
