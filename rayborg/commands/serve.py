@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "(default: from the request's Host / X-Forwarded-* headers)")
     p.add_argument("--auth-strategy", choices=["noauth", "keystone"], help="noauth (default) or keystone tokens")
     p.add_argument("--policy-file", help="YAML/JSON policy file overriding the cyborg:* rules")
-    p.add_argument("--workers", type=int, dest="api_workers", help="front-door processes sharing the port with SO_REUSEPORT (default 1)")
+    p.add_argument("--workers", type=int, dest="api_workers",
+                   help="front-door processes sharing the port with SO_REUSEPORT (default 1)")
     p.add_argument("--address", dest="ray_address",
                    help="Ray cluster to join ('auto', host:port); default: start a local Ray")
     p.add_argument("--no-actors", dest="actors", action="store_const", const=False,
