@@ -40,6 +40,11 @@ class LocalBinder:
         except Exception:  # keep the task quiet; the ARQ stays BindStarted until fail_stuck_binds
             log.exception("ARQ %s: bind crashed", arq_uuid)
 
+    async def release_mdevs(self, held: list[tuple[str, str, dict]]) -> None:
+        """No host agents without Ray: mdevs of released handles stay until an operator removes them."""
+        for hostname, mdev_uuid, _ in held:
+            log.warning("mdev %s on %s released but not removed (no Ray runtime)", mdev_uuid, hostname)
+
     async def drain(self) -> None:
         """Wait until every bind submitted so far (and any submitted meanwhile) is done."""
         while self._tasks:

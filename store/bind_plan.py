@@ -84,3 +84,21 @@ def pending_events(session: Session) -> dict[str, list[tuple[str, str]]]:
 
 def clear_events(session: Session, arq_uuids: list[str]) -> None:
     session.execute(update(ExtARQ).where(ExtARQ.uuid.in_(arq_uuids)).values(nova_event_pending=False))
+
+
+def mdev_handles(session: Session, arq_uuids: list[str] | None = None,
+                 instance_uuid: str | None = None) -> list[tuple[str, str, dict]]:
+    """(hostname, mdev uuid, attach info) of the MDEV handles these ARQs hold: their mdevs are to
+    be removed from the host once the ARQs let go of them."""
+    import json
+
+    stmt = (select(Device.hostname, AttachHandle.uuid, AttachHandle.attach_info)
+            .join(ExtARQ, ExtARQ.attach_handle_id == AttachHandle.id)
+            .join(Deployable, Deployable.id == AttachHandle.deployable_id)
+            .join(Device, Device.id == Deployable.device_id)
+            .where(AttachHandle.attach_type == "MDEV"))
+    if instance_uuid is not None:
+        stmt = stmt.where(ExtARQ.instance_uuid == instance_uuid)
+    else:
+        stmt = stmt.where(ExtARQ.uuid.in_(arq_uuids or []))
+    return [(host, uuid, json.loads(info)) for host, uuid, info in session.exec(stmt)]

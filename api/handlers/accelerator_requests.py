@@ -20,7 +20,7 @@ from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import accelerator_requests as schemas
 from rayborg.api.schemas.common import validated
-from rayborg.store import arq_state
+from rayborg.store import arq_state, bind_plan
 from rayborg.store.queries import accelerator_requests as queries
 from rayborg.store.queries.accelerator_requests import ARQView
 
@@ -85,7 +85,9 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
         raise Forbidden(SERVICE_TOKEN_REQUIRED)
     patch = schemas.parse_patch(body_of(await read_json(request)))
     if not patch.bind:
+        held = await call_store(request, bind_plan.mdev_handles, list(patch.fields))
         await call_store(request, arq_state.unbind, list(patch.fields), _scope(context), write=True)
+        await request.app["binder"].release_mdevs(held)
         return empty_response(202)
     if patch.sets_project:
         microversion.require(version(request), microversion.PROJECT_ID_IN_BIND)
@@ -121,8 +123,10 @@ async def bind_unbind_one(request: web.Request) -> web.Response:
 
 async def _delete(request: web.Request, context: RequestContext, *, arq_uuids: list[str] | None = None,
                   instance: str | None = None) -> web.Response:
+    held = await call_store(request, bind_plan.mdev_handles, arq_uuids, instance)
     missing = await call_store(request, arq_state.delete_arqs, arq_uuids, instance, _scope(context),
                                allow_bound=context.is_service, write=True)
+    await request.app["binder"].release_mdevs(held)
     if missing:  # not idempotent, as in Cyborg: the others are gone, but say what was not there
         raise NotFound(f"Accelerator request not found: {', '.join(missing)}")
     return empty_response(204)
