@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from rayborg.store.engine import default_database_url
 
 CONFIG_ENV = "RAYBORG_CONFIG"
+URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST/DB"
 
 
 def default_config_path() -> Path:
@@ -80,9 +81,9 @@ class Settings(BaseSettings):
         try:
             name = make_url(url).get_backend_name()
         except ArgumentError:
-            raise ValueError(f"not a database URL: {url!r} (sqlite:///PATH or postgresql://USER@HOST/DB)") from None
+            raise ValueError(f"not a database URL: {url!r} ({URL_FORMS})") from None
         if name not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError(f"unsupported database {name!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
+            raise ValueError(f"unsupported database {name!r}: use {URL_FORMS}")
         return url
 
     @classmethod
@@ -118,5 +119,6 @@ def load_settings(**overrides: Any) -> Settings:
     except OSError as exc:
         raise SettingsError(f"config file {config_path()}: {exc.strerror or exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
         raise SettingsError(f"invalid settings: {problems}") from None

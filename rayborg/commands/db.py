@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("upgrade", "bring the database to the newest schema"),
                        ("current", "print the schema revision the database is at")):
         p = actions.add_parser(name, help=text, description=text)
-        p.add_argument("--database-url", help="SQLAlchemy URL (default: settings, else the SQLite file in the "
-                                              "user's data directory)")
+        p.add_argument("--database-url",
+                       help="SQLAlchemy URL (default: from the settings, else rayborg.db in the "
+                            "user's data directory)")
         p.set_defaults(func=run)
 
 

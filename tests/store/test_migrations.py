@@ -19,7 +19,8 @@ def test_upgrade_creates_the_models_schema_exactly(database_url):
     assert current(engine) is None
     assert upgrade(engine) == head()
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, SQLModel.metadata)
     assert diff == []
     assert {"devices", "deployables", "attach_handles", "extended_accelerator_requests", "hosts"} <= set(
         inspect(engine).get_table_names())
