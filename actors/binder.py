@@ -59,17 +59,22 @@ class Binder:
         loop = asyncio.get_running_loop()
         self._resume_task = loop.create_task(self._resume())
         self._nova_task = loop.create_task(self._nova_loop())
+        if index == 0:  # releases the standalone claims of Ray jobs that ended
+            self._reap_task = loop.create_task(self.op("reap_loop"))
 
     # -- binding -------------------------------------------------------------------------------
     async def bind(self, arq_uuids: list[str]) -> dict[str, str]:
         """Finish the binds of ARQs already in BindStarted; returns uuid -> final state."""
         from rayborg.store import bind_plan
 
+        from rayborg.actors import metrics
+
         states: dict[str, str] = {}
         for arq_uuid in arq_uuids:
             started = time.perf_counter()
             states[arq_uuid] = await self._bind_one(arq_uuid, bind_plan)
             self.latencies = (self.latencies + [time.perf_counter() - started])[-1000:]
+            metrics.bind_finished(states[arq_uuid], self.latencies[-1])
         self._nova_wake.set()
         return states
 
@@ -171,6 +176,16 @@ class Binder:
                 self._nova_wake.set()
             else:
                 delay = self.config.retry_interval
+
+    # -- Python API and CLI ---------------------------------------------------------------------
+    async def op(self, name: str, **kwargs) -> Any:
+        """Store reads, enable/disable and standalone claims for programs anywhere on the cluster
+        (`rayborg.python_api.ops`); the binders run where the database is reachable."""
+        from rayborg.python_api import ops
+
+        if name == "reap_loop":
+            return await ops.reap_loop(self)
+        return await ops.run(self, name, **kwargs)
 
     def status(self) -> dict[str, Any]:
         lat = sorted(self.latencies)

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from rayborg.actors import metrics
 from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig
 
 log = logging.getLogger("rayborg.host_agent")
@@ -92,9 +93,11 @@ class HostAgent:
                                     timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - the caller gets a result, not a traceback
             log.warning("host %s: programming %s failed: %s", self.hostname, deployable_name, exc)
+            metrics.programmed("failed", time.perf_counter() - started)
             return {"ok": False, "error": str(exc), "duration": time.perf_counter() - started}
         finally:
             self.programming.pop(deployable_name, None)
+        metrics.programmed("ok", time.perf_counter() - started)
         await self.sweep()
         return {"ok": True, "error": None, "duration": time.perf_counter() - started}
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from keystoneauth1 import adapter, session as ks_session, token_endpoint
 from keystoneauth1.exceptions import ConnectFailure, ConnectTimeout, DiscoveryFailure
 
+from rayborg.actors import metrics
+
 log = logging.getLogger(__name__)
 
 MICROVERSION = "1.39"
@@ -88,7 +90,9 @@ class PlacementClient:
         try:
             resp = self._api.request(path, method, json=json)
         except (ConnectFailure, ConnectTimeout, DiscoveryFailure) as exc:
+            metrics.placement_call(method, failed=True)
             raise PlacementUnavailable(f"Placement unreachable: {exc}") from exc
+        metrics.placement_call(method, failed=resp.status_code >= 500)
         if resp.status_code >= 500:
             raise PlacementUnavailable(f"Placement {method} {path}: {resp.status_code}", resp.status_code)
         return resp

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from rayborg.actors import metrics
 from rayborg.actors.runtime_config import RuntimeConfig
 
 log = logging.getLogger("rayborg.placement_sync")
@@ -62,6 +63,7 @@ class PlacementSync:
             started = time.perf_counter()
             diff = await asyncio.to_thread(self.store.transact, apply_report, parsed)
             self.apply_seconds = (self.apply_seconds + [time.perf_counter() - started])[-100:]
+            metrics.report_applied(parsed.hostname, len(parsed.devices), self.apply_seconds[-1])
             self.reports_applied += 1
             log.info("host %s: report applied (+%d ~%d -%d deployables, -%d devices)", parsed.hostname,
                      len(diff.added), len(diff.changed), len(diff.removed), diff.devices_removed)

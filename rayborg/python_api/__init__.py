@@ -1,0 +1,1 @@
+"""The Python API: `rayborg.connect()`, `rayborg.claim()`; see `client.py`."""

@@ -1,0 +1,374 @@
+"""`rayborg.connect()`: a handle on a running rayborg for programs on the same Ray cluster.
+
+    import rayborg
+    rb = rayborg.connect("auto")                       # joins the Ray cluster (or uses ray.init's)
+    rb.devices(family="FPGA", state="free")            # one row per deployable
+    results = rb.program("<bitstream>", where={"host": "compute-1"}, parallelism_per_host=4)
+    with rb.claim("fpga1", count=2) as claim:          # standalone allocation, recorded in Placement
+        print(claim.devices)
+
+Reads and claims go through a Binder actor (next to the database), programming straight to the
+hosts' agents. Ray itself has no authentication: everyone on the cluster is trusted, and
+`admin=True` is a guard against mistakes (it is what `force=True` requires), not a security boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rayborg.python_api.batch import ProgramResult, ProgramResults, run_batch
+
+SELECTOR_KEYS = {"host": "host", "hostname": "host", "family": "family", "type": "family",
+                 "rc": "resource_class", "resource_class": "resource_class", "trait": "trait",
+                 "state": "state", "name": "deployable", "deployable": "deployable", "device": "device_uuid",
+                 "driver": "driver"}
+
+
+class RayborgError(Exception):
+    """A readable error from the Python API (no rayborg running, bad selector, claim refused...)."""
+
+
+def parse_selector(where: str | dict[str, Any] | Iterable[str] | None) -> dict[str, Any]:
+    """`"host=a,family=FPGA"`, a dict with those keys, or a list of deployable names/uuids."""
+    if where is None:
+        return {}
+    if isinstance(where, str):
+        out: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in where.split(","))):
+            if "=" not in part:
+                raise RayborgError(f"bad selector {part!r}: want KEY=VALUE (keys: {', '.join(sorted(SELECTOR_KEYS))})")
+            key, value = (x.strip() for x in part.split("=", 1))
+            if key.lower() not in SELECTOR_KEYS:
+                raise RayborgError(f"unknown selector key {key!r} (keys: {', '.join(sorted(SELECTOR_KEYS))})")
+            out.setdefault(SELECTOR_KEYS[key.lower()], set()).update(value.split("|"))
+        return out
+    if isinstance(where, dict):
+        out = {}
+        for key, value in where.items():
+            if key.lower() not in SELECTOR_KEYS:
+                raise RayborgError(f"unknown selector key {key!r} (keys: {', '.join(sorted(SELECTOR_KEYS))})")
+            values = {value} if isinstance(value, str) else set(value)
+            out.setdefault(SELECTOR_KEYS[key.lower()], set()).update(values)
+        return out
+    return {"deployable": set(where)}
+
+
+def matches(row: dict[str, Any], selector: dict[str, Any]) -> bool:
+    for key, wanted in selector.items():
+        wanted = {str(w) for w in wanted}
+        if key == "trait":
+            if not wanted <= set(row["traits"]):
+                return False
+        elif key == "deployable":
+            if row["deployable"] not in wanted and row["deployable_uuid"] not in wanted:
+                return False
+        elif key in ("family", "resource_class", "state", "driver"):
+            if str(row.get(key) or "").lower() not in {w.lower() for w in wanted}:
+                return False
+        elif str(row.get(key)) not in wanted:
+            return False
+    return True
+
+
+class Rayborg:
+    """A connection to the rayborg actors of one Ray cluster."""
+
+    def __init__(self, namespace: str | None = None, admin: bool = False):
+        from rayborg.actors.runtime_config import NAMESPACE
+
+        self.namespace = namespace or NAMESPACE
+        self.admin = admin
+        self._binders: dict[int, Any] = {}
+        self._config = self._op("config")
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _binder(self, index: int = 0):
+        import ray
+
+        from rayborg.actors.runtime_config import binder_name
+
+        if index not in self._binders:
+            try:
+                self._binders[index] = ray.get_actor(binder_name(index), namespace=self.namespace)
+            except ValueError:
+                raise RayborgError(f"no rayborg on this Ray cluster (actor {binder_name(index)} not found in "
+                                   f"namespace {self.namespace}); start it with `rayborg serve`") from None
+        return self._binders[index]
+
+    def _op(self, name: str, index: int = 0, timeout: float = 120, **kwargs) -> Any:
+        import ray
+
+        from rayborg.python_api.ops import ClaimError
+
+        try:
+            return ray.get(self._binder(index).op.remote(name, **kwargs), timeout=timeout)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, (ClaimError, LookupError, ValueError)):
+                raise RayborgError(str(exc.cause)) from None
+            raise
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def hosts(self) -> list[dict[str, Any]]:
+        """Every host the store knows and every Ray node: state, devices, agent status."""
+        import ray
+
+        from rayborg.actors.runtime_config import host_agent_name
+        from rayborg.python_api.batch import alive_hosts
+
+        summary = self._op("summary")
+        rows = {h["hostname"]: dict(h, devices=0, in_cluster=False, agent=None) for h in summary["hosts"]}
+        for dep in self._op("deployables"):
+            if dep["host"] in rows:
+                rows[dep["host"]]["devices"] += 1
+        for host in alive_hosts():
+            rows.setdefault(host, {"hostname": host, "state": "up", "devices": 0, "agent": None})["in_cluster"] = True
+        refs = {}
+        for host in rows:
+            try:
+                refs[host] = ray.get_actor(host_agent_name(host), namespace=self.namespace).status.remote()
+            except ValueError:
+                pass
+        for host, ref in refs.items():
+            try:
+                rows[host]["agent"] = ray.get(ref, timeout=5)
+            except Exception as exc:  # noqa: BLE001 - its node may be gone
+                rows[host]["agent"] = {"error": f"{type(exc).__name__}"}
+        return [rows[h] for h in sorted(rows)]
+
+    def devices(self, family: str | None = None, resource_class: str | None = None, trait: str | None = None,
+                host: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Deployables (the unit Placement schedules and FPGAs are programmed by), with their device.
+
+        `state` is one of free | bound | disabled | lost; `trait` may be a list (all required)."""
+        selector = parse_selector({k: v for k, v in {"family": family, "resource_class": resource_class,
+                                                     "trait": trait, "host": host, "state": state}.items()
+                                   if v is not None})
+        return [r for r in self._op("deployables") if matches(r, selector)]
+
+    def arqs(self, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        return self._op("arqs", state=state, host=host)
+
+    def host(self, name: str):
+        """The HostAgent actor handle of a host (`status`, `sweep`, `program`, ...)."""
+        import ray
+
+        from rayborg.actors.runtime_config import host_agent_name
+
+        try:
+            return ray.get_actor(host_agent_name(name), namespace=self.namespace)
+        except ValueError:
+            raise RayborgError(f"no rayborg agent for host {name!r}") from None
+
+    def status(self) -> dict[str, Any]:
+        """What `rayborg status` shows: cluster, hosts, devices per family, ARQs per state, sync lag."""
+        import ray
+
+        from rayborg.actors.runtime_config import PLACEMENT_SYNC_NAME, binder_name
+
+        summary = self._op("summary")
+        actors = {}
+        names = [PLACEMENT_SYNC_NAME] + [binder_name(i) for i in range(self._config["binder_count"])]
+        for name in names:
+            try:
+                actors[name] = ray.get(ray.get_actor(name, namespace=self.namespace).status.remote(), timeout=10)
+            except Exception as exc:  # noqa: BLE001
+                actors[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        sync = actors.get(PLACEMENT_SYNC_NAME, {})
+        last = (sync.get("last_push") or {}).get("at")
+        now = time.time()
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        return {
+            "cluster": {"address": ray.get_runtime_context().gcs_address, "nodes": len(nodes),
+                        "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes), "namespace": self.namespace,
+                        "database": self._config["database_url"], "placement": self._config["placement_url"]},
+            "hosts": self.hosts(), "devices": summary["devices"], "arqs": summary["arqs"],
+            "placement_sync": {"dirty_deployables": summary["placement_dirty"],
+                               "last_push_age_s": None if last is None else round(now - last, 3),
+                               "lag_s": 0.0 if not summary["placement_dirty"] or last is None
+                               else round(now - last, 3),
+                               "placement_down_since": sync.get("placement_down_since"),
+                               "reports_applied": sync.get("reports_applied"),
+                               "errors": [h["hostname"] + ": " + h["sync_error"] for h in summary["hosts"]
+                                          if h.get("sync_error")]},
+            "actors": actors,
+        }
+
+    # -- enable / disable ----------------------------------------------------------------------
+    def enable(self, device: str) -> dict[str, Any]:
+        return self._op("set_device_status", device=device, enabled=True)
+
+    def disable(self, device: str) -> dict[str, Any]:
+        return self._op("set_device_status", device=device, enabled=False)
+
+    # -- batch programming ---------------------------------------------------------------------
+    def select(self, where=None) -> list[dict[str, Any]]:
+        selector = parse_selector(where)
+        rows = [r for r in self._op("deployables") if matches(r, selector)]
+        if not rows:
+            raise RayborgError(f"selector {where!r} matched no deployables")
+        return rows
+
+    def program_iter(self, bitstream: str, where=None, *, parallelism_per_host: int = 4, parallelism: int = 64,
+                     force: bool = False, mine: Iterable[str] = (), timeout: float | None = 600.0
+                     ) -> Iterator[ProgramResult]:
+        """Yield one ProgramResult per selected deployable as the programming calls finish.
+
+        A deployable held by an ARQ is refused unless the ARQ's consumer is in `mine` (e.g. your
+        claims' consumers), or `force=True` on an admin connection. Ctrl-C starts nothing new,
+        lets the running calls finish (a second Ctrl-C cancels them), yields the remaining devices
+        as cancelled and then raises KeyboardInterrupt."""
+        if not bitstream:
+            raise RayborgError("a bitstream id is required")
+        if force and not self.admin:
+            raise RayborgError("force=True needs an admin connection (rayborg.connect(admin=True))")
+        if parallelism < 1 or parallelism_per_host < 1:
+            raise RayborgError("parallelism and parallelism_per_host must be at least 1")
+        mine = {str(m) for m in mine}
+        targets, refused = [], []
+        for row in self.select(where):
+            others = [h for h in row["holders"] if h["consumer"] not in mine]
+            if row["state"] == "lost":
+                refused.append(ProgramResult(row["deployable"], row["host"], "failed",
+                                             f"host {row['host']} has left the cluster", 0.0, row["deployable_uuid"]))
+            elif others and not force:
+                who = ", ".join(f"ARQ {h['arq']} (consumer {h['consumer']})" for h in others)
+                refused.append(ProgramResult(row["deployable"], row["host"], "refused",
+                                             f"bound to {who}; an admin may force it", 0.0, row["deployable_uuid"]))
+            else:
+                targets.append(row)
+        return run_batch(targets, bitstream, refused=refused, parallelism_per_host=parallelism_per_host,
+                         parallelism=parallelism, timeout=timeout, namespace=self.namespace)
+
+    def program(self, bitstream: str, where=None, *, parallelism_per_host: int = 4, parallelism: int = 64,
+                force: bool = False, mine: Iterable[str] = (), timeout: float | None = 600.0,
+                progress: bool | None = None) -> ProgramResults:
+        """Program every selected deployable; the per-device results (a progress bar on a terminal).
+        After Ctrl-C the results so far come back with `interrupted=True`."""
+        it = self.program_iter(bitstream, where, parallelism_per_host=parallelism_per_host,
+                               parallelism=parallelism, force=force, mine=mine, timeout=timeout)
+        total = len(self.select(where))
+        results = ProgramResults()
+        started = time.perf_counter()
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = _progress_bar(total, show)
+        try:
+            for result in it:
+                results.append(result)
+                bar.advance(result)
+        except KeyboardInterrupt:
+            results.interrupted = True
+        finally:
+            bar.close()
+            results.wall_seconds = time.perf_counter() - started
+        return results
+
+    # -- standalone allocation -----------------------------------------------------------------
+    def claim(self, profile: str, count: int = 1, host: str | None = None, project_id: str | None = None,
+              user_id: str | None = None) -> "Claim":
+        """Bind free devices matching a device profile to a new Placement consumer (no Nova).
+        Released by `release()`, by leaving a `with` block, or when this Ray job ends."""
+        import ray
+
+        job = ray.get_runtime_context().get_job_id()
+        # Spread claims over the binders (any of them can claim: the store serialises the picks).
+        index = zlib.crc32(os.urandom(4)) % self._config["binder_count"]
+        out = self._op("claim", index=index, profile=profile, count=count, host=host, job_id=job,
+                       project_id=project_id, user_id=user_id or os.environ.get("USER"))
+        return Claim(self, out)
+
+    def release(self, consumer: str) -> dict[str, Any]:
+        return self._op("release", consumer=consumer)
+
+    def claims(self) -> dict[str, list[str]]:
+        return self._op("claims")
+
+
+class Claim:
+    """Devices held for this program: `devices` (host, deployable, rp_uuid...), `consumer` (the
+    Placement consumer uuid), `arqs`. A context manager; `release()` is idempotent."""
+
+    def __init__(self, conn: Rayborg, data: dict[str, Any]):
+        self._conn = conn
+        self.consumer: str = data["consumer"]
+        self.profile: str = data["profile"]
+        self.devices: list[dict[str, Any]] = data["devices"]
+        self.arqs: list[str] = [d["arq"] for d in self.devices]
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self._conn.release(self.consumer)
+            self.released = True
+
+    def program(self, bitstream: str, **kwargs) -> ProgramResults:
+        """Program the claimed deployables (they are yours: not refused)."""
+        names = sorted({d["deployable"] for d in self.devices})
+        return self._conn.program(bitstream, names, mine=[self.consumer], **kwargs)
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"{d['deployable']}@{d['host']}" for d in self.devices)
+        return f"Claim({self.consumer}, {self.profile}: {where}{', released' if self.released else ''})"
+
+
+class _progress_bar:
+    def __init__(self, total: int, show: bool):
+        self._p = None
+        if show:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+
+            self._p = Progress(TextColumn("programming"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                               transient=False)
+            self._task = self._p.add_task("program", total=total, failed=0)
+            self._failed = 0
+            self._p.start()
+
+    def advance(self, result: ProgramResult) -> None:
+        if self._p is not None:
+            self._failed += 0 if result.ok else 1
+            self._p.update(self._task, advance=1, failed=self._failed)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+_default: Rayborg | None = None
+
+
+def connect(address: str | None = "auto", namespace: str | None = None, admin: bool = False) -> Rayborg:
+    """Join the Ray cluster at `address` (unless this process is already connected) and return a
+    handle on its rayborg. Raises RayborgError when no rayborg runs there."""
+    import ray
+
+    global _default
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        except ConnectionError as exc:
+            raise RayborgError(f"no Ray cluster at {address!r}: {exc}") from None
+    _default = Rayborg(namespace=namespace, admin=admin)
+    return _default
+
+
+def claim(profile: str, count: int = 1, host: str | None = None, **kwargs) -> Claim:
+    """`rayborg.connect()` (once) and claim; see `Rayborg.claim`."""
+    conn = _default or connect()
+    return conn.claim(profile, count=count, host=host, **kwargs)

@@ -1,0 +1,449 @@
+"""Store-side operations of the Python API and the operator CLI, run inside a Binder actor.
+
+A program anywhere on the Ray cluster reaches the store through `Binder.op(name, **kwargs)`: the
+binders sit where the database is reachable (the head, with SQLite), so the caller needs neither the
+database URL nor network access to it. Reads are one query; `claim`/`release` are the standalone
+allocation (no Nova): choose free matching deployables, bind ARQs through the state machine in one
+transaction, and record the allocation in Placement as a consumer.
+
+Claims are ARQs bound to a *consumer* uuid (stored where Nova's instance uuid goes, with no Nova
+event owed). The consumer uuid carries the Ray job that claimed (`JJJJJJJJ-c1a1-4...`), so the
+reaper on binder 0 releases the claims of jobs that ended, even across restarts of every actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid as uuidlib
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+log = logging.getLogger("rayborg.claims")
+
+CLAIM_MARK = "c1a1"                         # second group of a standalone claim's consumer uuid
+CLAIM_RE = re.compile(rf"^([0-9a-f]{{8}})-{CLAIM_MARK}-4[0-9a-f]{{3}}-8[0-9a-f]{{3}}-[0-9a-f]{{12}}$")
+NO_JOB = "00000000"
+CONSUMER_TYPE = "RAYBORG"
+REAP_INTERVAL = 2.0
+PLACEMENT_ATTEMPTS = 3
+
+OPS: dict[str, Any] = {}
+
+
+def op(fn):
+    OPS[fn.__name__] = fn
+    return fn
+
+
+class ClaimError(Exception):
+    """A claim that cannot be satisfied (no matching free device, Placement refused, ...)."""
+
+
+class _Retry(Exception):
+    """A handle pick lost a race inside the transaction: roll back and pick again."""
+
+
+async def run(binder, name: str, **kwargs) -> Any:
+    fn = OPS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown operation {name!r} (known: {', '.join(sorted(OPS))})")
+    if asyncio.iscoroutinefunction(fn):
+        return await fn(binder, **kwargs)
+    return await asyncio.to_thread(fn, binder, **kwargs)
+
+
+def consumer_uuid(job_id: str | None) -> str:
+    job = (job_id or NO_JOB).lower()
+    if not re.fullmatch(r"[0-9a-f]{8}", job):
+        job = NO_JOB
+    r = uuidlib.uuid4().hex
+    return f"{job}-{CLAIM_MARK}-4{r[:3]}-8{r[3:6]}-{r[6:18]}"
+
+
+def claim_job(consumer: str | None) -> str | None:
+    """The Ray job id a claim's consumer uuid names (None: not a standalone claim, or no job)."""
+    m = CLAIM_RE.match(consumer or "")
+    return m.group(1) if m and m.group(1) != NO_JOB else None
+
+
+def is_claim(consumer: str | None) -> bool:
+    return bool(CLAIM_RE.match(consumer or ""))
+
+
+# -- reads ---------------------------------------------------------------------------------------
+@op
+def config(binder) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
+    c = binder.config
+    return {"database_url": make_url(c.database_url).render_as_string(hide_password=True),
+            "placement_url": c.placement_url, "nova_url": c.nova_url, "binder_count": c.binder_count,
+            "namespace": c.namespace}
+
+
+def _deployable_rows(session: Session) -> list[dict[str, Any]]:
+    from rayborg.actors.report_apply import desired_traits
+    from rayborg.store.tables import (ARQState, AttachHandle, Attribute, Deployable, Device, DeviceStatus,
+                                      ExtARQ, Host, HostState)
+
+    hosts = {h.hostname: h.state for h in session.exec(select(Host))}
+    attrs: dict[int, dict[str, str]] = defaultdict(dict)
+    for a in session.exec(select(Attribute)):
+        attrs[a.deployable_id][a.key] = a.value
+    handles: dict[int, Counter] = defaultdict(Counter)
+    for dep_id, in_use, n in session.exec(select(AttachHandle.deployable_id, AttachHandle.in_use,
+                                                 func.count()).group_by(AttachHandle.deployable_id,
+                                                                        AttachHandle.in_use)):
+        handles[dep_id]["used" if in_use else "free"] += n
+    holders: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for arq in session.exec(select(ExtARQ).where(ExtARQ.deployable_id.is_not(None),
+                                                 ExtARQ.state == ARQState.BOUND.value)):
+        holders[arq.deployable_id].append({"arq": arq.uuid, "consumer": arq.instance_uuid,
+                                           "project_id": arq.project_id, "claim": is_claim(arq.instance_uuid)})
+    rows = []
+    for dep, dev in session.exec(select(Deployable, Device).join(Device, Device.id == Deployable.device_id)
+                                 .order_by(Device.hostname, Deployable.name)):
+        a = attrs.get(dep.id, {})
+        used, free = handles[dep.id]["used"], handles[dep.id]["free"]
+        host_state = hosts.get(dev.hostname, HostState.UP.value)
+        if host_state == HostState.LOST.value:
+            state = "lost"
+        elif dev.status == DeviceStatus.MAINTAINING.value:
+            state = "disabled"
+        elif used:
+            state = "bound"
+        else:
+            state = "free"
+        rows.append({"deployable": dep.name, "deployable_uuid": dep.uuid, "device_uuid": dev.uuid,
+                     "host": dev.hostname, "family": dev.type, "vendor": dev.vendor, "model": dev.model,
+                     "resource_class": a.get("rc"), "traits": desired_traits(a), "driver": dep.driver_name,
+                     "rp_uuid": dep.rp_uuid, "bitstream_id": dep.bitstream_id, "status": dev.status,
+                     "host_state": host_state, "state": state, "handles": used + free, "in_use": used,
+                     "free": free, "holders": holders.get(dep.id, [])})
+    return rows
+
+
+@op
+def deployables(binder) -> list[dict[str, Any]]:
+    return binder.store.query(_deployable_rows)
+
+
+@op
+def arqs(binder, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+    from rayborg.store.tables import Deployable, DeviceProfile, ExtARQ
+
+    def q(session: Session):
+        profiles = {p.id: p.name for p in session.exec(select(DeviceProfile))}
+        deps = {d.id: d.name for d in session.exec(select(Deployable))}
+        stmt = select(ExtARQ).order_by(ExtARQ.id)
+        if state:
+            stmt = stmt.where(ExtARQ.state == state)
+        if host:
+            stmt = stmt.where(ExtARQ.hostname == host)
+        return [{"uuid": a.uuid, "state": a.state, "device_profile": profiles.get(a.device_profile_id),
+                 "group": a.device_profile_group_id, "host": a.hostname, "rp_uuid": a.device_rp_uuid,
+                 "instance_uuid": a.instance_uuid, "claim": is_claim(a.instance_uuid),
+                 "deployable": deps.get(a.deployable_id), "project_id": a.project_id,
+                 "bind_error": a.bind_error} for a in session.exec(stmt)]
+
+    return binder.store.query(q)
+
+
+@op
+def summary(binder) -> dict[str, Any]:
+    from rayborg.store.tables import Deployable, Device, ExtARQ, Host
+
+    def q(session: Session):
+        hosts = [{"hostname": h.hostname, "state": h.state,
+                  "reported_at": h.reported_at.isoformat() if h.reported_at else None,
+                  "compute_rp_uuid": h.compute_rp_uuid, "sync_error": h.sync_error}
+                 for h in session.exec(select(Host).order_by(Host.hostname))]
+        families: dict[str, Counter] = defaultdict(Counter)
+        for dtype, status, n in session.exec(select(Device.type, Device.status, func.count())
+                                             .group_by(Device.type, Device.status)):
+            families[dtype][status] += n
+            families[dtype]["total"] += n
+        arq_states = dict(session.exec(select(ExtARQ.state, func.count()).group_by(ExtARQ.state)).all())
+        dirty = session.exec(select(func.count()).select_from(Deployable)
+                             .where(Deployable.placement_dirty == True)).one()  # noqa: E712
+        return {"hosts": hosts, "devices": {k: dict(v) for k, v in sorted(families.items())},
+                "arqs": arq_states, "placement_dirty": dirty}
+
+    return binder.store.query(q)
+
+
+# -- enable / disable ----------------------------------------------------------------------------
+@op
+async def set_device_status(binder, device: str, enabled: bool) -> dict[str, Any]:
+    """Enable or disable a device given by its uuid, or by the name/uuid of one of its deployables."""
+    import ray
+
+    from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME
+    from rayborg.store.queries.devices import set_device_status as set_status
+    from rayborg.store.tables import Deployable, Device, DeviceStatus
+
+    def change(session: Session):
+        dev = session.exec(select(Device).where(Device.uuid == device)).first()
+        if dev is None:
+            dep = session.exec(select(Deployable).where((Deployable.name == device)
+                                                        | (Deployable.uuid == device))).first()
+            dev = session.get(Device, dep.device_id) if dep is not None else None
+        if dev is None:
+            raise LookupError(f"no device or deployable named {device!r}")
+        status = DeviceStatus.ENABLED if enabled else DeviceStatus.MAINTAINING
+        before = dev.status
+        set_status(session, dev.uuid, status)
+        return {"device_uuid": dev.uuid, "host": dev.hostname, "type": dev.type, "status": status.value,
+                "changed": before != status.value}
+
+    result = await asyncio.to_thread(binder.store.transact, change)
+    try:
+        ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE).nudge.remote()
+    except ValueError:
+        pass
+    return result
+
+
+# -- standalone claims ---------------------------------------------------------------------------
+def _requirements(group: dict[str, str]) -> tuple[list[str], set[str], set[str]]:
+    """One resource class per accelerator the group asks for, plus required/forbidden traits."""
+    units: list[str] = []
+    for key, value in sorted(group.items()):
+        if key.startswith("resources:"):
+            units += [key.removeprefix("resources:")] * int(value)
+    required = {k.removeprefix("trait:") for k, v in group.items() if k.startswith("trait:") and v == "required"}
+    forbidden = {k.removeprefix("trait:") for k, v in group.items()
+                 if k.startswith("trait:") and v == "forbidden"}
+    return units, required, forbidden
+
+
+def _claim_txn(session: Session, profile: str, count: int, host: str | None, consumer: str,
+               project_id: str | None, exclude: set[str]) -> list[dict[str, Any]]:
+    from rayborg.store import arq_state, bind_plan
+    from rayborg.store.tables import ARQState, DeviceProfile
+
+    prof = session.exec(select(DeviceProfile).where(DeviceProfile.name == profile)).first()
+    if prof is None:
+        raise ClaimError(f"device profile {profile!r} not found")
+    if count < 1:
+        raise ClaimError(f"count must be at least 1, not {count}")
+    arqs = []
+    for _ in range(count):
+        arqs += arq_state.create_arqs(session, profile, project_id)
+    if not arqs:
+        raise ClaimError(f"device profile {profile!r} asks for no resources")
+    rows = [r for r in _deployable_rows(session)
+            if r["state"] in ("free", "bound") and r["free"] > 0 and r["rp_uuid"] not in exclude
+            and (host is None or r["host"] == host)]
+    targets: dict[str, arq_state.BindTarget] = {}
+    picked: dict[str, dict[str, Any]] = {}
+    next_unit: Counter = Counter()
+    for arq in arqs:
+        group = prof.groups[arq.device_profile_group_id]
+        units, required, forbidden = _requirements(group)
+        key = (arq.device_profile_group_id, tuple(sorted(group.items())))
+        rc = units[next_unit[key] % len(units)]
+        next_unit[key] += 1
+        row = next((r for r in rows if r["resource_class"] == rc and r["free"] > 0
+                    and required <= set(r["traits"]) and not forbidden & set(r["traits"])), None)
+        if row is None:
+            where = f" on host {host}" if host else ""
+            traits = f" with traits {sorted(required)}" if required else ""
+            raise ClaimError(f"no free {rc}{traits}{where} for profile {profile!r} "
+                             f"({len(arqs)} accelerators asked)")
+        row["free"] -= 1
+        targets[arq.uuid] = arq_state.BindTarget(row["host"], row["rp_uuid"], consumer, project_id)
+        picked[arq.uuid] = {"arq": arq.uuid, "host": row["host"], "rp_uuid": row["rp_uuid"], "resource_class": rc,
+                            "deployable": row["deployable"], "deployable_uuid": row["deployable_uuid"],
+                            "driver": row["driver"], "bitstream_id": row["bitstream_id"],
+                            "wanted_bitstream": group.get("accel:bitstream_id")}
+    arq_state.start_bind(session, targets, None)
+    session.expire_all()  # start_bind wrote with core UPDATEs: reload the ARQs finish_bind locks
+    for arq_uuid in targets:
+        if arq_state.finish_bind(session, arq_uuid) != ARQState.BOUND:
+            raise _Retry(arq_uuid)  # someone claimed the handle between our pick and our claim
+    bind_plan.clear_events(session, list(targets))  # no Nova behind a standalone claim
+    return list(picked.values())
+
+
+def _release_txn(session: Session, consumer: str) -> list[str]:
+    from rayborg.store import arq_state
+    from rayborg.store.tables import ExtARQ
+
+    uuids = [a.uuid for a in session.exec(select(ExtARQ).where(ExtARQ.instance_uuid == consumer))]
+    arq_state.delete_arqs(session, instance_uuid=consumer)
+    return uuids
+
+
+def _placement(binder):
+    if not hasattr(binder, "_claims_placement"):
+        from rayborg.actors.placement_sync import placement_client
+
+        binder._claims_placement = placement_client(binder.config)
+    return binder._claims_placement
+
+
+def _allocate(client, consumer: str, picked: list[dict[str, Any]], project_id: str, user_id: str) -> str | None:
+    """PUT /allocations/{consumer}: None when Placement took it, else why not."""
+    from rayborg.actors.placement_client import PlacementUnavailable
+
+    allocations: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: {"resources": Counter()})
+    for p in picked:
+        allocations[p["rp_uuid"]]["resources"][p["resource_class"]] += 1
+    body = {"allocations": {rp: {"resources": dict(a["resources"])} for rp, a in allocations.items()},
+            "consumer_generation": None, "project_id": project_id, "user_id": user_id,
+            "consumer_type": CONSUMER_TYPE}
+    try:
+        resp = client._request("PUT", f"/allocations/{consumer}", body)
+    except PlacementUnavailable as exc:
+        raise ClaimError(f"Placement unavailable: {exc}") from None
+    if resp.status_code == 204:
+        return None
+    return str(client._error(resp, f"allocate for consumer {consumer}"))
+
+
+def _deallocate(client, consumer: str) -> None:
+    resp = client._request("DELETE", f"/allocations/{consumer}")
+    if resp.status_code not in (204, 404):
+        raise ClaimError(str(client._error(resp, f"release consumer {consumer}")))
+
+
+@op
+async def claim(binder, profile: str, count: int = 1, host: str | None = None, job_id: str | None = None,
+                project_id: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+    """Bind `count` x the profile's accelerators to a new consumer; all or nothing."""
+    consumer = consumer_uuid(job_id)
+    project_id = project_id or "rayborg"
+    user_id = user_id or "rayborg"
+    client = _placement(binder)
+    exclude: set[str] = set()
+    for attempt in range(PLACEMENT_ATTEMPTS):
+        picked = await _claim_with_retries(binder, profile, count, host, consumer, project_id, exclude)
+        if client is None:
+            break
+        why = await asyncio.to_thread(_allocate, client, consumer, picked, project_id, user_id)
+        if why is None:
+            break
+        # Placement says those RPs are full (someone else's allocation, e.g. Nova's): give them
+        # back and pick elsewhere.
+        log.warning("claim %s: Placement refused %s: %s", consumer, sorted({p["rp_uuid"] for p in picked}), why)
+        await asyncio.to_thread(binder.store.transact, _release_txn, consumer)
+        exclude |= {p["rp_uuid"] for p in picked}
+    else:
+        raise ClaimError(f"Placement refused the allocation {PLACEMENT_ATTEMPTS} times; last: {why}")
+    try:
+        await _program_claimed(picked)
+    except ClaimError:
+        await release(binder, consumer)
+        raise
+    log.info("claim %s: profile %s x%d -> %s", consumer, profile, count,
+             ", ".join(f"{p['deployable']}@{p['host']}" for p in picked))
+    return {"consumer": consumer, "profile": profile, "count": count, "project_id": project_id,
+            "user_id": user_id, "placement": client is not None, "devices": picked}
+
+
+async def _claim_with_retries(binder, profile, count, host, consumer, project_id, exclude):
+    for _ in range(50):
+        try:
+            return await asyncio.to_thread(binder.store.transact, _claim_txn, profile, count, host, consumer,
+                                           project_id, exclude)
+        except _Retry:
+            await asyncio.sleep(0.01)
+    raise ClaimError("could not claim attach handles: too much contention, try again")
+
+
+async def _program_claimed(picked: list[dict[str, Any]]) -> None:
+    """Load the profile's bitstream where the claimed deployable does not have it yet."""
+    import ray
+
+    from rayborg.actors.runtime_config import NAMESPACE, host_agent_name
+
+    todo = [p for p in picked if p["wanted_bitstream"] and p["wanted_bitstream"] != p["bitstream_id"]]
+    refs = []
+    for p in {p["deployable"]: p for p in todo}.values():
+        try:
+            agent = ray.get_actor(host_agent_name(p["host"]), namespace=NAMESPACE)
+        except ValueError:
+            raise ClaimError(f"host {p['host']} has no agent to program {p['deployable']}") from None
+        refs.append((p, agent.program.remote(p["driver"], p["deployable"], p["wanted_bitstream"])))
+    for p, ref in refs:
+        result = await ref
+        if not result["ok"]:
+            raise ClaimError(f"programming {p['deployable']} failed: {result['error']}")
+
+
+@op
+async def release(binder, consumer: str) -> dict[str, Any]:
+    """Give a claim back: the Placement allocation first (so nothing is ever double-booked), then
+    the ARQs and their attach handles. Idempotent."""
+    client = _placement(binder)
+    if client is not None:
+        await asyncio.to_thread(_deallocate, client, consumer)
+    released = await asyncio.to_thread(binder.store.transact, _release_txn, consumer)
+    if released:
+        log.info("claim %s released (%d ARQs)", consumer, len(released))
+    return {"consumer": consumer, "released": released}
+
+
+@op
+def claims(binder) -> dict[str, list[str]]:
+    """consumer -> ARQ uuids of every standalone claim."""
+    from rayborg.store.tables import ExtARQ
+
+    def q(session: Session):
+        out: dict[str, list[str]] = defaultdict(list)
+        for arq_uuid, consumer in session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid)
+                                               .where(ExtARQ.instance_uuid.like(f"________-{CLAIM_MARK}-%"))):
+            if is_claim(consumer):
+                out[consumer].append(arq_uuid)
+        return dict(out)
+
+    return binder.store.query(q)
+
+
+def _dead_jobs() -> set[str] | None:
+    try:
+        import ray._private.state as ray_state
+
+        return {j["JobID"].lower() for j in ray_state.jobs() if j.get("IsDead")}
+    except Exception as exc:  # noqa: BLE001 - no job table: keep the claims
+        log.debug("job table unavailable: %s", exc)
+        return None
+
+
+@op
+async def reap(binder) -> list[str]:
+    """Release the claims whose Ray job has ended; the consumers released."""
+    held = await asyncio.to_thread(claims, binder)
+    jobs = {c: claim_job(c) for c in held}
+    if not any(jobs.values()):
+        return []
+    dead = await asyncio.to_thread(_dead_jobs)
+    if not dead:
+        return []
+    done = []
+    for consumer, job in jobs.items():
+        if job in dead:
+            try:
+                await release(binder, consumer)
+                done.append(consumer)
+                log.info("claim %s released: its Ray job %s ended", consumer, job)
+            except Exception as exc:  # noqa: BLE001 - next round
+                log.warning("claim %s of ended job %s not released yet: %s", consumer, job, exc)
+    return done
+
+
+async def reap_loop(binder, interval: float = REAP_INTERVAL) -> None:
+    while True:
+        try:
+            await reap(binder)
+        except Exception:  # noqa: BLE001 - keep reaping
+            log.exception("claim reaper failed")
+        await asyncio.sleep(interval)
+
+
