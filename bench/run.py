@@ -1,0 +1,447 @@
+"""rayborg beside OpenStack Cyborg 17 and a bare floor, on this machine, in one run (reads).
+
+    python bench/run.py [--duration 10] [--clients 50] [--rayborg-workers 2] [--skip-cyborg]
+
+Starts, each on a free 127.0.0.1 port and seeded with the same rows (bench/dataset.py: 20 device
+profiles, 200 devices, 1,000 ARQs):
+  * rayborg: `rayborg serve --no-actors` on SQLite (startup to first 200 on /v2 is timed);
+  * Cyborg 17.0.0 from its own virtualenv (bench/cyborg_baseline/install.sh): its API under gunicorn,
+    2 workers x 4 threads, at /accelerator, SQLite schema from its models, no auth_token filter;
+  * the floor: bench/floor.py, bare aiohttp handlers reading the same rows with sqlite3.
+Then, one deployment and one endpoint at a time, bench/loadgen.py (its own process) sends GETs from
+50 concurrent clients for 10 s, while the PSS of each deployment's processes is sampled.
+Prints a table and writes bench/results/results.{json,md} and bench/results/reads.png.
+Figures, not assertions: compare runs on the same machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(BENCH))
+import dataset  # noqa: E402
+
+ENDPOINTS = [  # (key, label, path)
+    ("device_profiles", "list device profiles (20)", "/v2/device_profiles"),
+    ("arqs", "list ARQs (1,000)", "/v2/accelerator_requests"),
+    ("devices", "list devices (200)", "/v2/devices"),
+    ("arq_show", "show one ARQ", f"/v2/accelerator_requests/{dataset.show_arq_uuid()}"),
+]
+READ_RATIO_TARGET = 10.0      # rayborg req/s >= 10x Cyborg's
+P99_RATIO_TARGET = 0.1        # rayborg p99 <= 1/10 of Cyborg's
+FLOOR_RATIO_TARGET = 0.5      # rayborg req/s >= 50 % of the floor
+IDLE_PSS_TARGET_MIB = 1024.0  # single box idle PSS <= 1 GiB
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_status(url: str, headers: dict | None = None, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def wait_200(url: str, deadline_s: float, proc: subprocess.Popen | None = None) -> float:
+    """Seconds until `url` answers 200 (polled every 10 ms); raises if it never does."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < deadline_s:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        if get_status(url, dataset.HEADERS, timeout=1.0) == 200:
+            return time.perf_counter() - started
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} did not answer 200 within {deadline_s} s")
+
+
+# ---------------------------------------------------------------- memory (PSS from smaps_rollup)
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def process_tree(root: int) -> list[int]:
+    kids = _children_map()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def pss_mib(pids: list[int]) -> float:
+    total_kib = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total_kib += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return round(total_kib / 1024, 1)
+
+
+class PssSampler:
+    """Samples the PSS of a process tree every `interval` s in a thread; keeps the maximum."""
+
+    def __init__(self, root: int, interval: float = 0.5):
+        self.root, self.interval, self.peak = root, interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, pss_mib(process_tree(self.root)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------- deployments
+
+class Deployment:
+    def __init__(self, name: str, base_url: str, proc: subprocess.Popen, log: Path):
+        self.name, self.base_url, self.proc, self.log = name, base_url, proc, log
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: only what we started
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def spawn(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                            start_new_session=True)
+
+
+def rayborg_cmd(db_url: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "rayborg", "serve", "--no-actors", "--host", "127.0.0.1", "--port", str(port),
+            "--database-url", db_url, "--workers", str(workers)]
+
+
+def start_rayborg(work: Path, db_url: str, workers: int, startup_runs: int) -> tuple[Deployment, list[float]]:
+    """Start `rayborg serve` `startup_runs` times, timing each to the first 200 on /v2; keep the last."""
+    times = []
+    for i in range(startup_runs):
+        port = free_port()
+        proc = spawn(rayborg_cmd(db_url, port, workers), work / "rayborg.log")
+        dep = Deployment("rayborg", f"http://127.0.0.1:{port}", proc, work / "rayborg.log")
+        times.append(wait_200(dep.base_url + "/v2", 60, proc))
+        if i < startup_runs - 1:
+            dep.stop()
+    # every front-door process up before measuring (the extra ones start a moment later)
+    time.sleep(2.0)
+    return dep, times
+
+
+def start_floor(work: Path, db: Path, workers: int) -> Deployment:
+    port = free_port()
+    proc = spawn([sys.executable, str(BENCH / "floor.py"), "--db", str(db), "--port", str(port),
+                  "--workers", str(workers)], work / "floor.log")
+    dep = Deployment("floor", f"http://127.0.0.1:{port}", proc, work / "floor.log")
+    wait_200(dep.base_url + "/v2", 30, proc)
+    time.sleep(1.0)
+    return dep
+
+
+def start_cyborg(work: Path) -> tuple[Deployment, str]:
+    log = work / "cyborg.log"
+    venv = subprocess.run(["bash", str(BENCH / "cyborg_baseline" / "install.sh")], check=True,
+                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    py = Path(venv) / "bin" / "python"
+    version = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('openstack-cyborg'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    cdir = work / "cyborg"
+    conf = subprocess.run([str(py), str(BENCH / "cyborg_baseline" / "prepare.py"), str(cdir)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    env = dict(os.environ, CYBORG_BENCH_CONF=conf, SCRIPT_NAME="/accelerator", PYTHONWARNINGS="ignore")
+    proc = spawn([str(Path(venv) / "bin" / "gunicorn"), "--workers", "2", "--threads", "4",
+                  "--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH / "cyborg_baseline"),
+                  "--timeout", "120", "cyborg_wsgi:application"], log, env=env, cwd=cdir)
+    dep = Deployment("cyborg", f"http://127.0.0.1:{port}/accelerator", proc, log)
+    wait_200(dep.base_url + "/v2", 120, proc)
+    # each gunicorn worker loads the app on its own: touch every endpoint a few times before measuring
+    time.sleep(2.0)
+    return dep, version
+
+
+# ---------------------------------------------------------------- load
+
+def load(url: str, clients: int, duration: float) -> dict:
+    cmd = [sys.executable, str(BENCH / "loadgen.py"), url, "--clients", str(clients), "--duration", str(duration)]
+    for k, v in dataset.HEADERS.items():
+        cmd += ["--header", f"{k}:{v}"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def warm(dep: Deployment) -> None:
+    for _key, _label, path in ENDPOINTS:
+        for _ in range(4):
+            status = get_status(dep.base_url + path, dataset.HEADERS, timeout=60)
+            if status != 200:
+                raise RuntimeError(f"{dep.name} {path}: HTTP {status} (see {dep.log})")
+
+
+def measure(dep: Deployment, clients: int, duration: float) -> dict:
+    warm(dep)
+    out = {"pss_idle_mib": pss_mib(process_tree(dep.proc.pid)), "processes": len(process_tree(dep.proc.pid)),
+           "endpoints": {}}
+    peak = 0.0
+    for key, _label, path in ENDPOINTS:
+        with PssSampler(dep.proc.pid) as sampler:
+            out["endpoints"][key] = load(dep.base_url + path, clients, duration)
+        peak = max(peak, sampler.peak)
+        e = out["endpoints"][key]
+        print(f"  {dep.name:8s} {key:16s} {e['req_s']:9.1f} req/s  p50 {e['p50_ms']} ms  p99 {e['p99_ms']} ms  "
+              f"errors {e['errors']}", flush=True)
+    out["pss_load_mib"] = peak
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+def ratio(a, b) -> float | None:
+    if a is None or b in (None, 0):
+        return None
+    return round(a / b, 2)
+
+
+def build_rows(res: dict) -> list[dict]:
+    rb, cy, fl = res["rayborg"], res.get("cyborg"), res["floor"]
+    rows = []
+    for key, label, _path in ENDPOINTS:
+        r, f = rb["endpoints"][key], fl["endpoints"][key]
+        c = cy["endpoints"][key] if cy else {}
+        rq = ratio(r["req_s"], c.get("req_s"))
+        rows.append({"metric": f"{label}: req/s", "rayborg": r["req_s"], "cyborg": c.get("req_s"),
+                     "floor": f["req_s"], "ratio": rq, "target": f">= {READ_RATIO_TARGET:g}x Cyborg",
+                     "met": None if rq is None else rq >= READ_RATIO_TARGET})
+        rp = ratio(r["p99_ms"], c.get("p99_ms"))
+        rows.append({"metric": f"{label}: p99 ms", "rayborg": r["p99_ms"], "cyborg": c.get("p99_ms"),
+                     "floor": f["p99_ms"], "ratio": rp, "target": f"<= {P99_RATIO_TARGET:g}x Cyborg",
+                     "met": None if rp is None else rp <= P99_RATIO_TARGET})
+        rows.append({"metric": f"{label}: p50 ms", "rayborg": r["p50_ms"], "cyborg": c.get("p50_ms"),
+                     "floor": f["p50_ms"], "ratio": ratio(r["p50_ms"], c.get("p50_ms")), "target": "", "met": None})
+        rows.append({"metric": f"{label}: errors", "rayborg": r["errors"], "cyborg": c.get("errors"),
+                     "floor": f["errors"], "ratio": None, "target": "0", "met": r["errors"] == 0})
+        rf = ratio(r["req_s"], f["req_s"])
+        rows.append({"metric": f"{label}: req/s rayborg/floor", "rayborg": r["req_s"], "cyborg": None,
+                     "floor": f["req_s"], "ratio": rf, "target": f">= {FLOOR_RATIO_TARGET:g}x floor",
+                     "met": None if rf is None else rf >= FLOOR_RATIO_TARGET})
+    rows.append({"metric": "memory idle: PSS MiB (API deployment)", "rayborg": rb["pss_idle_mib"],
+                 "cyborg": cy["pss_idle_mib"] if cy else None, "floor": fl["pss_idle_mib"],
+                 "ratio": ratio(rb["pss_idle_mib"], cy["pss_idle_mib"] if cy else None),
+                 "target": f"<= {IDLE_PSS_TARGET_MIB:g} MiB", "met": rb["pss_idle_mib"] <= IDLE_PSS_TARGET_MIB})
+    rows.append({"metric": "memory under load: peak PSS MiB", "rayborg": rb["pss_load_mib"],
+                 "cyborg": cy["pss_load_mib"] if cy else None, "floor": fl["pss_load_mib"],
+                 "ratio": ratio(rb["pss_load_mib"], cy["pss_load_mib"] if cy else None), "target": "", "met": None})
+    st = res["rayborg_startup_s"]
+    rows.append({"metric": "startup: `rayborg serve` to first 200 on /v2, s (median)",
+                 "rayborg": round(statistics.median(st), 2), "cyborg": res.get("cyborg_startup_s"), "floor": None,
+                 "ratio": ratio(statistics.median(st), res.get("cyborg_startup_s")), "target": "", "met": None})
+    return rows
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def table(rows: list[dict]) -> list[list[str]]:
+    head = ["metric", "rayborg", "Cyborg 17", "floor", "ratio", "target", "met?"]
+    body = [[r["metric"], fmt(r["rayborg"]), fmt(r["cyborg"]), fmt(r["floor"]), fmt(r["ratio"]), r["target"],
+             fmt(r["met"])] for r in rows]
+    return [head] + body
+
+
+def print_table(t: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in t) for i in range(len(t[0]))]
+    for n, row in enumerate(t):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def markdown(res: dict, t: list[list[str]]) -> str:
+    env = res["environment"]
+    lines = ["# rayborg vs OpenStack Cyborg 17: reads", "",
+             f"Run {res['started']} on {env['cpus']} CPUs ({env['machine']}), Python {env['python']}; "
+             f"load average {env['loadavg_before']} before, {env['loadavg_after']} after. "
+             f"{res['clients']} concurrent clients, {res['duration_s']} s per endpoint, one deployment at a time; "
+             "the load generator (one aiohttp process) shares the same cores as the servers.", "",
+             f"- rayborg: `rayborg serve --no-actors --workers {res['rayborg_workers']}` on SQLite.",
+             f"- Cyborg {res.get('cyborg_version', '-')}: API only, gunicorn 2 workers x 4 threads, SQLite "
+             "(schema from its models), no auth_token filter; no conductor/RabbitMQ (reads do not need them).",
+             f"- floor: bare aiohttp + sqlite3 handlers, {res['rayborg_workers']} processes, same rows.",
+             "- Memory is the PSS of each deployment's process tree (`/proc/<pid>/smaps_rollup`).", "",
+             "| " + " | ".join(t[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(t[0]) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in t[1:]]
+    if res.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install matplotlib): no plot", file=sys.stderr)
+        return False
+    names = [n for n in ("rayborg", "cyborg", "floor") if res.get(n)]
+    labels = {"rayborg": "rayborg", "cyborg": f"Cyborg {res.get('cyborg_version', '')}", "floor": "floor"}
+    keys = [k for k, _l, _p in ENDPOINTS]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(names)
+    for ax, metric, title in ((axes[0], "req_s", "req/s (higher is better)"),
+                              (axes[1], "p99_ms", "p99 latency, ms (lower is better)")):
+        for i, n in enumerate(names):
+            vals = [res[n]["endpoints"][k][metric] or 0 for k in keys]
+            ax.bar([x + i * width for x in range(len(keys))], vals, width, label=labels[n])
+        ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(keys))])
+        ax.set_xticklabels([lbl for _k, lbl, _p in ENDPOINTS], rotation=15, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"Reads, {res['clients']} clients x {res['duration_s']} s, {res['environment']['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per endpoint (max 60)")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--rayborg-workers", type=int, default=2,
+                    help="front-door processes (default 2, as many as Cyborg's gunicorn workers)")
+    ap.add_argument("--startup-runs", type=int, default=3)
+    ap.add_argument("--skip-cyborg", action="store_true", help="rayborg and the floor only")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    args.duration = min(args.duration, 60.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rayborg-bench-"))
+    res: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "clients": args.clients,
+                 "duration_s": args.duration, "rayborg_workers": args.rayborg_workers, "notes": [],
+                 "environment": {"cpus": os.cpu_count(), "machine": platform.machine(),
+                                 "python": platform.python_version(),
+                                 "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}}
+    deps: list[Deployment] = []
+    t0 = time.perf_counter()
+    try:
+        db = work / "rayborg.db"
+        subprocess.run([sys.executable, str(BENCH / "seed_rayborg.py"), f"sqlite:///{db}"], check=True)
+        floor_db = work / "floor.db"
+        shutil.copy(db, floor_db)
+
+        print("starting rayborg ...", flush=True)
+        rb, startup = start_rayborg(work, f"sqlite:///{db}", args.rayborg_workers, args.startup_runs)
+        deps.append(rb)
+        res["rayborg_startup_s"] = [round(s, 3) for s in startup]
+        print(f"  rayborg serve -> first 200 on /v2: {', '.join(f'{s:.2f}' for s in startup)} s", flush=True)
+        res["rayborg"] = measure(rb, args.clients, args.duration)
+        rb.stop()
+
+        print("starting the floor ...", flush=True)
+        fl = start_floor(work, floor_db, args.rayborg_workers)
+        deps.append(fl)
+        res["floor"] = measure(fl, args.clients, args.duration)
+        fl.stop()
+
+        if not args.skip_cyborg:
+            print("starting Cyborg 17 (installs its virtualenv on first use) ...", flush=True)
+            started = time.perf_counter()
+            cy, version = start_cyborg(work)
+            deps.append(cy)
+            res["cyborg_startup_s"] = round(time.perf_counter() - started, 2)
+            res["cyborg_version"] = version
+            res["cyborg"] = measure(cy, args.clients, args.duration)
+            cy.stop()
+            res["notes"].append("Cyborg startup includes writing its config, creating its schema and seeding.")
+        else:
+            res["notes"].append("Cyborg skipped (--skip-cyborg): ratios against it are empty.")
+    finally:
+        for d in deps:
+            d.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"work directory kept: {work}")
+    res["environment"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    res["total_s"] = round(time.perf_counter() - t0, 1)
+    res["rows"] = build_rows(res)
+    t = table(res["rows"])
+    print()
+    print_table(t)
+    (args.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(res, t))
+    if plot(res, args.out / "reads.png"):
+        print(f"\nwrote {args.out / 'results.json'}, results.md, reads.png ({res['total_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
