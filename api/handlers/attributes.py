@@ -5,12 +5,22 @@ from __future__ import annotations
 from aiohttp import web
 
 from rayborg.api.errors import BadRequest
-from rayborg.api.http import (authorize, call_store, empty_response, iso, json_response, paginate, parse_uuid,
-                              query_params, read_json)
+from rayborg.api.http import (
+    authorize,
+    call_store,
+    empty_response,
+    iso,
+    json_response,
+    paginate,
+    parse_uuid,
+    query_params,
+    read_json,
+)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import attributes as schemas
 from rayborg.api.schemas.common import validated
+from rayborg.api.schemas.devices import MAX_DB_INT, check_query_text
 from rayborg.store.queries import attributes as queries
 from rayborg.store.tables import Attribute
 
@@ -23,21 +33,26 @@ def _body(request: web.Request, attr: Attribute) -> dict:
                              links=self_link(request, "attributes", attr.uuid)).model_dump(mode="json")
 
 
-def _int_param(params: dict[str, str], name: str) -> int | None:
+def _id_param(params: dict[str, str], name: str) -> int | None:
+    """A database id from the query: an integer the INTEGER column can hold, else 400."""
     if name not in params:
         return None
     try:
-        return int(params[name])
+        value = int(params[name])
     except ValueError:
         raise BadRequest(f"{name} must be an integer, got {params[name]!r}") from None
+    if not 1 <= value <= MAX_DB_INT:
+        raise BadRequest(f"{name} must be between 1 and {MAX_DB_INT}, got {value}")
+    return value
 
 
 @operation(summary="List attributes", query=schemas.AttributeQuery, responses={200: schemas.AttributeList},
            tags=TAGS)
 async def list_attributes(request: web.Request) -> web.Response:
     params = query_params(request, {"deployable_id", "key"})
+    check_query_text(params)
     authorize(request, "cyborg:attribute:get_all")
-    attrs = await call_store(request, queries.list_attributes, _int_param(params, "deployable_id"),
+    attrs = await call_store(request, queries.list_attributes, _id_param(params, "deployable_id"),
                              params.get("key"))
     return json_response({"attributes": paginate([_body(request, a) for a in attrs], params)})
 

@@ -9,8 +9,17 @@ import jsonpointer
 from aiohttp import web
 
 from rayborg.api.errors import BadRequest
-from rayborg.api.http import (authorize, call_store, ctx, iso, json_response, paginate, parse_uuid,
-                              query_params, read_json)
+from rayborg.api.http import (
+    authorize,
+    call_store,
+    ctx,
+    iso,
+    json_response,
+    paginate,
+    parse_uuid,
+    query_params,
+    read_json,
+)
 from rayborg.api.links import bookmark_links
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import deployables as schemas

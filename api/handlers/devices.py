@@ -5,8 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from rayborg.api import microversion
-from rayborg.api.http import (authorize, call_store, iso, json_response, paginate, parse_uuid, query_params,
-                              version)
+from rayborg.api.http import (
+    authorize,
+    call_store,
+    iso,
+    json_response,
+    paginate,
+    parse_uuid,
+    query_params,
+    version,
+)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import devices as schemas
@@ -30,6 +38,7 @@ def _body(request: web.Request, device: Device) -> dict:
 @operation(summary="List devices", query=schemas.DeviceQuery, responses={200: schemas.DeviceList}, tags=TAGS)
 async def list_devices(request: web.Request) -> web.Response:
     params = query_params(request, set(queries.FILTERS))
+    schemas.check_query_text(params)
     authorize(request, "cyborg:device:get_all")
     devices = await call_store(request, queries.list_devices, params)
     return json_response({"devices": paginate([_body(request, d) for d in devices], params)})

@@ -3,12 +3,13 @@
 import json
 
 import pytest
+from factories import add_device
 from sqlmodel import select
 
-from factories import add_device
 from rayborg.store.tables import Attribute
 
 MEMBER = {"X-User-Id": "u", "X-Project-Id": "p1", "X-Roles": "member"}
+ADMIN = {"X-User-Id": "a", "X-Project-Id": "p1", "X-Roles": "admin"}
 
 
 @pytest.fixture
@@ -50,7 +51,11 @@ async def test_create_and_delete(client, store, tree, wrap):
     {}, {"deployable_id": "1", "key": "k", "value": "v"}, {"deployable_id": 999, "key": "k", "value": "v"},
     {"deployable_id": 1, "key": "", "value": "v"}, {"deployable_id": 1, "key": "k" * 256, "value": "v"},
     {"deployable_id": 1, "key": "k", "value": "v", "colour": "red"}, [{"deployable_id": 1}],
-    {"deployable_id": True, "key": "k", "value": "v"}, {"attribute": {"deployable_id": 1}}])
+    {"deployable_id": True, "key": "k", "value": "v"}, {"attribute": {"deployable_id": 1}},
+    {"deployable_id": 2**31, "key": "k", "value": "v"}, {"deployable_id": 2**70, "key": "k", "value": "v"},
+    {"deployable_id": 1, "key": "k\x00", "value": "v"}, {"deployable_id": 1, "key": "k", "value": "v\x00"},
+    {"deployable_id": 1, "key": "k", "value": "v" * 256}, {"deployable_id": 1, "key": 5, "value": "v"},
+    {"attribute": {"deployable_id": 1, "key": "k", "value": "v"}, "extra": 1}, "text", None])
 async def test_create_bad_bodies(client, store, tree, body):
     resp = await client.post("/v2/attributes", json=body)
     assert resp.status == 400, await resp.text()
@@ -58,7 +63,18 @@ async def test_create_bad_bodies(client, store, tree, body):
     assert count(store) == 4
 
 
+@pytest.mark.parametrize("data,content_type,status", [(b"{not json", "application/json", 400),
+                                                      (b"<a/>", "text/xml", 415)])
+async def test_create_unreadable_bodies(client, store, tree, data, content_type, status):
+    resp = await client.post("/v2/attributes", data=data, headers={"Content-Type": content_type})
+    assert resp.status == status
+    assert count(store) == 4
+
+
 @pytest.mark.parametrize("url,status", [("/v2/attributes?deployable_id=x", 400), ("/v2/attributes?k=1", 400),
+                                        (f"/v2/attributes?deployable_id={2**63}", 400),
+                                        ("/v2/attributes?deployable_id=0", 400),
+                                        ("/v2/attributes?key=a%00b", 400),
                                         ("/v2/attributes/nope", 400),
                                         ("/v2/attributes/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404)])
 async def test_bad_reads(client, tree, url, status):
@@ -67,9 +83,18 @@ async def test_bad_reads(client, tree, url, status):
 
 async def test_policy(client, store, tree):
     body = {"deployable_id": tree.deployable_ids[0], "key": "k", "value": "v"}
-    for method, url, kw, rule in (("GET", "/v2/attributes", {}, "get_all"),
-                                  ("POST", "/v2/attributes", {"json": body}, "create")):
+    existing = (await (await client.get("/v2/attributes")).json())["attributes"][0]["uuid"]
+    for method, url, kw, rule, ok in (("GET", "/v2/attributes", {}, "get_all", 200),
+                                      ("GET", f"/v2/attributes/{existing}", {}, "get_one", 200),
+                                      ("POST", "/v2/attributes", {"json": body}, "create", 201),
+                                      ("DELETE", f"/v2/attributes/{existing}", {}, "delete", 204)):
+        before = count(store)
         resp = await client.request(method, url, headers=MEMBER, **kw)
         assert resp.status == 403
         assert json.loads((await resp.json())["error_message"])["faultstring"].endswith(f"cyborg:attribute:{rule}")
-    assert count(store) == 4
+        # a project manager may read but not write; an admin may do both
+        manager = await client.request(method, url, headers=dict(MEMBER, **{"X-Roles": "manager"}), **kw)
+        assert manager.status == (ok if method == "GET" else 403)
+        assert count(store) == before
+        assert (await client.request(method, url, headers=ADMIN, **kw)).status == ok
+    assert count(store) == 4  # one created, one deleted

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from factories import add_device, add_profile
 from sqlmodel import select
 
-from factories import add_device, add_profile
 from rayborg.store import arq_state
 from rayborg.store.tables import ProgramRequest
 
@@ -50,6 +50,13 @@ async def test_program_records_the_request(client, store, tree, path):
     assert requests(store) == [(IMAGE, "requested")]
 
 
+async def test_program_by_an_admin_records_the_project(client, store, tree):
+    resp = await client.patch(f"/v2/deployables/{tree.deployable_uuids[0]}/program", json=PROGRAM,
+                              headers={"X-User-Id": "a", "X-Project-Id": "p9", "X-Roles": "admin"})
+    assert resp.status == 200
+    assert store.query(lambda s: [r.project_id for r in s.exec(select(ProgramRequest))]) == ["p9"]
+
+
 @pytest.mark.parametrize("body", [
     {"op": "replace"}, [], PROGRAM * 2, [{"op": "bogus", "path": "/program", "value": []}],
     [{"op": "replace", "path": "/bitstream", "value": [{"image_uuid": IMAGE}]}],
@@ -75,6 +82,9 @@ async def test_program_errors(client, store, tree):
     assert resp.status == 415
     resp = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM, headers=MEMBER)
     assert resp.status == 403 and fault(await resp.json()).endswith("cyborg:deployable:program")
+    manager = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM,
+                                 headers=dict(MEMBER, **{"X-Roles": "manager"}))
+    assert manager.status == 403
     assert (await client.patch(f"/v2/deployables/{uuid}", json=PROGRAM)).status == 405
     assert requests(store) == []
 

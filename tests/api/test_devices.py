@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from factories import add_device
 from sqlmodel import select
 
-from factories import add_device
 from rayborg.store.tables import Deployable, Device
 
 V = "OpenStack-API-Version"
@@ -83,6 +83,7 @@ async def test_policy(client, trees):
 
 @pytest.mark.parametrize("method,url,status", [
     ("GET", "/v2/devices?colour=red", 400), ("GET", "/v2/devices/not-a-uuid", 400),
+    ("GET", "/v2/devices?hostname=a%00b", 400), ("GET", "/v2/devices?type=GPU&type=FPGA", 400),
     ("GET", "/v2/devices/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404),
     ("POST", "/v2/devices/4cd3925c-04dd-4618-a0ab-c861f6c06803/disable", 404),
     ("POST", "/v2/devices/nope/enable", 400), ("DELETE", "/v2/devices/4cd3925c-04dd-4618-a0ab-c861f6c06803", 405)])

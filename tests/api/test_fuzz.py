@@ -155,17 +155,18 @@ KNOWN_5XX = [
     # A NUL character in any string that reaches PostgreSQL (SQLite stores it).
     ("GET", "/v2/device_profiles?name=a%00b", None, PG),
     ("GET", "/v2/device_profiles/a%00b", None, PG),
+FIXED: tuple[str, ...] = ()
     ("DELETE", "/v2/device_profiles/a%00b", None, PG),
     ("DELETE", "/v2/device_profiles?value=a%00b", None, PG),
     ("POST", "/v2/device_profiles", [{"name": "y", "description": "a\x00", "groups": [{"resources:FPGA": "1"}]}],
      PG),
     ("POST", "/v2/accelerator_requests", {"device_profile_name": "dp\x00"}, PG),
-    ("GET", "/v2/devices?hostname=a%00b", None, PG),
-    ("GET", "/v2/attributes?key=a%00b", None, PG),
-    ("POST", "/v2/attributes", {"deployable_id": 1, "key": "k\x00", "value": "v"}, PG),
-    # Integers beyond the database's column.
-    ("GET", f"/v2/attributes?deployable_id={2**63}", None, BOTH),
-    ("POST", "/v2/attributes", {"deployable_id": 2**31, "key": "k", "value": "v"}, PG),
+    # Fixed (devices/attributes refuse NUL and out-of-range ids with a 400): kept as regression tests.
+    ("GET", "/v2/devices?hostname=a%00b", None, FIXED),
+    ("GET", "/v2/attributes?key=a%00b", None, FIXED),
+    ("POST", "/v2/attributes", {"deployable_id": 1, "key": "k\x00", "value": "v"}, FIXED),
+    ("GET", f"/v2/attributes?deployable_id={2**63}", None, FIXED),
+    ("POST", "/v2/attributes", {"deployable_id": 2**31, "key": "k", "value": "v"}, FIXED),
 ]
 
 
