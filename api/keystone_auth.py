@@ -92,7 +92,7 @@ def parse_token(body: dict[str, Any]) -> TokenInfo:
         project_id=token["project"]["id"] if scope == "project" else None,
         scope=scope,
         roles=frozenset(r["name"].lower() for r in token.get("roles", [])),
-        expires_at=datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp() if expires else None,
+        expires_at=datetime.fromisoformat(expires).timestamp() if expires else None,
     )
 
 

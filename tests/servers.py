@@ -47,7 +47,7 @@ class KeystoneServer:
         self.url = KEYSTONE_URL
         self._started_here = False
 
-    def start(self, timeout: float = 900) -> "KeystoneServer":
+    def start(self, timeout: float = 900) -> KeystoneServer:
         self._started_here = not self._answers()
         try:
             subprocess.run(["bash", str(shared_tools() / "run-keystone")], check=True, capture_output=True,

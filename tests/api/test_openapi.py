@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from factories import add_device, add_profile
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from factories import add_device, add_profile
 from rayborg.api.app import ROUTES
 from rayborg.api.openapi import build_document
 
@@ -105,7 +105,6 @@ async def test_served_without_identity_and_under_prefix(client, document):
 
 async def test_served_without_token_in_keystone_mode(aiohttp_client, store, settings):
     from rayborg.api.app import create_app
-
     from rayborg.settings import KeystoneOptions
 
     # No Keystone is reached: the document needs no token and a request without one is refused first.

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-
 from factories import add_device, add_profile
+
 from rayborg.api.app import ROUTES
 
 PROJECT, OTHER = "p-own", "p-other"

@@ -7,7 +7,6 @@ import json
 import uuid
 
 import pytest
-
 from factories import add_device, add_profile
 from servers import ADMIN, MEMBER, NOVA
 
@@ -32,7 +31,7 @@ async def ks(keystone, ks_app_factory):
 
 
 async def test_no_token_and_bad_token_are_401_with_keystone_uri(ks, keystone):
-    client, app = ks
+    client, _ = ks
     for headers in ({}, {"X-Auth-Token": "not-a-token"}, {"X-Auth-Token": uuid.uuid4().hex}):
         resp = await client.get("/v2/device_profiles", headers=headers)
         assert resp.status == 401, headers

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-
 from factories import Tree, add_device
 from servers import ServeProcess
 
