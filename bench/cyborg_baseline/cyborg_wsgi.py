@@ -6,4 +6,4 @@ import sys
 
 sys.argv = ["cyborg-api", "--config-file", os.environ["CYBORG_BENCH_CONF"]]
 
-from cyborg.wsgi.api import application  # noqa: E402,F401
+from cyborg.wsgi.api import application  # noqa: F401

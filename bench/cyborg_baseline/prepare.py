@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import dataset  # noqa: E402
+import dataset
 
 PASTE = """[pipeline:main]
 pipeline = cors http_proxy_to_wsgi request_id api_v2
@@ -54,13 +54,12 @@ lock_path = {dir}/locks
 
 
 def seed(db: Path) -> None:
-    from sqlalchemy import create_engine, insert
-
     from cyborg.db.sqlalchemy import models
+    from sqlalchemy import create_engine, insert
 
     engine = create_engine(f"sqlite:///{db}")
     models.Base.metadata.create_all(engine)
-    now = datetime.datetime.utcnow()
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # Cyborg stores naive UTC
     t = models.Base.metadata.tables
     with engine.begin() as conn:
         profiles = dataset.profiles()
