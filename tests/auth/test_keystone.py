@@ -10,7 +10,8 @@ import pytest
 from factories import add_device, add_profile
 from servers import ADMIN, MEMBER, NOVA
 
-pytestmark = [pytest.mark.xdist_group("keystone"), pytest.mark.slow]
+# The first test also installs and starts Keystone (session fixture): allow for a slow package index.
+pytestmark = [pytest.mark.xdist_group("keystone"), pytest.mark.slow, pytest.mark.timeout(900)]
 
 PROFILE = [{"name": "ks-dp", "groups": [{"resources:FPGA": "1"}]}]
 

@@ -9,7 +9,8 @@ import urllib.request
 import pytest
 from servers import ADMIN, CYBORG, MEMBER, PASSWORD, ServeProcess
 
-pytestmark = [pytest.mark.xdist_group("keystone"), pytest.mark.slow]
+# The first test also installs and starts Keystone (session fixture): allow for a slow package index.
+pytestmark = [pytest.mark.xdist_group("keystone"), pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
