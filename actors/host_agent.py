@@ -37,6 +37,7 @@ class HostAgent:
         self.reports_sent = 0
         self.programming: dict[str, float] = {}  # deployable name -> start time
         self._sweep_lock = asyncio.Lock()
+        self._queued_sweep: asyncio.Future | None = None
         self._loop_task = asyncio.get_running_loop().create_task(self._sweep_loop())
         self._hotplug = self._start_hotplug()
 
@@ -52,18 +53,38 @@ class HostAgent:
     async def sweep(self, force: bool = False) -> dict[str, Any]:
         """Discover now; report to PlacementSync if anything changed (or `force`)."""
         async with self._sweep_lock:
-            report = await asyncio.to_thread(self.drivers.discover)
-            self.last_sweep = time.time()
-            changed = force or report.content_hash != self.last_hash
-            if changed:
-                sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
-                await sync.report.remote(report.model_dump(mode="json"))
-                self.last_hash = report.content_hash
-                self.reports_sent += 1
-                log.info("host %s: reported %d devices (%d errors), hash %s", self.hostname,
-                         len(report.devices), len(report.errors), report.content_hash[:12])
-            return {"hostname": self.hostname, "changed": changed, "hash": report.content_hash,
-                    "devices": len(report.devices), "errors": [e.model_dump() for e in report.errors]}
+            return await self._sweep_locked(force)
+
+    async def _sweep_after_change(self) -> None:
+        """A sweep after a device changed (e.g. programmed). Changes that finish while a sweep
+        waits for the lock share that one sweep, so a batch of programmings costs a few sweeps,
+        not one each; a sweep already discovering does not count (it may have missed the change)."""
+        queued = self._queued_sweep
+        if queued is not None:
+            await asyncio.wait([queued])
+            return
+        self._queued_sweep = queued = asyncio.get_running_loop().create_future()
+        try:
+            async with self._sweep_lock:
+                self._queued_sweep = None  # from here on, a new change needs a new sweep
+                await self._sweep_locked(False)
+        finally:
+            self._queued_sweep = None if self._queued_sweep is queued else self._queued_sweep
+            queued.set_result(None)
+
+    async def _sweep_locked(self, force: bool) -> dict[str, Any]:
+        report = await asyncio.to_thread(self.drivers.discover)
+        self.last_sweep = time.time()
+        changed = force or report.content_hash != self.last_hash
+        if changed:
+            sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
+            await sync.report.remote(report.model_dump(mode="json"))
+            self.last_hash = report.content_hash
+            self.reports_sent += 1
+            log.info("host %s: reported %d devices (%d errors), hash %s", self.hostname,
+                     len(report.devices), len(report.errors), report.content_hash[:12])
+        return {"hostname": self.hostname, "changed": changed, "hash": report.content_hash,
+                "devices": len(report.devices), "errors": [e.model_dump() for e in report.errors]}
 
     def _start_hotplug(self):
         """Follow udev events on a real host; fixture trees and fake devices have none."""
@@ -98,7 +119,7 @@ class HostAgent:
         finally:
             self.programming.pop(deployable_name, None)
         metrics.programmed("ok", time.perf_counter() - started)
-        await self.sweep()
+        await self._sweep_after_change()
         return {"ok": True, "error": None, "duration": time.perf_counter() - started}
 
     async def create_mdev(self, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:

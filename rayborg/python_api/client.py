@@ -360,12 +360,26 @@ def connect(address: str | None = "auto", namespace: str | None = None, admin: b
     global _default
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        _probe(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except ConnectionError as exc:
             raise RayborgError(f"no Ray cluster at {address!r}: {exc}") from None
     _default = Rayborg(namespace=namespace, admin=admin)
     return _default
+
+
+def _probe(address: str | None) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    import socket
+
+    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError) as exc:
+        raise RayborgError(f"no Ray cluster at {address}: {exc}") from None
 
 
 def claim(profile: str, count: int = 1, host: str | None = None, **kwargs) -> Claim:
