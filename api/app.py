@@ -9,7 +9,7 @@ from aiohttp import web
 
 from rayborg.api import microversion
 from rayborg.api.auth import make_auth
-from rayborg.api.errors import ApiError, error_response
+from rayborg.api.errors import ApiError, BadRequest, error_response
 from rayborg.api.handlers import (accelerator_requests, attributes, deployables, device_profiles, devices,
                                   root)
 from rayborg.api.policy import PolicyEnforcer
@@ -103,6 +103,8 @@ async def error_middleware(request: web.Request, handler):
 async def version_auth_middleware(request: web.Request, handler):
     """Microversion negotiation and authentication for everything under /v2 (but its document)."""
     path = _route_path(request)
+    if "\x00" in request.path:
+        raise BadRequest("The path must not contain NUL characters")
     if path.startswith("/v2"):
         request["version"] = microversion.negotiate(request.headers)
     if path not in PUBLIC_PATHS:

@@ -60,6 +60,8 @@ class Locked(ApiError):
 
 
 def error_body(status: int, message: str) -> bytes:
+    # Messages may echo client input that is not valid UTF-8 (e.g. a raw header): keep it printable.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     fault = {"faultcode": "Client" if status < 500 else "Server", "faultstring": message, "debuginfo": None}
     return orjson.dumps({"error_message": orjson.dumps(fault).decode()})
 

@@ -59,15 +59,31 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise BadRequest("The request body is empty: a JSON document is required")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw and _has_nul(body):
+        raise BadRequest("The request body must not contain NUL characters")
+    return body
+
+
+def _has_nul(value: Any) -> bool:
+    """NUL cannot be stored by PostgreSQL (SQLite can): refuse it on both alike, as a 400."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def query_params(request: web.Request, allowed: frozenset[str] | set[str]) -> dict[str, str]:
     """Query parameters, 400 `Unknown argument` for anything not allowed (as Cyborg's WSME does)."""
     out: dict[str, str] = {}
     for key, value in request.query.items():
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest(f'Argument "{key}" must not contain NUL characters')
         if key not in allowed and key not in PAGING_PARAMS:
             raise BadRequest(f'Unknown argument: "{key}"')
         if key in out:

@@ -20,7 +20,7 @@ from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import attributes as schemas
 from rayborg.api.schemas.common import validated
-from rayborg.api.schemas.devices import MAX_DB_INT, check_query_text
+from rayborg.api.schemas.common import MAX_DB_INT
 from rayborg.store.queries import attributes as queries
 from rayborg.store.tables import Attribute
 
@@ -50,7 +50,6 @@ def _id_param(params: dict[str, str], name: str) -> int | None:
            tags=TAGS)
 async def list_attributes(request: web.Request) -> web.Response:
     params = query_params(request, {"deployable_id", "key"})
-    check_query_text(params)
     authorize(request, "cyborg:attribute:get_all")
     attrs = await call_store(request, queries.list_attributes, _id_param(params, "deployable_id"),
                              params.get("key"))

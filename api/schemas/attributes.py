@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, StrictInt
 
-from rayborg.api.schemas.common import Link, Strict
-from rayborg.api.schemas.devices import MAX_DB_INT, DbText
+from rayborg.api.schemas.common import MAX_DB_INT, Link, Strict
 
 
 class AttributeCreate(Strict):
     deployable_id: StrictInt = Field(ge=1, le=MAX_DB_INT)
-    key: DbText = Field(min_length=1, max_length=255)
-    value: DbText = Field(max_length=255)
+    key: str = Field(min_length=1, max_length=255)
+    value: str = Field(max_length=255)
 
 
 class AttributeCreateWrapped(Strict):

@@ -11,6 +11,10 @@ from rayborg.api.errors import BadRequest
 M = TypeVar("M", bound=BaseModel)
 
 
+# Integers that reach an INTEGER column must fit it, or the database raises (a 500).
+MAX_DB_INT = 2**31 - 1
+
+
 class Link(BaseModel):
     href: str
     rel: str

@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated
+from pydantic import BaseModel, Field
 
-from pydantic import AfterValidator, BaseModel, Field
-
-from rayborg.api.errors import BadRequest
 from rayborg.api.schemas.common import Link
-
-# Client input that reaches a query or a column must fit it, or PostgreSQL/SQLite raise (a 500).
-MAX_DB_INT = 2**31 - 1  # INTEGER columns on PostgreSQL
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:  # PostgreSQL text cannot hold NUL (SQLite can: refuse on both alike)
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-DbText = Annotated[str, AfterValidator(_no_nul)]
-
-
-def check_query_text(params: Mapping[str, str]) -> None:
-    """400 for a query value the database cannot compare with (NUL)."""
-    for key, value in params.items():
-        try:
-            _no_nul(value)
-        except ValueError as exc:
-            raise BadRequest(f"{key} {exc}") from None
 
 
 class Device(BaseModel):
