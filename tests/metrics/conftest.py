@@ -1,0 +1,5 @@
+import sys
+from pathlib import Path
+
+# runtime_helpers (start/stop the actor runtime) lives with the actor tests.
+sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
