@@ -42,6 +42,25 @@ def devices() -> list[dict]:
     return out
 
 
+HANDLES_PER_DEPLOYABLE = 8
+
+
+def deployables() -> list[dict]:
+    """One deployable (one Placement RP) per device, with 8 PCI attach handles (VFs) each."""
+    out = []
+    for i, d in enumerate(devices()):
+        bus = d["board_key"].split(":")[2]
+        out.append({"uuid": _uuid("dpl", i), "device_index": i, "name": f"{d['hostname']}_{bus}",
+                    "rp_uuid": _uuid("rp", i), "hostname": d["hostname"], "driver_name": "fake",
+                    "num_accelerators": HANDLES_PER_DEPLOYABLE, "cpid_uuid": _uuid("cpid", i),
+                    "cpid_info": json.dumps({"domain": "0000", "bus": bus, "device": "00", "function": "0"}),
+                    "handles": [{"uuid": _uuid("ah", i * HANDLES_PER_DEPLOYABLE + j), "attach_type": "PCI",
+                                 "attach_info": json.dumps({"domain": "0000", "bus": bus, "device": "00",
+                                                            "function": str(j + 1)})}
+                                for j in range(HANDLES_PER_DEPLOYABLE)]})
+    return out
+
+
 def arqs() -> list[dict]:
     ps = profiles()
     return [{"uuid": _uuid("arq", i), "profile_index": i % N_PROFILES, "profile_name": ps[i % N_PROFILES]["name"],
@@ -51,6 +70,10 @@ def arqs() -> list[dict]:
 def show_arq_uuid() -> str:
     return _uuid("arq", N_ARQS // 2)
 
+
+# Writes: a profile asking for two accelerators (two request groups -> two ARQs per POST).
+WRITE_PROFILE = "bench-dp-01"
+SERVICE_HEADERS_EXTRA = {"X-Service-Roles": "service"}  # what Nova's service token adds: binds need it
 
 # The headers a Keystone token would produce: the same on every request to every deployment.
 HEADERS = {"X-Roles": "admin,member", "X-Project-Id": PROJECT_ID, "X-User-Id": USER_ID,

@@ -1,6 +1,6 @@
-"""rayborg beside OpenStack Cyborg 17 and a bare floor, on this machine, in one run (reads).
+"""rayborg beside OpenStack Cyborg 17 and a bare floor, on this machine, in one run.
 
-    python bench/run.py [--duration 10] [--clients 50] [--rayborg-workers 2] [--skip-cyborg]
+    python bench/run.py [--duration 10] [--clients 50] [--rayborg-workers 2] [--skip-cyborg] [--reads-only]
 
 Starts, each on a free 127.0.0.1 port and seeded with the same rows (bench/dataset.py: 20 device
 profiles, 200 devices, 1,000 ARQs):
@@ -10,6 +10,10 @@ profiles, 200 devices, 1,000 ARQs):
   * the floor: bench/floor.py, bare aiohttp handlers reading the same rows with sqlite3.
 Then, one deployment and one endpoint at a time, bench/loadgen.py (its own process) sends GETs from
 50 concurrent clients for 10 s, while the PSS of each deployment's processes is sampled.
+Writes (unless --reads-only; needs Debian's rabbitmq-server): Cyborg with RabbitMQ + its conductor (and a
+real Placement from shared/tools/run-placement), rayborg as `rayborg serve` with its Ray actors, both
+sending bind events to bench/nova_standin.py; bench/writes.py measures profile create+delete,
+create->Bound and ARQs bound/s, and the PSS of each whole deployment.
 Prints a table and writes bench/results/results.{json,md} and bench/results/reads.png.
 Figures, not assertions: compare runs on the same machine only.
 """
@@ -121,16 +125,16 @@ def pss_mib(pids: list[int]) -> float:
 
 
 class PssSampler:
-    """Samples the PSS of a process tree every `interval` s in a thread; keeps the maximum."""
+    """Samples the PSS of a deployment every `interval` s in a thread; keeps the maximum."""
 
-    def __init__(self, root: int, interval: float = 0.5):
-        self.root, self.interval, self.peak = root, interval, 0.0
+    def __init__(self, dep: Deployment, interval: float = 0.5, front_only: bool = False):
+        self.dep, self.interval, self.peak, self.front_only = dep, interval, 0.0, front_only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, pss_mib(process_tree(self.root)))
+            self.peak = max(self.peak, self.dep.front_pss() if self.front_only else self.dep.pss())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Self:
@@ -145,20 +149,45 @@ class PssSampler:
 # ---------------------------------------------------------------- deployments
 
 class Deployment:
+    """One deployment: its front process plus any helpers (conductor, RabbitMQ), each in its own session."""
+
     def __init__(self, name: str, base_url: str, proc: subprocess.Popen, log: Path):
         self.name, self.base_url, self.proc, self.log = name, base_url, proc, log
+        self.helpers: list[subprocess.Popen] = []
+        self.startup_s: float | None = None
+
+    def pids(self) -> list[int]:
+        return [p for proc in [self.proc, *self.helpers] for p in process_tree(proc.pid)]
+
+    def pss(self) -> float:
+        return pss_mib(self.pids())
+
+    def front_pss(self) -> float:
+        """The API server alone (rayborg's front door, Cyborg's gunicorn master + workers)."""
+        return pss_mib(process_tree(self.proc.pid))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: only what we started
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        for proc in [self.proc, *reversed(self.helpers)]:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM to the process itself (as an operator would), then SIGKILL to its whole session (only
+    what this benchmark started) if it has not exited within `grace` seconds."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def spawn(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
@@ -196,26 +225,138 @@ def start_floor(work: Path, db: Path, workers: int) -> Deployment:
     return dep
 
 
-def start_cyborg(work: Path) -> tuple[Deployment, str]:
-    log = work / "cyborg.log"
+def cyborg_venv() -> tuple[Path, str]:
     venv = subprocess.run(["bash", str(BENCH / "cyborg_baseline" / "install.sh")], check=True,
                           capture_output=True, text=True).stdout.strip().splitlines()[-1]
     py = Path(venv) / "bin" / "python"
     version = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('openstack-cyborg'))"],
                              check=True, capture_output=True, text=True).stdout.strip()
+    return Path(venv), version
+
+
+def wait_port(port: int, deadline_s: float, proc: subprocess.Popen) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < deadline_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return time.perf_counter() - started
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open within {deadline_s} s")
+
+
+def start_cyborg(work: Path, venv: Path, writes: dict | None) -> Deployment:
+    """Cyborg's API under gunicorn; with `writes` ({"placement_url", "nova_url"}) also RabbitMQ and
+    its conductor, which device-profile and ARQ writes go through."""
+    log = work / "cyborg.log"
+    py = venv / "bin" / "python"
     cdir = work / "cyborg"
-    conf = subprocess.run([str(py), str(BENCH / "cyborg_baseline" / "prepare.py"), str(cdir)], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    port = free_port()
+    rabbit_port = free_port()
+    cmd = [str(py), str(BENCH / "cyborg_baseline" / "prepare.py"), str(cdir), "--rabbit-port", str(rabbit_port)]
+    if writes:
+        cmd += ["--placement-url", writes["placement_url"], "--nova-url", writes["nova_url"]]
+    conf = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     env = dict(os.environ, CYBORG_BENCH_CONF=conf, SCRIPT_NAME="/accelerator", PYTHONWARNINGS="ignore")
-    proc = spawn([str(Path(venv) / "bin" / "gunicorn"), "--workers", "2", "--threads", "4",
-                  "--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH / "cyborg_baseline"),
-                  "--timeout", "120", "cyborg_wsgi:application"], log, env=env, cwd=cdir)
+    helpers: list[subprocess.Popen] = []
+    try:
+        if writes:
+            for attempt in range(2):
+                rabbit = spawn(["bash", str(BENCH / "cyborg_baseline" / "rabbitmq.sh"), str(rabbit_port),
+                                str(work / f"rabbitmq{attempt}")], work / "rabbitmq.log")
+                helpers.append(rabbit)
+                try:
+                    wait_port(rabbit_port, 120, rabbit)
+                    break
+                except RuntimeError:
+                    stop_process(rabbit, 5)
+                    if attempt:
+                        raise RuntimeError("RabbitMQ did not start: " + (work / "rabbitmq.log").read_text()[-2000:])
+            conductor = spawn([str(venv / "bin" / "cyborg-conductor"), "--config-file", conf],
+                              work / "conductor.log", env=env, cwd=cdir)
+            helpers.append(conductor)
+        port = free_port()
+        started = time.perf_counter()
+        proc = spawn([str(venv / "bin" / "gunicorn"), "--workers", "2", "--threads", "4",
+                      "--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH / "cyborg_baseline"),
+                      "--timeout", "120", "cyborg_wsgi:application"], log, env=env, cwd=cdir)
+    except Exception:
+        for h in helpers:
+            stop_process(h, 5)
+        raise
     dep = Deployment("cyborg", f"http://127.0.0.1:{port}/accelerator", proc, log)
-    dep.startup_s = wait_200(dep.base_url + "/v2", 120, proc)
-    # each gunicorn worker loads the app on its own: touch every endpoint a few times before measuring
+    dep.helpers = helpers
+    try:
+        wait_200(dep.base_url + "/v2", 120, proc)
+        dep.startup_s = time.perf_counter() - started
+        if writes:
+            wait_log(work / "conductor.log", "Created RPC server", 120)
+    except Exception:
+        dep.stop()
+        raise
     time.sleep(2.0)
-    return dep, version
+    return dep
+
+
+def wait_log(path: Path, text: str, deadline_s: float) -> None:
+    started = time.perf_counter()
+    while time.perf_counter() - started < deadline_s:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{path} never said {text!r}")
+
+
+def start_rayborg_full(work: Path, db_url: str, nova_url: str) -> Deployment:
+    """`rayborg serve` with its Ray runtime (HostAgent, PlacementSync, binders): the write path."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "rayborg", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--database-url", db_url, "--nova-url", nova_url]
+    started = time.perf_counter()
+    proc = spawn(cmd, work / "rayborg-full.log")
+    dep = Deployment("rayborg+ray", f"http://127.0.0.1:{port}", proc, work / "rayborg-full.log")
+    try:
+        wait_200(dep.base_url + "/v2", 180, proc)
+    except Exception:
+        dep.stop()
+        raise
+    dep.startup_s = time.perf_counter() - started
+    time.sleep(3.0)  # actors settle (first discovery sweep)
+    return dep
+
+
+def start_helper_services(work: Path) -> tuple[list, dict]:
+    """A real Placement (shared/tools/run-placement; Cyborg's conductor needs it at start) and the Nova
+    stand-in (bench/nova_standin.py) that both deployments send bind events to."""
+    stops = []
+    nova_port = free_port()
+    nova = spawn([sys.executable, str(BENCH / "nova_standin.py"), str(nova_port)], work / "nova.log")
+    stops.append(lambda: stop_process(nova, 5))
+    wait_port(nova_port, 30, nova)
+    placement_port = free_port()
+    script = REPO.parent / "shared" / "tools" / "run-placement"
+    url = subprocess.run(["bash", str(script), str(placement_port), "--background"], check=True,
+                         capture_output=True, text=True, timeout=600).stdout.strip().splitlines()[-1]
+    stops.append(lambda: subprocess.run(["bash", str(script), str(placement_port), "--stop"], check=False,
+                                        capture_output=True,
+                                        timeout=60))
+    return stops, {"placement_url": url, "nova_url": f"http://127.0.0.1:{nova_port}/v2.1"}
+
+
+def measure_writes(dep: Deployment, cycles: int, clients: int, duration: float) -> dict:
+    idle = dep.pss()
+    with PssSampler(dep) as sampler:
+        out = subprocess.run([sys.executable, str(BENCH / "writes.py"), dep.base_url, "--cycles", str(cycles),
+                              "--clients", str(clients), "--duration", str(duration)],
+                             check=True, capture_output=True, text=True, timeout=900)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res.update(pss_idle_mib=idle, pss_load_mib=sampler.peak, processes=len(dep.pids()),
+               startup_s=round(dep.startup_s, 2) if dep.startup_s else None)
+    b, c = res["bind_sequential"], res["bind_concurrent"]
+    print(f"  {dep.name:12s} profile create+delete p50 {res['profile_create_delete']['p50_ms']} ms; create->Bound "
+          f"p50 {b['create_to_bound_p50_ms']} ms ({b['bound_cycles']}/{b['cycles']} bound, bind HTTP {b['bind_status']}); "
+          f"{c['binds_per_s']} binds/s with {c['clients']} clients; PSS idle {idle} MiB", flush=True)
+    return res
 
 
 # ---------------------------------------------------------------- load
@@ -238,11 +379,10 @@ def warm(dep: Deployment) -> None:
 
 def measure(dep: Deployment, clients: int, duration: float) -> dict:
     warm(dep)
-    out = {"pss_idle_mib": pss_mib(process_tree(dep.proc.pid)), "processes": len(process_tree(dep.proc.pid)),
-           "endpoints": {}}
+    out = {"pss_idle_mib": dep.front_pss(), "processes": len(process_tree(dep.proc.pid)), "endpoints": {}}
     peak = 0.0
     for key, _label, path in ENDPOINTS:
-        with PssSampler(dep.proc.pid) as sampler:
+        with PssSampler(dep, front_only=True) as sampler:
             out["endpoints"][key] = load(dep.base_url + path, clients, duration)
         peak = max(peak, sampler.peak)
         e = out["endpoints"][key]
@@ -282,18 +422,67 @@ def build_rows(res: dict) -> list[dict]:
         rows.append({"metric": f"{label}: req/s rayborg/floor", "rayborg": r["req_s"], "cyborg": None,
                      "floor": f["req_s"], "ratio": rf, "target": f">= {FLOOR_RATIO_TARGET:g}x floor",
                      "met": None if rf is None else rf >= FLOOR_RATIO_TARGET})
-    rows.append({"metric": "memory idle: PSS MiB (API deployment)", "rayborg": rb["pss_idle_mib"],
+    rows.append({"metric": "memory idle: PSS MiB, API server only (rayborg --no-actors; Cyborg gunicorn)", "rayborg": rb["pss_idle_mib"],
                  "cyborg": cy["pss_idle_mib"] if cy else None, "floor": fl["pss_idle_mib"],
                  "ratio": ratio(rb["pss_idle_mib"], cy["pss_idle_mib"] if cy else None),
                  "target": f"<= {IDLE_PSS_TARGET_MIB:g} MiB", "met": rb["pss_idle_mib"] <= IDLE_PSS_TARGET_MIB})
-    rows.append({"metric": "memory under load: peak PSS MiB", "rayborg": rb["pss_load_mib"],
+    rows.append({"metric": "memory under read load: peak PSS MiB, API server only", "rayborg": rb["pss_load_mib"],
                  "cyborg": cy["pss_load_mib"] if cy else None, "floor": fl["pss_load_mib"],
                  "ratio": ratio(rb["pss_load_mib"], cy["pss_load_mib"] if cy else None), "target": "", "met": None})
+    rows += write_rows(res)
     st = res["rayborg_startup_s"]
     rows.append({"metric": "startup: `rayborg serve` to first 200 on /v2, s (median)",
                  "rayborg": round(statistics.median(st), 2), "cyborg": res.get("cyborg_startup_s"), "floor": None,
                  "ratio": ratio(statistics.median(st), res.get("cyborg_startup_s")), "target": "", "met": None})
     return rows
+
+
+CREATE_TO_BOUND_TARGET_MS = 20.0
+BINDS_PER_S_TARGET = 500.0
+
+
+def write_rows(res: dict) -> list[dict]:
+    w = res.get("writes") or {}
+    r, c = w.get("rayborg"), w.get("cyborg")
+    if not r and not c:
+        return []
+
+    def get(d, *path):
+        for k in path:
+            if d is None:
+                return None
+            d = d.get(k)
+        return d
+
+    def row(metric, path, target="", met=None):
+        a, b = get(r, *path), get(c, *path)
+        return {"metric": metric, "rayborg": a, "cyborg": b, "floor": None, "ratio": ratio(a, b), "target": target,
+                "met": None if met is None or a is None else met(a)}
+
+    return [
+        row("write: device profile create+delete, p50 ms", ("profile_create_delete", "p50_ms")),
+        row("write: create 2 ARQs (2-accelerator profile), p50 ms", ("bind_sequential", "arq_create_p50_ms")),
+        row("write: create->Bound p50 ms (1 client, REST, polled)", ("bind_sequential", "create_to_bound_p50_ms"),
+            f"<= {CREATE_TO_BOUND_TARGET_MS:g} ms", lambda v: v <= CREATE_TO_BOUND_TARGET_MS),
+        row("write: create->Bound p99 ms (1 client)", ("bind_sequential", "create_to_bound_p99_ms")),
+        {"metric": "write: bind PATCH answers (1 client)", "rayborg": fmt_codes(get(r, "bind_sequential", "bind_status")),
+         "cyborg": fmt_codes(get(c, "bind_sequential", "bind_status")), "floor": None, "ratio": None,
+         "target": "", "met": None},
+        row("write: ARQs bound/s, full REST cycle, concurrent clients", ("bind_concurrent", "binds_per_s"),
+            f">= {BINDS_PER_S_TARGET:g}/s", lambda v: v >= BINDS_PER_S_TARGET),
+        row("write: create->Bound p50 ms under concurrency", ("bind_concurrent", "create_to_bound_p50_ms")),
+        row("memory idle: PSS MiB, whole deployment (rayborg: Ray+actors+API; Cyborg: API+conductor+RabbitMQ)",
+            ("pss_idle_mib",), f"<= {IDLE_PSS_TARGET_MIB:g} MiB", lambda v: v <= IDLE_PSS_TARGET_MIB),
+        row("memory under write load: peak PSS MiB, whole deployment", ("pss_load_mib",)),
+        row("processes in the whole deployment", ("processes",)),
+        row("startup s, whole deployment (rayborg serve with Ray; Cyborg API)", ("startup_s",)),
+    ]
+
+
+def fmt_codes(codes: dict | None) -> str | None:
+    if not codes:
+        return None
+    return ", ".join(f"{k}x{v}" for k, v in sorted(codes.items()))
 
 
 def fmt(v) -> str:
@@ -323,15 +512,21 @@ def print_table(t: list[list[str]]) -> None:
 
 def markdown(res: dict, t: list[list[str]]) -> str:
     env = res["environment"]
-    lines = ["# rayborg vs OpenStack Cyborg 17: reads", "",
+    lines = ["# rayborg vs OpenStack Cyborg 17", "",
              (f"Run {res['started']} on {env['cpus']} CPUs ({env['machine']}), Python {env['python']}; "
               f"load average {env['loadavg_before']} before, {env['loadavg_after']} after. "
               f"{res['clients']} concurrent clients, {res['duration_s']} s per endpoint, one deployment at a time; "
               "the load generator (one aiohttp process) shares the same cores as the servers."), "",
              f"- rayborg: `rayborg serve --no-actors --workers {res['rayborg_workers']}` on SQLite.",
-             (f"- Cyborg {res.get('cyborg_version', '-')}: API only, gunicorn 2 workers x 4 threads, SQLite "
-              "(schema from its models), no auth_token filter; no conductor/RabbitMQ (reads do not need them)."),
+             (f"- Cyborg {res.get('cyborg_version', '-')}: API under gunicorn, 2 workers x 4 threads, SQLite "
+              "(schema from its models), paste pipeline without auth_token, Keystone-like headers sent."),
              f"- floor: bare aiohttp + sqlite3 handlers, {res['rayborg_workers']} processes, same rows.",
+             ("- Writes (`bench/writes.py`): rayborg is `rayborg serve` with its Ray runtime (binds through the "
+              "binder actors); Cyborg adds RabbitMQ (Debian) and its conductor; both send bind events to a Nova "
+              "stand-in (`bench/nova_standin.py`), Cyborg's conductor gets a real Placement. create->Bound is "
+              "measured over REST as Nova would see it: POST the ARQs, PATCH the bind, poll until Bound. "
+              "A bind cycle is create 2 ARQs, bind, poll, unbind, delete; 'ARQs bound/s' counts ARQs "
+              "that reached Bound per second of such cycles from concurrent clients."),
              ("- A request counts as an error on a non-200 answer or after 30 s without one (client timeout); "
               "requests still open when the window closes are awaited and counted."),
              "- Memory is the PSS of each deployment's process tree (`/proc/<pid>/smaps_rollup`).", "",
@@ -392,6 +587,10 @@ def main() -> int:
                     help="front-door processes (default 2, as many as Cyborg's gunicorn workers)")
     ap.add_argument("--startup-runs", type=int, default=3)
     ap.add_argument("--skip-cyborg", action="store_true", help="rayborg and the floor only")
+    ap.add_argument("--reads-only", action="store_true", help="no write benchmark (no RabbitMQ, conductor, Ray)")
+    ap.add_argument("--write-cycles", type=int, default=30,
+                    help="sequential create->bind->unbind->delete cycles (and profile create+delete pairs)")
+    ap.add_argument("--write-clients", type=int, default=10, help="concurrent clients for binds/s")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--render-only", action="store_true",
@@ -402,13 +601,14 @@ def main() -> int:
         return 0
     args.duration = min(args.duration, 60.0)
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="rayborg-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="rayborg-sxs-"))
     res: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "clients": args.clients,
                  "duration_s": args.duration, "rayborg_workers": args.rayborg_workers, "notes": [],
                  "environment": {"cpus": os.cpu_count(), "machine": platform.machine(),
                                  "python": platform.python_version(),
                                  "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}}
     deps: list[Deployment] = []
+    helper_stops: list = []
     t0 = time.perf_counter()
     try:
         db = work / "rayborg.db"
@@ -430,20 +630,47 @@ def main() -> int:
         res["floor"] = measure(fl, args.clients, args.duration)
         fl.stop()
 
+        venv = version = None
         if not args.skip_cyborg:
-            print("starting Cyborg 17 (installs its virtualenv on first use) ...", flush=True)
-            cy, version = start_cyborg(work)
+            print("preparing Cyborg 17's virtualenv (installed on first use) ...", flush=True)
+            venv, version = cyborg_venv()
+            res["cyborg_version"] = version
+        writes = None
+        if not args.reads_only:
+            if args.skip_cyborg or Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
+                print("starting Placement and the Nova stand-in for writes ...", flush=True)
+                stops, writes = start_helper_services(work)
+                helper_stops.extend(stops)
+            else:
+                res["notes"].append("Writes skipped: rabbitmq-server is not installed (apt-get install "
+                                    "rabbitmq-server); Cyborg's writes need its conductor over RabbitMQ.")
+        res["writes"] = {}
+        if venv is not None:
+            print("starting Cyborg 17" + (" (API, conductor, RabbitMQ)" if writes else " (API)") + " ...", flush=True)
+            cy = start_cyborg(work, venv, writes)
             deps.append(cy)
             res["cyborg_startup_s"] = round(cy.startup_s, 2)
-            res["cyborg_version"] = version
             res["cyborg"] = measure(cy, args.clients, args.duration)
+            if writes:
+                res["writes"]["cyborg"] = measure_writes(cy, args.write_cycles, args.write_clients, args.duration)
             cy.stop()
-            res["notes"].append("Cyborg startup: gunicorn start to first 200 on /accelerator/v2 (one run).")
+            res["notes"].append("Cyborg startup: gunicorn start to first 200 on /accelerator/v2 (one run; with "
+                                "writes, RabbitMQ and the conductor were started before it).")
         else:
             res["notes"].append("Cyborg skipped (--skip-cyborg): ratios against it are empty.")
+        if writes:
+            print("starting rayborg with its Ray runtime for writes ...", flush=True)
+            wdb = work / "rayborg-writes.db"
+            shutil.copy(floor_db, wdb)
+            rf = start_rayborg_full(work, f"sqlite:///{wdb}", writes["nova_url"])
+            deps.append(rf)
+            res["writes"]["rayborg"] = measure_writes(rf, args.write_cycles, args.write_clients, args.duration)
+            rf.stop()
     finally:
         for d in deps:
             d.stop()
+        for stop in helper_stops:
+            stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:

@@ -50,6 +50,21 @@ connection = sqlite:///{db}
 
 [oslo_concurrency]
 lock_path = {dir}/locks
+
+[oslo_messaging_rabbit]
+heartbeat_timeout_threshold = 0
+
+[placement]
+auth_type = admin_token
+token = admin
+endpoint_override = {placement_url}
+region_name = RegionOne
+
+[nova]
+auth_type = admin_token
+token = admin
+endpoint_override = {nova_url}
+region_name = RegionOne
 """
 
 
@@ -72,6 +87,18 @@ def seed(db: Path) -> None:
              "std_board_info": d["std_board_info"], "vendor_board_info": d["vendor_board_info"],
              "hostname": d["hostname"], "status": "enabled", "created_at": now}
             for i, d in enumerate(dataset.devices())])
+        deps = dataset.deployables()
+        conn.execute(insert(t["deployables"]), [
+            {"id": i + 1, "uuid": dp["uuid"], "name": dp["name"], "num_accelerators": dp["num_accelerators"],
+             "device_id": dp["device_index"] + 1, "rp_uuid": dp["rp_uuid"], "driver_name": dp["driver_name"],
+             "created_at": now} for i, dp in enumerate(deps)])
+        conn.execute(insert(t["controlpath_ids"]), [
+            {"id": i + 1, "uuid": dp["cpid_uuid"], "device_id": dp["device_index"] + 1, "cpid_type": "PCI",
+             "cpid_info": dp["cpid_info"], "created_at": now} for i, dp in enumerate(deps)])
+        conn.execute(insert(t["attach_handles"]), [
+            {"uuid": h["uuid"], "deployable_id": i + 1, "cpid_id": i + 1, "in_use": False,
+             "attach_type": h["attach_type"], "attach_info": h["attach_info"], "created_at": now}
+            for i, dp in enumerate(deps) for h in dp["handles"]])
         conn.execute(insert(t["extended_accelerator_requests"]), [
             {"id": i + 1, "uuid": a["uuid"], "project_id": a["project_id"], "state": "Initial",
              "device_profile_id": a["profile_index"] + 1, "device_profile_group_id": a["group_id"],
@@ -84,6 +111,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", type=Path)
     ap.add_argument("--rabbit-port", type=int, default=5673)
+    ap.add_argument("--placement-url", default="http://127.0.0.1:9/placement",
+                    help="Placement endpoint (default: nothing listens; device-profile and ARQ writes "
+                         "do not need it)")
+    ap.add_argument("--nova-url", default="http://127.0.0.1:9/compute/v2.1",
+                    help="Nova endpoint for bind events (default: nothing listens)")
     args = ap.parse_args()
     d = args.dir.resolve()
     (d / "locks").mkdir(parents=True, exist_ok=True)
@@ -92,7 +124,8 @@ def main() -> int:
         db.unlink()
     (d / "api-paste.ini").write_text(PASTE)
     (d / "cyborg.conf").write_text(CONF.format(rabbit_port=args.rabbit_port, paste=d / "api-paste.ini",
-                                               db=db, dir=d))
+                                               db=db, dir=d, placement_url=args.placement_url,
+                                               nova_url=args.nova_url))
     seed(db)
     print(d / "cyborg.conf")
     return 0
