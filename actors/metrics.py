@@ -26,19 +26,40 @@ SIZE_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 
 # name -> (kind, description, tag keys, boundaries)
 METRICS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
-    "rayborg_api_requests_total": ("counter", "API requests by route, method and status",
-                                   ("route", "method", "status"), None),
-    "rayborg_api_request_seconds": ("histogram", "API request latency", ("route", "method"), LATENCY_BOUNDARIES),
+    "rayborg_api_requests_total": (
+        "counter",
+        "API requests by route, method and status",
+        ("route", "method", "status"),
+        None,
+    ),
+    "rayborg_api_request_seconds": (
+        "histogram",
+        "API request latency",
+        ("route", "method"),
+        LATENCY_BOUNDARIES,
+    ),
     "rayborg_binds_total": ("counter", "ARQ binds finished, by outcome", ("outcome",), None),
     "rayborg_bind_seconds": ("histogram", "ARQ bind latency (binder side)", ("outcome",), LATENCY_BOUNDARIES),
     "rayborg_placement_calls_total": ("counter", "Placement HTTP calls by method", ("method",), None),
-    "rayborg_placement_failures_total": ("counter", "Placement calls that failed (unreachable or 5xx)",
-                                         ("method",), None),
+    "rayborg_placement_failures_total": (
+        "counter",
+        "Placement calls that failed (unreachable or 5xx)",
+        ("method",),
+        None,
+    ),
     "rayborg_report_devices": ("histogram", "devices in an applied host report", ("host",), SIZE_BOUNDARIES),
-    "rayborg_report_apply_seconds": ("histogram", "time to apply a host report to the store", ("host",),
-                                     LATENCY_BOUNDARIES),
-    "rayborg_programming_seconds": ("histogram", "FPGA programming duration by outcome", ("outcome",),
-                                    PROGRAM_BOUNDARIES),
+    "rayborg_report_apply_seconds": (
+        "histogram",
+        "time to apply a host report to the store",
+        ("host",),
+        LATENCY_BOUNDARIES,
+    ),
+    "rayborg_programming_seconds": (
+        "histogram",
+        "FPGA programming duration by outcome",
+        ("outcome",),
+        PROGRAM_BOUNDARIES,
+    ),
     "rayborg_programmings_total": ("counter", "FPGA programmings by outcome", ("outcome",), None),
 }
 

@@ -56,8 +56,10 @@ class ProgramResults(list):
         by = defaultdict(int)
         for r in self:
             by[r.status] += 1
-        return (f"ProgramResults({len(self)} devices: {dict(by)}, {self.wall_seconds:.2f}s"
-                f"{', interrupted' if self.interrupted else ''})")
+        return (
+            f"ProgramResults({len(self)} devices: {dict(by)}, {self.wall_seconds:.2f}s"
+            f"{', interrupted' if self.interrupted else ''})"
+        )
 
 
 def alive_hosts() -> set[str]:
@@ -68,9 +70,16 @@ def alive_hosts() -> set[str]:
     return {node_hostname(n) for n in ray.nodes() if n["Alive"]}
 
 
-def run_batch(targets: list[dict[str, Any]], bitstream: str, *, refused: list[ProgramResult],
-              parallelism_per_host: int, parallelism: int, timeout: float | None,
-              namespace: str) -> Iterator[ProgramResult]:
+def run_batch(
+    targets: list[dict[str, Any]],
+    bitstream: str,
+    *,
+    refused: list[ProgramResult],
+    parallelism_per_host: int,
+    parallelism: int,
+    timeout: float | None,
+    namespace: str,
+) -> Iterator[ProgramResult]:
     """Yield a ProgramResult per target (refused ones first), as the agents' calls finish."""
     import ray
 
@@ -112,8 +121,14 @@ def run_batch(targets: list[dict[str, Any]], bitstream: str, *, refused: list[Pr
     def finished(ref, status: str, error: str | None, duration: float | None = None) -> ProgramResult:
         t, started = inflight.pop(ref)
         per_host[t["host"]] -= 1
-        return ProgramResult(t["deployable"], t["host"], status, error,
-                             time.monotonic() - started if duration is None else duration, t.get("deployable_uuid"))
+        return ProgramResult(
+            t["deployable"],
+            t["host"],
+            status,
+            error,
+            time.monotonic() - started if duration is None else duration,
+            t.get("deployable_uuid"),
+        )
 
     def cancel_pending(reason: str) -> Iterator[ProgramResult]:
         for host in list(queues):
@@ -151,8 +166,14 @@ def run_batch(targets: list[dict[str, Any]], bitstream: str, *, refused: list[Pr
                         yield finished(ref, "failed", f"host {t['host']} left the cluster mid-batch")
                 for host in [h for h in queues if h not in alive]:
                     for t in queues.pop(host):
-                        yield ProgramResult(t["deployable"], host, "failed",
-                                            f"host {host} left the cluster mid-batch", 0.0, t.get("deployable_uuid"))
+                        yield ProgramResult(
+                            t["deployable"],
+                            host,
+                            "failed",
+                            f"host {host} left the cluster mid-batch",
+                            0.0,
+                            t.get("deployable_uuid"),
+                        )
         except KeyboardInterrupt:
             interrupted += 1
             if interrupted == 1:

@@ -23,10 +23,20 @@ from typing import Any
 
 from rayborg.python_api.batch import ProgramResult, ProgramResults, run_batch
 
-SELECTOR_KEYS = {"host": "host", "hostname": "host", "family": "family", "type": "family",
-                 "rc": "resource_class", "resource_class": "resource_class", "trait": "trait",
-                 "state": "state", "name": "deployable", "deployable": "deployable", "device": "device_uuid",
-                 "driver": "driver"}
+SELECTOR_KEYS = {
+    "host": "host",
+    "hostname": "host",
+    "family": "family",
+    "type": "family",
+    "rc": "resource_class",
+    "resource_class": "resource_class",
+    "trait": "trait",
+    "state": "state",
+    "name": "deployable",
+    "deployable": "deployable",
+    "device": "device_uuid",
+    "driver": "driver",
+}
 
 
 class RayborgError(Exception):
@@ -41,7 +51,9 @@ def parse_selector(where: str | dict[str, Any] | Iterable[str] | None) -> dict[s
         out: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in where.split(","))):
             if "=" not in part:
-                raise RayborgError(f"bad selector {part!r}: want KEY=VALUE (keys: {', '.join(sorted(SELECTOR_KEYS))})")
+                raise RayborgError(
+                    f"bad selector {part!r}: want KEY=VALUE (keys: {', '.join(sorted(SELECTOR_KEYS))})"
+                )
             key, value = (x.strip() for x in part.split("=", 1))
             if key.lower() not in SELECTOR_KEYS:
                 raise RayborgError(f"unknown selector key {key!r} (keys: {', '.join(sorted(SELECTOR_KEYS))})")
@@ -96,8 +108,10 @@ class Rayborg:
             try:
                 self._binders[index] = ray.get_actor(binder_name(index), namespace=self.namespace)
             except ValueError:
-                raise RayborgError(f"no rayborg on this Ray cluster (actor {binder_name(index)} not found in "
-                                   f"namespace {self.namespace}); start it with `rayborg serve`") from None
+                raise RayborgError(
+                    f"no rayborg on this Ray cluster (actor {binder_name(index)} not found in "
+                    f"namespace {self.namespace}); start it with `rayborg serve`"
+                ) from None
         return self._binders[index]
 
     def _op(self, name: str, index: int = 0, timeout: float = 120, **kwargs) -> Any:
@@ -131,7 +145,9 @@ class Rayborg:
             if dep["host"] in rows:
                 rows[dep["host"]]["devices"] += 1
         for host in alive_hosts():
-            rows.setdefault(host, {"hostname": host, "state": "up", "devices": 0, "agent": None})["in_cluster"] = True
+            rows.setdefault(host, {"hostname": host, "state": "up", "devices": 0, "agent": None})[
+                "in_cluster"
+            ] = True
         refs = {}
         for host in rows:
             try:
@@ -145,14 +161,30 @@ class Rayborg:
                 rows[host]["agent"] = {"error": f"{type(exc).__name__}"}
         return [rows[h] for h in sorted(rows)]
 
-    def devices(self, family: str | None = None, resource_class: str | None = None, trait: str | None = None,
-                host: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+    def devices(
+        self,
+        family: str | None = None,
+        resource_class: str | None = None,
+        trait: str | None = None,
+        host: str | None = None,
+        state: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Deployables (the unit Placement schedules and FPGAs are programmed by), with their device.
 
         `state` is one of free | bound | disabled | lost; `trait` may be a list (all required)."""
-        selector = parse_selector({k: v for k, v in {"family": family, "resource_class": resource_class,
-                                                     "trait": trait, "host": host, "state": state}.items()
-                                   if v is not None})
+        selector = parse_selector(
+            {
+                k: v
+                for k, v in {
+                    "family": family,
+                    "resource_class": resource_class,
+                    "trait": trait,
+                    "host": host,
+                    "state": state,
+                }.items()
+                if v is not None
+            }
+        )
         return [r for r in self._op("deployables") if matches(r, selector)]
 
     def arqs(self, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
@@ -180,7 +212,9 @@ class Rayborg:
         names = [PLACEMENT_SYNC_NAME] + [binder_name(i) for i in range(self._config["binder_count"])]
         for name in names:
             try:
-                actors[name] = ray.get(ray.get_actor(name, namespace=self.namespace).status.remote(), timeout=10)
+                actors[name] = ray.get(
+                    ray.get_actor(name, namespace=self.namespace).status.remote(), timeout=10
+                )
             except Exception as exc:  # noqa: BLE001
                 actors[name] = {"error": f"{type(exc).__name__}: {exc}"}
         sync = actors.get(PLACEMENT_SYNC_NAME, {})
@@ -188,18 +222,27 @@ class Rayborg:
         now = time.time()
         nodes = [n for n in ray.nodes() if n["Alive"]]
         return {
-            "cluster": {"address": ray.get_runtime_context().gcs_address, "nodes": len(nodes),
-                        "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes), "namespace": self.namespace,
-                        "database": self._config["database_url"], "placement": self._config["placement_url"]},
-            "hosts": self.hosts(), "devices": summary["devices"], "arqs": summary["arqs"],
-            "placement_sync": {"dirty_deployables": summary["placement_dirty"],
-                               "last_push_age_s": None if last is None else round(now - last, 3),
-                               "lag_s": 0.0 if not summary["placement_dirty"] or last is None
-                               else round(now - last, 3),
-                               "placement_down_since": sync.get("placement_down_since"),
-                               "reports_applied": sync.get("reports_applied"),
-                               "errors": [h["hostname"] + ": " + h["sync_error"] for h in summary["hosts"]
-                                          if h.get("sync_error")]},
+            "cluster": {
+                "address": ray.get_runtime_context().gcs_address,
+                "nodes": len(nodes),
+                "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
+                "namespace": self.namespace,
+                "database": self._config["database_url"],
+                "placement": self._config["placement_url"],
+            },
+            "hosts": self.hosts(),
+            "devices": summary["devices"],
+            "arqs": summary["arqs"],
+            "placement_sync": {
+                "dirty_deployables": summary["placement_dirty"],
+                "last_push_age_s": None if last is None else round(now - last, 3),
+                "lag_s": 0.0 if not summary["placement_dirty"] or last is None else round(now - last, 3),
+                "placement_down_since": sync.get("placement_down_since"),
+                "reports_applied": sync.get("reports_applied"),
+                "errors": [
+                    h["hostname"] + ": " + h["sync_error"] for h in summary["hosts"] if h.get("sync_error")
+                ],
+            },
             "actors": actors,
         }
 
@@ -218,9 +261,17 @@ class Rayborg:
             raise RayborgError(f"selector {where!r} matched no deployables")
         return rows
 
-    def program_iter(self, bitstream: str, where=None, *, parallelism_per_host: int = 4, parallelism: int = 64,
-                     force: bool = False, mine: Iterable[str] = (), timeout: float | None = 600.0
-                     ) -> Iterator[ProgramResult]:
+    def program_iter(
+        self,
+        bitstream: str,
+        where=None,
+        *,
+        parallelism_per_host: int = 4,
+        parallelism: int = 64,
+        force: bool = False,
+        mine: Iterable[str] = (),
+        timeout: float | None = 600.0,
+    ) -> Iterator[ProgramResult]:
         """Yield one ProgramResult per selected deployable as the programming calls finish.
 
         A deployable held by an ARQ is refused unless the ARQ's consumer is in `mine` (e.g. your
@@ -238,24 +289,63 @@ class Rayborg:
         for row in self.select(where):
             others = [h for h in row["holders"] if h["consumer"] not in mine]
             if row["state"] == "lost":
-                refused.append(ProgramResult(row["deployable"], row["host"], "failed",
-                                             f"host {row['host']} has left the cluster", 0.0, row["deployable_uuid"]))
+                refused.append(
+                    ProgramResult(
+                        row["deployable"],
+                        row["host"],
+                        "failed",
+                        f"host {row['host']} has left the cluster",
+                        0.0,
+                        row["deployable_uuid"],
+                    )
+                )
             elif others and not force:
                 who = ", ".join(f"ARQ {h['arq']} (consumer {h['consumer']})" for h in others)
-                refused.append(ProgramResult(row["deployable"], row["host"], "refused",
-                                             f"bound to {who}; an admin may force it", 0.0, row["deployable_uuid"]))
+                refused.append(
+                    ProgramResult(
+                        row["deployable"],
+                        row["host"],
+                        "refused",
+                        f"bound to {who}; an admin may force it",
+                        0.0,
+                        row["deployable_uuid"],
+                    )
+                )
             else:
                 targets.append(row)
-        return run_batch(targets, bitstream, refused=refused, parallelism_per_host=parallelism_per_host,
-                         parallelism=parallelism, timeout=timeout, namespace=self.namespace)
+        return run_batch(
+            targets,
+            bitstream,
+            refused=refused,
+            parallelism_per_host=parallelism_per_host,
+            parallelism=parallelism,
+            timeout=timeout,
+            namespace=self.namespace,
+        )
 
-    def program(self, bitstream: str, where=None, *, parallelism_per_host: int = 4, parallelism: int = 64,
-                force: bool = False, mine: Iterable[str] = (), timeout: float | None = 600.0,
-                progress: bool | None = None) -> ProgramResults:
+    def program(
+        self,
+        bitstream: str,
+        where=None,
+        *,
+        parallelism_per_host: int = 4,
+        parallelism: int = 64,
+        force: bool = False,
+        mine: Iterable[str] = (),
+        timeout: float | None = 600.0,
+        progress: bool | None = None,
+    ) -> ProgramResults:
         """Program every selected deployable; the per-device results (a progress bar on a terminal).
         After Ctrl-C the results so far come back with `interrupted=True`."""
-        it = self.program_iter(bitstream, where, parallelism_per_host=parallelism_per_host,
-                               parallelism=parallelism, force=force, mine=mine, timeout=timeout)
+        it = self.program_iter(
+            bitstream,
+            where,
+            parallelism_per_host=parallelism_per_host,
+            parallelism=parallelism,
+            force=force,
+            mine=mine,
+            timeout=timeout,
+        )
         total = len(self.select(where))
         results = ProgramResults()
         started = time.perf_counter()
@@ -273,8 +363,14 @@ class Rayborg:
         return results
 
     # -- standalone allocation -----------------------------------------------------------------
-    def claim(self, profile: str, count: int = 1, host: str | None = None, project_id: str | None = None,
-              user_id: str | None = None) -> "Claim":
+    def claim(
+        self,
+        profile: str,
+        count: int = 1,
+        host: str | None = None,
+        project_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Claim:
         """Bind free devices matching a device profile to a new Placement consumer (no Nova).
         Released by `release()`, by leaving a `with` block, or when this Ray job ends."""
         import ray
@@ -282,8 +378,16 @@ class Rayborg:
         job = ray.get_runtime_context().get_job_id()
         # Spread claims over the binders (any of them can claim: the store serialises the picks).
         index = zlib.crc32(os.urandom(4)) % self._config["binder_count"]
-        out = self._op("claim", index=index, profile=profile, count=count, host=host, job_id=job,
-                       project_id=project_id, user_id=user_id or os.environ.get("USER"))
+        out = self._op(
+            "claim",
+            index=index,
+            profile=profile,
+            count=count,
+            host=host,
+            job_id=job,
+            project_id=project_id,
+            user_id=user_id or os.environ.get("USER"),
+        )
         return Claim(self, out)
 
     def release(self, consumer: str) -> dict[str, Any]:
@@ -315,7 +419,7 @@ class Claim:
         names = sorted({d["deployable"] for d in self.devices})
         return self._conn.program(bitstream, names, mine=[self.consumer], **kwargs)
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -330,11 +434,16 @@ class _progress_bar:
     def __init__(self, total: int, show: bool):
         self._p = None
         if show:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._p = Progress(TextColumn("programming"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                               transient=False)
+            self._p = Progress(
+                TextColumn("programming"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
             self._task = self._p.add_task("program", total=total, failed=0)
             self._failed = 0
             self._p.start()

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 
 log = logging.getLogger("rayborg.claims")
 
-CLAIM_MARK = "c1a1"                         # second group of a standalone claim's consumer uuid
+CLAIM_MARK = "c1a1"  # second group of a standalone claim's consumer uuid
 CLAIM_RE = re.compile(rf"^([0-9a-f]{{8}})-{CLAIM_MARK}-4[0-9a-f]{{3}}-8[0-9a-f]{{3}}-[0-9a-f]{{12}}$")
 NO_JOB = "00000000"
 CONSUMER_TYPE = "RAYBORG"
@@ -81,33 +81,58 @@ def config(binder) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
     c = binder.config
-    return {"database_url": make_url(c.database_url).render_as_string(hide_password=True),
-            "placement_url": c.placement_url, "nova_url": c.nova_url, "binder_count": c.binder_count,
-            "namespace": c.namespace}
+    return {
+        "database_url": make_url(c.database_url).render_as_string(hide_password=True),
+        "placement_url": c.placement_url,
+        "nova_url": c.nova_url,
+        "binder_count": c.binder_count,
+        "namespace": c.namespace,
+    }
 
 
 def _deployable_rows(session: Session) -> list[dict[str, Any]]:
     from rayborg.actors.report_apply import desired_traits
-    from rayborg.store.tables import (ARQState, AttachHandle, Attribute, Deployable, Device, DeviceStatus,
-                                      ExtARQ, Host, HostState)
+    from rayborg.store.tables import (
+        ARQState,
+        AttachHandle,
+        Attribute,
+        Deployable,
+        Device,
+        DeviceStatus,
+        ExtARQ,
+        Host,
+        HostState,
+    )
 
     hosts = {h.hostname: h.state for h in session.exec(select(Host))}
     attrs: dict[int, dict[str, str]] = defaultdict(dict)
     for a in session.exec(select(Attribute)):
         attrs[a.deployable_id][a.key] = a.value
     handles: dict[int, Counter] = defaultdict(Counter)
-    for dep_id, in_use, n in session.exec(select(AttachHandle.deployable_id, AttachHandle.in_use,
-                                                 func.count()).group_by(AttachHandle.deployable_id,
-                                                                        AttachHandle.in_use)):
+    for dep_id, in_use, n in session.exec(
+        select(AttachHandle.deployable_id, AttachHandle.in_use, func.count()).group_by(
+            AttachHandle.deployable_id, AttachHandle.in_use
+        )
+    ):
         handles[dep_id]["used" if in_use else "free"] += n
     holders: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for arq in session.exec(select(ExtARQ).where(ExtARQ.deployable_id.is_not(None),
-                                                 ExtARQ.state == ARQState.BOUND.value)):
-        holders[arq.deployable_id].append({"arq": arq.uuid, "consumer": arq.instance_uuid,
-                                           "project_id": arq.project_id, "claim": is_claim(arq.instance_uuid)})
+    for arq in session.exec(
+        select(ExtARQ).where(ExtARQ.deployable_id.is_not(None), ExtARQ.state == ARQState.BOUND.value)
+    ):
+        holders[arq.deployable_id].append(
+            {
+                "arq": arq.uuid,
+                "consumer": arq.instance_uuid,
+                "project_id": arq.project_id,
+                "claim": is_claim(arq.instance_uuid),
+            }
+        )
     rows = []
-    for dep, dev in session.exec(select(Deployable, Device).join(Device, Device.id == Deployable.device_id)
-                                 .order_by(Device.hostname, Deployable.name)):
+    for dep, dev in session.exec(
+        select(Deployable, Device)
+        .join(Device, Device.id == Deployable.device_id)
+        .order_by(Device.hostname, Deployable.name)
+    ):
         a = attrs.get(dep.id, {})
         used, free = handles[dep.id]["used"], handles[dep.id]["free"]
         host_state = hosts.get(dev.hostname, HostState.UP.value)
@@ -119,12 +144,29 @@ def _deployable_rows(session: Session) -> list[dict[str, Any]]:
             state = "bound"
         else:
             state = "free"
-        rows.append({"deployable": dep.name, "deployable_uuid": dep.uuid, "device_uuid": dev.uuid,
-                     "host": dev.hostname, "family": dev.type, "vendor": dev.vendor, "model": dev.model,
-                     "resource_class": a.get("rc"), "traits": desired_traits(a), "driver": dep.driver_name,
-                     "rp_uuid": dep.rp_uuid, "bitstream_id": dep.bitstream_id, "status": dev.status,
-                     "host_state": host_state, "state": state, "handles": used + free, "in_use": used,
-                     "free": free, "holders": holders.get(dep.id, [])})
+        rows.append(
+            {
+                "deployable": dep.name,
+                "deployable_uuid": dep.uuid,
+                "device_uuid": dev.uuid,
+                "host": dev.hostname,
+                "family": dev.type,
+                "vendor": dev.vendor,
+                "model": dev.model,
+                "resource_class": a.get("rc"),
+                "traits": desired_traits(a),
+                "driver": dep.driver_name,
+                "rp_uuid": dep.rp_uuid,
+                "bitstream_id": dep.bitstream_id,
+                "status": dev.status,
+                "host_state": host_state,
+                "state": state,
+                "handles": used + free,
+                "in_use": used,
+                "free": free,
+                "holders": holders.get(dep.id, []),
+            }
+        )
     return rows
 
 
@@ -145,11 +187,22 @@ def arqs(binder, state: str | None = None, host: str | None = None) -> list[dict
             stmt = stmt.where(ExtARQ.state == state)
         if host:
             stmt = stmt.where(ExtARQ.hostname == host)
-        return [{"uuid": a.uuid, "state": a.state, "device_profile": profiles.get(a.device_profile_id),
-                 "group": a.device_profile_group_id, "host": a.hostname, "rp_uuid": a.device_rp_uuid,
-                 "instance_uuid": a.instance_uuid, "claim": is_claim(a.instance_uuid),
-                 "deployable": deps.get(a.deployable_id), "project_id": a.project_id,
-                 "bind_error": a.bind_error} for a in session.exec(stmt)]
+        return [
+            {
+                "uuid": a.uuid,
+                "state": a.state,
+                "device_profile": profiles.get(a.device_profile_id),
+                "group": a.device_profile_group_id,
+                "host": a.hostname,
+                "rp_uuid": a.device_rp_uuid,
+                "instance_uuid": a.instance_uuid,
+                "claim": is_claim(a.instance_uuid),
+                "deployable": deps.get(a.deployable_id),
+                "project_id": a.project_id,
+                "bind_error": a.bind_error,
+            }
+            for a in session.exec(stmt)
+        ]
 
     return binder.store.query(q)
 
@@ -159,20 +212,32 @@ def summary(binder) -> dict[str, Any]:
     from rayborg.store.tables import Deployable, Device, ExtARQ, Host
 
     def q(session: Session):
-        hosts = [{"hostname": h.hostname, "state": h.state,
-                  "reported_at": h.reported_at.isoformat() if h.reported_at else None,
-                  "compute_rp_uuid": h.compute_rp_uuid, "sync_error": h.sync_error}
-                 for h in session.exec(select(Host).order_by(Host.hostname))]
+        hosts = [
+            {
+                "hostname": h.hostname,
+                "state": h.state,
+                "reported_at": h.reported_at.isoformat() if h.reported_at else None,
+                "compute_rp_uuid": h.compute_rp_uuid,
+                "sync_error": h.sync_error,
+            }
+            for h in session.exec(select(Host).order_by(Host.hostname))
+        ]
         families: dict[str, Counter] = defaultdict(Counter)
-        for dtype, status, n in session.exec(select(Device.type, Device.status, func.count())
-                                             .group_by(Device.type, Device.status)):
+        for dtype, status, n in session.exec(
+            select(Device.type, Device.status, func.count()).group_by(Device.type, Device.status)
+        ):
             families[dtype][status] += n
             families[dtype]["total"] += n
         arq_states = dict(session.exec(select(ExtARQ.state, func.count()).group_by(ExtARQ.state)).all())
-        dirty = session.exec(select(func.count()).select_from(Deployable)
-                             .where(Deployable.placement_dirty == True)).one()  # noqa: E712
-        return {"hosts": hosts, "devices": {k: dict(v) for k, v in sorted(families.items())},
-                "arqs": arq_states, "placement_dirty": dirty}
+        dirty = session.exec(
+            select(func.count()).select_from(Deployable).where(Deployable.placement_dirty == True)  # noqa: E712
+        ).one()
+        return {
+            "hosts": hosts,
+            "devices": {k: dict(v) for k, v in sorted(families.items())},
+            "arqs": arq_states,
+            "placement_dirty": dirty,
+        }
 
     return binder.store.query(q)
 
@@ -190,16 +255,22 @@ async def set_device_status(binder, device: str, enabled: bool) -> dict[str, Any
     def change(session: Session):
         dev = session.exec(select(Device).where(Device.uuid == device)).first()
         if dev is None:
-            dep = session.exec(select(Deployable).where((Deployable.name == device)
-                                                        | (Deployable.uuid == device))).first()
+            dep = session.exec(
+                select(Deployable).where((Deployable.name == device) | (Deployable.uuid == device))
+            ).first()
             dev = session.get(Device, dep.device_id) if dep is not None else None
         if dev is None:
             raise LookupError(f"no device or deployable named {device!r}")
         status = DeviceStatus.ENABLED if enabled else DeviceStatus.MAINTAINING
         before = dev.status
         set_status(session, dev.uuid, status)
-        return {"device_uuid": dev.uuid, "host": dev.hostname, "type": dev.type, "status": status.value,
-                "changed": before != status.value}
+        return {
+            "device_uuid": dev.uuid,
+            "host": dev.hostname,
+            "type": dev.type,
+            "status": status.value,
+            "changed": before != status.value,
+        }
 
     result = await asyncio.to_thread(binder.store.transact, change)
     try:
@@ -216,14 +287,24 @@ def _requirements(group: dict[str, str]) -> tuple[list[str], set[str], set[str]]
     for key, value in sorted(group.items()):
         if key.startswith("resources:"):
             units += [key.removeprefix("resources:")] * int(value)
-    required = {k.removeprefix("trait:") for k, v in group.items() if k.startswith("trait:") and v == "required"}
-    forbidden = {k.removeprefix("trait:") for k, v in group.items()
-                 if k.startswith("trait:") and v == "forbidden"}
+    required = {
+        k.removeprefix("trait:") for k, v in group.items() if k.startswith("trait:") and v == "required"
+    }
+    forbidden = {
+        k.removeprefix("trait:") for k, v in group.items() if k.startswith("trait:") and v == "forbidden"
+    }
     return units, required, forbidden
 
 
-def _claim_txn(session: Session, profile: str, count: int, host: str | None, consumer: str,
-               project_id: str | None, exclude: set[str]) -> list[dict[str, Any]]:
+def _claim_txn(
+    session: Session,
+    profile: str,
+    count: int,
+    host: str | None,
+    consumer: str,
+    project_id: str | None,
+    exclude: set[str],
+) -> list[dict[str, Any]]:
     from rayborg.store import arq_state, bind_plan
     from rayborg.store.tables import ARQState, DeviceProfile
 
@@ -237,9 +318,14 @@ def _claim_txn(session: Session, profile: str, count: int, host: str | None, con
         arqs += arq_state.create_arqs(session, profile, project_id)
     if not arqs:
         raise ClaimError(f"device profile {profile!r} asks for no resources")
-    rows = [r for r in _deployable_rows(session)
-            if r["state"] in ("free", "bound") and r["free"] > 0 and r["rp_uuid"] not in exclude
-            and (host is None or r["host"] == host)]
+    rows = [
+        r
+        for r in _deployable_rows(session)
+        if r["state"] in ("free", "bound")
+        and r["free"] > 0
+        and r["rp_uuid"] not in exclude
+        and (host is None or r["host"] == host)
+    ]
     targets: dict[str, arq_state.BindTarget] = {}
     picked: dict[str, dict[str, Any]] = {}
     next_unit: Counter = Counter()
@@ -249,19 +335,36 @@ def _claim_txn(session: Session, profile: str, count: int, host: str | None, con
         key = (arq.device_profile_group_id, tuple(sorted(group.items())))
         rc = units[next_unit[key] % len(units)]
         next_unit[key] += 1
-        row = next((r for r in rows if r["resource_class"] == rc and r["free"] > 0
-                    and required <= set(r["traits"]) and not forbidden & set(r["traits"])), None)
+        row = next(
+            (
+                r
+                for r in rows
+                if r["resource_class"] == rc
+                and r["free"] > 0
+                and required <= set(r["traits"])
+                and not forbidden & set(r["traits"])
+            ),
+            None,
+        )
         if row is None:
             where = f" on host {host}" if host else ""
             traits = f" with traits {sorted(required)}" if required else ""
-            raise ClaimError(f"no free {rc}{traits}{where} for profile {profile!r} "
-                             f"({len(arqs)} accelerators asked)")
+            raise ClaimError(
+                f"no free {rc}{traits}{where} for profile {profile!r} ({len(arqs)} accelerators asked)"
+            )
         row["free"] -= 1
         targets[arq.uuid] = arq_state.BindTarget(row["host"], row["rp_uuid"], consumer, project_id)
-        picked[arq.uuid] = {"arq": arq.uuid, "host": row["host"], "rp_uuid": row["rp_uuid"], "resource_class": rc,
-                            "deployable": row["deployable"], "deployable_uuid": row["deployable_uuid"],
-                            "driver": row["driver"], "bitstream_id": row["bitstream_id"],
-                            "wanted_bitstream": group.get("accel:bitstream_id")}
+        picked[arq.uuid] = {
+            "arq": arq.uuid,
+            "host": row["host"],
+            "rp_uuid": row["rp_uuid"],
+            "resource_class": rc,
+            "deployable": row["deployable"],
+            "deployable_uuid": row["deployable_uuid"],
+            "driver": row["driver"],
+            "bitstream_id": row["bitstream_id"],
+            "wanted_bitstream": group.get("accel:bitstream_id"),
+        }
     arq_state.start_bind(session, targets, None)
     session.expire_all()  # start_bind wrote with core UPDATEs: reload the ARQs finish_bind locks
     for arq_uuid in targets:
@@ -288,16 +391,22 @@ def _placement(binder):
     return binder._claims_placement
 
 
-def _allocate(client, consumer: str, picked: list[dict[str, Any]], project_id: str, user_id: str) -> str | None:
+def _allocate(
+    client, consumer: str, picked: list[dict[str, Any]], project_id: str, user_id: str
+) -> str | None:
     """PUT /allocations/{consumer}: None when Placement took it, else why not."""
     from rayborg.actors.placement_client import PlacementUnavailable
 
     allocations: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: {"resources": Counter()})
     for p in picked:
         allocations[p["rp_uuid"]]["resources"][p["resource_class"]] += 1
-    body = {"allocations": {rp: {"resources": dict(a["resources"])} for rp, a in allocations.items()},
-            "consumer_generation": None, "project_id": project_id, "user_id": user_id,
-            "consumer_type": CONSUMER_TYPE}
+    body = {
+        "allocations": {rp: {"resources": dict(a["resources"])} for rp, a in allocations.items()},
+        "consumer_generation": None,
+        "project_id": project_id,
+        "user_id": user_id,
+        "consumer_type": CONSUMER_TYPE,
+    }
     try:
         resp = client._request("PUT", f"/allocations/{consumer}", body)
     except PlacementUnavailable as exc:
@@ -314,8 +423,15 @@ def _deallocate(client, consumer: str) -> None:
 
 
 @op
-async def claim(binder, profile: str, count: int = 1, host: str | None = None, job_id: str | None = None,
-                project_id: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+async def claim(
+    binder,
+    profile: str,
+    count: int = 1,
+    host: str | None = None,
+    job_id: str | None = None,
+    project_id: str | None = None,
+    user_id: str | None = None,
+) -> dict[str, Any]:
     """Bind `count` x the profile's accelerators to a new consumer; all or nothing."""
     consumer = consumer_uuid(job_id)
     project_id = project_id or "rayborg"
@@ -331,7 +447,9 @@ async def claim(binder, profile: str, count: int = 1, host: str | None = None, j
             break
         # Placement says those RPs are full (someone else's allocation, e.g. Nova's): give them
         # back and pick elsewhere.
-        log.warning("claim %s: Placement refused %s: %s", consumer, sorted({p["rp_uuid"] for p in picked}), why)
+        log.warning(
+            "claim %s: Placement refused %s: %s", consumer, sorted({p["rp_uuid"] for p in picked}), why
+        )
         await asyncio.to_thread(binder.store.transact, _release_txn, consumer)
         exclude |= {p["rp_uuid"] for p in picked}
     else:
@@ -341,17 +459,30 @@ async def claim(binder, profile: str, count: int = 1, host: str | None = None, j
     except ClaimError:
         await release(binder, consumer)
         raise
-    log.info("claim %s: profile %s x%d -> %s", consumer, profile, count,
-             ", ".join(f"{p['deployable']}@{p['host']}" for p in picked))
-    return {"consumer": consumer, "profile": profile, "count": count, "project_id": project_id,
-            "user_id": user_id, "placement": client is not None, "devices": picked}
+    log.info(
+        "claim %s: profile %s x%d -> %s",
+        consumer,
+        profile,
+        count,
+        ", ".join(f"{p['deployable']}@{p['host']}" for p in picked),
+    )
+    return {
+        "consumer": consumer,
+        "profile": profile,
+        "count": count,
+        "project_id": project_id,
+        "user_id": user_id,
+        "placement": client is not None,
+        "devices": picked,
+    }
 
 
 async def _claim_with_retries(binder, profile, count, host, consumer, project_id, exclude):
     for _ in range(50):
         try:
-            return await asyncio.to_thread(binder.store.transact, _claim_txn, profile, count, host, consumer,
-                                           project_id, exclude)
+            return await asyncio.to_thread(
+                binder.store.transact, _claim_txn, profile, count, host, consumer, project_id, exclude
+            )
         except _Retry:
             await asyncio.sleep(0.01)
     raise ClaimError("could not claim attach handles: too much contention, try again")
@@ -397,8 +528,11 @@ def claims(binder) -> dict[str, list[str]]:
 
     def q(session: Session):
         out: dict[str, list[str]] = defaultdict(list)
-        for arq_uuid, consumer in session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid)
-                                               .where(ExtARQ.instance_uuid.like(f"________-{CLAIM_MARK}-%"))):
+        for arq_uuid, consumer in session.exec(
+            select(ExtARQ.uuid, ExtARQ.instance_uuid).where(
+                ExtARQ.instance_uuid.like(f"________-{CLAIM_MARK}-%")
+            )
+        ):
             if is_claim(consumer):
                 out[consumer].append(arq_uuid)
         return dict(out)
@@ -442,8 +576,6 @@ async def reap_loop(binder, interval: float = REAP_INTERVAL) -> None:
     while True:
         try:
             await reap(binder)
-        except Exception:  # noqa: BLE001 - keep reaping
+        except Exception:
             log.exception("claim reaper failed")
         await asyncio.sleep(interval)
-
-

@@ -13,11 +13,12 @@ from sqlmodel import select
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
 
-from factories import add_profile  # noqa: E402
-from rayborg.actors.runtime_config import RuntimeConfig  # noqa: E402
-from rayborg.cli import main  # noqa: E402
-from rayborg.store.tables import Deployable  # noqa: E402
-from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for  # noqa: E402
+from factories import add_profile
+from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for
+
+from rayborg.actors.runtime_config import RuntimeConfig
+from rayborg.cli import main
+from rayborg.store.tables import Deployable
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 COMMANDS = ["status", "devices", "arqs", "program", "enable", "disable"]
@@ -28,11 +29,21 @@ BITSTREAM = "0e6f4c8a-5b2d-4f3e-9a1c-7d8e9f0a1b2c"
 def runtime(ray_cluster, tmp_path_factory):
     store = fresh_store(tmp_path_factory.mktemp("cli"))
     seed = random.randrange(1, 3000)
-    config = RuntimeConfig(database_url=store.url, report_interval=30, retry_interval=0.2, host_overrides={
-        "host-a": {"fake_devices": "fpga:4", "driver_options": {"fake": {
-            "seed": seed, "program_seconds": 0.05, "fail_program": ["host-a_fake_fpga_3"]}}},
-        "host-b": {"fake_devices": "gpu:2", "driver_options": {"fake": {"seed": seed + 5}}},
-        "host-c": {"drivers": []}})
+    config = RuntimeConfig(
+        database_url=store.url,
+        report_interval=30,
+        retry_interval=0.2,
+        host_overrides={
+            "host-a": {
+                "fake_devices": "fpga:4",
+                "driver_options": {
+                    "fake": {"seed": seed, "program_seconds": 0.05, "fail_program": ["host-a_fake_fpga_3"]}
+                },
+            },
+            "host-b": {"fake_devices": "gpu:2", "driver_options": {"fake": {"seed": seed + 5}}},
+            "host-c": {"drivers": []},
+        },
+    )
     start_runtime(config)
     wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 6, what="6 deployables")
     add_profile(store, "cli-gpu", [{"resources:PGPU": "1"}])
@@ -111,11 +122,21 @@ def test_enable_disable(runtime, capsys):
 
 def test_a_real_process_joins_the_cluster(runtime):
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    out = subprocess.run([sys.executable, "-m", "rayborg", "devices", "--address", runtime["address"], "--json"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "rayborg", "devices", "--address", runtime["address"], "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(json.loads(out.stdout)) == 6
-    out = subprocess.run([sys.executable, "-m", "rayborg", "status", "--address", "127.0.0.1:1"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "rayborg", "status", "--address", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 1 and out.stderr.startswith("rayborg status: no Ray cluster at 127.0.0.1:1")
     assert "Traceback" not in out.stderr

@@ -6,20 +6,34 @@ import urllib.request
 
 import pytest
 import ray
+from factories import add_profile
+from runtime_helpers import (
+    fresh_store,
+    kill_runtime,
+    make_compute_nodes,
+    new_instance,
+    start_runtime,
+    wait_for,
+)
 from sqlmodel import select
 
-from factories import add_profile
 from rayborg.actors.binder import binder_index
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, binder_name
 from rayborg.store import arq_state
 from rayborg.store.tables import Deployable
-from runtime_helpers import fresh_store, kill_runtime, make_compute_nodes, new_instance, start_runtime, wait_for
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
-EXPECTED = ["ray_rayborg_binds_total", "ray_rayborg_bind_seconds_bucket", "ray_rayborg_placement_calls_total",
-            "ray_rayborg_report_devices_bucket", "ray_rayborg_report_apply_seconds_bucket",
-            "ray_rayborg_programming_seconds_bucket", "ray_rayborg_programmings_total",
-            "ray_rayborg_api_requests_total", "ray_rayborg_api_request_seconds_bucket"]
+EXPECTED = [
+    "ray_rayborg_binds_total",
+    "ray_rayborg_bind_seconds_bucket",
+    "ray_rayborg_placement_calls_total",
+    "ray_rayborg_report_devices_bucket",
+    "ray_rayborg_report_apply_seconds_bucket",
+    "ray_rayborg_programming_seconds_bucket",
+    "ray_rayborg_programmings_total",
+    "ray_rayborg_api_requests_total",
+    "ray_rayborg_api_request_seconds_bucket",
+]
 
 
 def scrape() -> str:
@@ -37,11 +51,20 @@ def scrape() -> str:
 def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placement_server, tmp_path):
     store = fresh_store(tmp_path)
     make_compute_nodes(placement_server.url, ["host-a"])
-    config = RuntimeConfig(database_url=store.url, placement_url=placement_server.url, report_interval=30,
-                           retry_interval=0.2, host_overrides={
-                               "host-a": {"fake_devices": "fpga:2", "driver_options": {"fake": {
-                                   "seed": random.randrange(1, 3000)}}},
-                               "host-b": {"drivers": []}, "host-c": {"drivers": []}})
+    config = RuntimeConfig(
+        database_url=store.url,
+        placement_url=placement_server.url,
+        report_interval=30,
+        retry_interval=0.2,
+        host_overrides={
+            "host-a": {
+                "fake_devices": "fpga:2",
+                "driver_options": {"fake": {"seed": random.randrange(1, 3000)}},
+            },
+            "host-b": {"drivers": []},
+            "host-c": {"drivers": []},
+        },
+    )
     start_runtime(config)
     try:
         wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 2, what="devices")
@@ -49,16 +72,26 @@ def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placemen
         add_profile(store, "m-fpga", [{"resources:FPGA": "1", "accel:bitstream_id": "bits-1"}])
         arq = store.transact(arq_state.create_arqs, "m-fpga", "p")[0].uuid
         instance = new_instance()
-        store.transact(arq_state.start_bind, {arq: arq_state.BindTarget("host-a", dep.rp_uuid, instance, "p")})
+        store.transact(
+            arq_state.start_bind, {arq: arq_state.BindTarget("host-a", dep.rp_uuid, instance, "p")}
+        )
         binder = ray.get_actor(binder_name(binder_index(instance, config.binder_count)), namespace=NAMESPACE)
         assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "Bound"}  # programs first
         from rayborg.actors import metrics
 
         metrics.api_request("/v2/devices", "GET", 200, 0.003)  # what the front door calls per request
-        found = wait_for(lambda: (lambda text: text if all(m in text for m in EXPECTED) else None)(scrape()),
-                         timeout=30, interval=1, what="every rayborg metric in the scrape")
-        assert any(x.startswith("ray_rayborg_binds_total") and 'outcome="Bound"' in x for x in found.splitlines())
-        assert any(x.startswith("ray_rayborg_programmings_total") and 'outcome="ok"' in x for x in found.splitlines())
+        found = wait_for(
+            lambda: (lambda text: text if all(m in text for m in EXPECTED) else None)(scrape()),
+            timeout=30,
+            interval=1,
+            what="every rayborg metric in the scrape",
+        )
+        assert any(
+            x.startswith("ray_rayborg_binds_total") and 'outcome="Bound"' in x for x in found.splitlines()
+        )
+        assert any(
+            x.startswith("ray_rayborg_programmings_total") and 'outcome="ok"' in x for x in found.splitlines()
+        )
         assert 'route="/v2/devices"' in found and 'status="200"' in found
     finally:
         kill_runtime()

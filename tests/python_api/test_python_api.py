@@ -11,14 +11,20 @@ import threading
 
 import pytest
 import ray
+from factories import add_profile
+from runtime_helpers import (
+    assert_handles_consistent,
+    fresh_store,
+    kill_runtime,
+    make_compute_nodes,
+    start_runtime,
+    wait_for,
+)
 from sqlmodel import select
 
-from factories import add_profile
 from rayborg.actors.placement_client import PlacementClient
-from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, host_agent_name
+from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.store.tables import Deployable
-from runtime_helpers import assert_handles_consistent, fresh_store, kill_runtime, make_compute_nodes, start_runtime, \
-    wait_for
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 HOSTS = ("host-a", "host-b", "host-c", "host-d")
@@ -31,26 +37,49 @@ def runtime(ray_cluster, placement_server, tmp_path_factory):
     import rayborg
 
     cluster = ray_cluster["cluster"]
-    node_d = cluster.add_node(num_cpus=0, labels={"rayborg-host": "host-d"}, include_dashboard=False,
-                              object_store_memory=80 * 1024**2)
+    node_d = cluster.add_node(
+        num_cpus=0,
+        labels={"rayborg-host": "host-d"},
+        include_dashboard=False,
+        object_store_memory=80 * 1024**2,
+    )
     cluster.wait_for_nodes()
     store = fresh_store(tmp_path_factory.mktemp("api"))
     make_compute_nodes(placement_server.url, HOSTS)
     seed = random.randrange(1, 3000)
-    overrides = {h: {"fake_devices": "fpga:50" + (",gpu:3" if h == "host-c" else ""),
-                     "driver_options": {"fake": {"seed": seed + 11 * i, "program_seconds": 0.1,
-                                                 "fail_program": sorted(FAILING)}}}
-                 for i, h in enumerate(HOSTS)}
-    config = RuntimeConfig(database_url=store.url, placement_url=placement_server.url, report_interval=30,
-                           retry_interval=0.2, host_overrides=overrides)
+    overrides = {
+        h: {
+            "fake_devices": "fpga:50" + (",gpu:3" if h == "host-c" else ""),
+            "driver_options": {
+                "fake": {"seed": seed + 11 * i, "program_seconds": 0.1, "fail_program": sorted(FAILING)}
+            },
+        }
+        for i, h in enumerate(HOSTS)
+    }
+    config = RuntimeConfig(
+        database_url=store.url,
+        placement_url=placement_server.url,
+        report_interval=30,
+        retry_interval=0.2,
+        host_overrides=overrides,
+    )
     start_runtime(config)
-    wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 203, timeout=60,
-             what="203 deployables")
+    wait_for(
+        lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 203,
+        timeout=60,
+        what="203 deployables",
+    )
     add_profile(store, "one-gpu", [{"resources:PGPU": "1", "trait:CUSTOM_FAKE_GPU": "required"}])
     add_profile(store, "one-fpga", [{"resources:FPGA": "1"}])
     rb = rayborg.connect()
-    yield {"rb": rb, "store": store, "placement": PlacementClient(placement_server.url), "cluster": cluster,
-           "node_d": node_d, "address": cluster.address}
+    yield {
+        "rb": rb,
+        "store": store,
+        "placement": PlacementClient(placement_server.url),
+        "cluster": cluster,
+        "node_d": node_d,
+        "address": cluster.address,
+    }
     kill_runtime()
     if node_d in cluster.worker_nodes:
         cluster.remove_node(node_d)
@@ -59,8 +88,13 @@ def runtime(ray_cluster, placement_server, tmp_path_factory):
 
 def _gpu_rps_in_placement(rt) -> bool:
     gpus = [d["rp_uuid"] for d in rt["rb"].devices(resource_class="PGPU")]
-    return len(gpus) == 3 and all(rt["placement"].get_provider(rp) for rp in gpus) and not rt["store"].query(
-        lambda s: list(s.exec(select(Deployable).where(Deployable.placement_dirty == True))))  # noqa: E712
+    return (
+        len(gpus) == 3
+        and all(rt["placement"].get_provider(rp) for rp in gpus)
+        and not rt["store"].query(
+            lambda s: list(s.exec(select(Deployable).where(Deployable.placement_dirty == True)))  # noqa: E712
+        )
+    )
 
 
 def test_listing_hosts_and_devices_with_filters(runtime):
@@ -88,7 +122,9 @@ def rayborg_error():
 
 def test_batch_program_200_fpgas_with_failures(runtime):
     rb = runtime["rb"]
-    results = rb.program(BITSTREAM, {"family": "FPGA"}, parallelism_per_host=4, parallelism=16, progress=False)
+    results = rb.program(
+        BITSTREAM, {"family": "FPGA"}, parallelism_per_host=4, parallelism=16, progress=False
+    )
     assert len(results) == 200 and not results.interrupted
     assert len({r.deployable for r in results}) == 200
     failed = {r.deployable: r.error for r in results.failed}
@@ -99,8 +135,11 @@ def test_batch_program_200_fpgas_with_failures(runtime):
     assert results.wall_seconds < 60
     for host in HOSTS:
         assert ray.get(rb.host(host).status.remote())["programming"] == []
-    wait_for(lambda: sum(d["bitstream_id"] == BITSTREAM for d in rb.devices(family="FPGA")) == 197,
-             timeout=30, what="bitstreams in the store")
+    wait_for(
+        lambda: sum(d["bitstream_id"] == BITSTREAM for d in rb.devices(family="FPGA")) == 197,
+        timeout=30,
+        what="bitstreams in the store",
+    )
 
 
 def test_bad_input_gives_clear_results(runtime):
@@ -113,7 +152,9 @@ def test_bad_input_gives_clear_results(runtime):
         rb.program(BITSTREAM, "host=host-a", force=True)
     # a GPU cannot be programmed: a failed result with the driver's reason, not an exception
     results = rb.program(BITSTREAM, {"family": "GPU"}, progress=False)
-    assert len(results) == 3 and all(r.status == "failed" and "cannot be programmed" in r.error for r in results)
+    assert len(results) == 3 and all(
+        r.status == "failed" and "cannot be programmed" in r.error for r in results
+    )
 
 
 def test_bound_devices_are_refused_unless_forced_by_an_admin(runtime):
@@ -159,9 +200,17 @@ def test_standalone_claims_race_and_respect_placement(runtime):
     gpus = sorted(d["rp_uuid"] for d in rb.devices(resource_class="PGPU"))
     # "Nova" holds one GPU in Placement only: rayborg must not hand it out.
     nova_consumer = "11111111-2222-4333-8444-555555555555"
-    resp = placement._request("PUT", f"/allocations/{nova_consumer}", {
-        "allocations": {gpus[0]: {"resources": {"PGPU": 1}}}, "consumer_generation": None,
-        "project_id": "p", "user_id": "u", "consumer_type": "INSTANCE"})
+    resp = placement._request(
+        "PUT",
+        f"/allocations/{nova_consumer}",
+        {
+            "allocations": {gpus[0]: {"resources": {"PGPU": 1}}},
+            "consumer_generation": None,
+            "project_id": "p",
+            "user_id": "u",
+            "consumer_type": "INSTANCE",
+        },
+    )
     assert resp.status_code == 204, resp.text
     claims, errors = [], []
 
@@ -179,15 +228,19 @@ def test_standalone_claims_race_and_respect_placement(runtime):
     assert len(claims) == 2, (claims, errors)
     assert all("no free PGPU" in e for e in errors), errors
     rps = [c.devices[0]["rp_uuid"] for c in claims]
-    assert sorted(rps) == gpus[1:]                         # never the same device, never Nova's
+    assert sorted(rps) == gpus[1:]  # never the same device, never Nova's
     for c in claims:
         body = placement._request("GET", f"/allocations/{c.consumer}").json()
-        assert body["allocations"] == {c.devices[0]["rp_uuid"]: {"generation": body["allocations"][
-            c.devices[0]["rp_uuid"]]["generation"], "resources": {"PGPU": 1}}}
+        assert body["allocations"] == {
+            c.devices[0]["rp_uuid"]: {
+                "generation": body["allocations"][c.devices[0]["rp_uuid"]]["generation"],
+                "resources": {"PGPU": 1},
+            }
+        }
         assert body["consumer_type"] == "RAYBORG"
     assert_handles_consistent(runtime["store"])
     claims[0].release()
-    claims[0].release()                                    # idempotent
+    claims[0].release()  # idempotent
     assert placement._request("GET", f"/allocations/{claims[0].consumer}").json()["allocations"] == {}
     assert len(rb.devices(resource_class="PGPU", state="free")) == 2
     with rb.claim("one-gpu") as again:
@@ -205,8 +258,13 @@ def test_claims_of_an_ended_job_are_released(runtime):
         print(c.consumer, flush=True)
     """)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    out = subprocess.run([sys.executable, "-c", script, runtime["address"]], capture_output=True, text=True,
-                         env=env, timeout=90)
+    out = subprocess.run(
+        [sys.executable, "-c", script, runtime["address"]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     consumer = out.stdout.strip().splitlines()[-1]
     wait_for(lambda: consumer not in rb.claims(), timeout=30, what="the ended job's claim to go")
