@@ -3,7 +3,8 @@
 One POST per instance carrying one event per ARQ (`tag` = ARQ uuid, `status` = completed|failed),
 as Nova's compute manager waits for them. Nova answers 200, or 207 with a code per event; a 207
 where every code is 422 means the instance has no host yet, which Nova itself handles by checking
-Cyborg before it waits, so that counts as delivered. Anything else is an error the caller retries.
+Cyborg before it waits, so that counts as delivered; so does a 404 "No instances found" (no such
+instance: nobody waits). Anything else is an error the caller retries.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 EVENT_NAME = "accelerator-request-bound"
 COMPUTE_MICROVERSION = "2.82"
+NO_INSTANCE = "No instances found for any event"  # Nova's 404 when none of the events' servers exists
 STATUS_BY_STATE = {"Bound": "completed", "BindFailed": "failed", "Deleting": "failed"}
 
 
@@ -54,6 +56,11 @@ class NovaClient:
         except ClientException as exc:
             raise NovaError(f"Nova unreachable for instance {instance_uuid}: {exc}") from exc
         if resp.status_code == 200:
+            return
+        if resp.status_code == 404 and NO_INSTANCE in resp.text:
+            # Nova knows no such instance (deleted meanwhile, or the consumer of a standalone bind
+            # that Nova never saw): nobody waits for these events, and a retry could never succeed.
+            log.info("Nova: no instance %s; %d event(s) dropped", instance_uuid, len(events))
             return
         if resp.status_code == 207:
             codes = {e.get("code") for e in resp.json().get("events", [])}

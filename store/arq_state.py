@@ -51,12 +51,19 @@ _handles = AttachHandle.__table__
 
 @dataclass(frozen=True)
 class BindTarget:
-    """Where one ARQ is to be bound, as the bind PATCH names it."""
+    """Where one ARQ is to be bound, as the bind PATCH names it. A standalone bind (no Nova) may
+    leave out `device_rp_uuid`, and `hostname` too: `start_bind` then chooses a free matching
+    deployable (on that host, if named) for it, in its own transaction (`store/device_choice.py`)."""
 
-    hostname: str
-    device_rp_uuid: str
+    hostname: str | None
+    device_rp_uuid: str | None
     instance_uuid: str
     project_id: str | None = None
+
+    @property
+    def standalone(self) -> bool:
+        """The device is for rayborg to choose."""
+        return self.device_rp_uuid is None
 
 
 def arq_count(group: dict[str, str]) -> int:
@@ -131,7 +138,11 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     """Record where each ARQ goes and move them all to BindStarted, or change nothing.
 
     `project_id` limits what the caller sees (None: everything). Raises NotFoundError for an unknown
-    ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs."""
+    ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs,
+    and, for standalone targets (no `device_rp_uuid`), `device_choice.NoMatchingDevice` (a
+    ConflictError) when no free deployable matches an ARQ's profile group."""
+    if any(t.hostname is None and t.device_rp_uuid is not None for t in binds.values()):
+        raise InvalidError("Fields absent in patch hostname")
     arqs = _lock_all(session, list(binds), project_id)
     _require_state(arqs, S.BIND_STARTED)
     instances = sorted({t.instance_uuid for t in binds.values()})
@@ -139,6 +150,8 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     taken = session.scalars(select(ExtARQ.instance_uuid).where(ExtARQ.instance_uuid.in_(instances))).first()
     if taken is not None:
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
+    if any(t.standalone for t in binds.values()):
+        binds = _choose_devices(session, arqs, binds)
     for arq in arqs:
         target = binds[arq.uuid]
         values = {"hostname": target.hostname, "device_rp_uuid": target.device_rp_uuid,
@@ -147,6 +160,34 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
             values["project_id"] = target.project_id
         _cas(session, arq.id, S.BIND_STARTED, **values)
     return [a.uuid for a in arqs]
+
+
+def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindTarget]) -> dict[str, BindTarget]:
+    """`binds` with a chosen deployable's host and RP for every standalone target. ARQs bound to
+    the same host (or to any host) are chosen for together, in id order, so that the ARQs of one
+    request never count the same free handle twice."""
+    from rayborg.store import device_choice
+
+    device_choice.lock_choices(session)
+    chosen = dict(binds)
+    by_host: dict[str | None, list[ExtARQ]] = {}
+    for arq in arqs:  # in id order (lock_arqs)
+        if binds[arq.uuid].standalone:
+            by_host.setdefault(binds[arq.uuid].hostname, []).append(arq)
+    # Handles this PATCH already heads for, per (host, RP): its ARQs with a named RP, then each pick.
+    taken: dict[tuple[str, str], int] = {}
+    for target in binds.values():
+        if not target.standalone:
+            key = (target.hostname, target.device_rp_uuid)
+            taken[key] = taken.get(key, 0) + 1
+    for host, group in sorted(by_host.items(), key=lambda item: item[0] is None):
+        for choice in device_choice.choose(session, group, host=host, taken=taken):
+            key = (choice.row["host"], choice.row["rp_uuid"])
+            taken[key] = taken.get(key, 0) + 1
+            target = binds[choice.arq_uuid]
+            chosen[choice.arq_uuid] = BindTarget(choice.row["host"], choice.row["rp_uuid"], target.instance_uuid,
+                                                 target.project_id)
+    return chosen
 
 
 def claim_handle(session: Session, deployable_id: int) -> int | None:
@@ -282,8 +323,13 @@ def fail_stuck_binds(session: Session) -> list[str]:
 
 def handle_info(handle: AttachHandle) -> dict[str, str]:
     """A handle's `attach_info` as the dict ARQ responses carry."""
+    return parse_handle_info(handle.attach_info)
+
+
+def parse_handle_info(raw: str | None) -> dict[str, str]:
+    """Stored `attach_info` JSON as a flat str -> str dict ({} when unreadable)."""
     try:
-        info = json.loads(handle.attach_info or "{}")
+        info = json.loads(raw or "{}")
     except ValueError:
         return {}
     return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}

@@ -13,6 +13,7 @@ class NovaRecorder:
         self.calls: list[dict] = []
         self.fail_next = 0
         self.fail_status = 503
+        self.fail_body: dict | None = None  # JSON body of the failing answers (None: empty)
         self._lock = threading.Lock()
         recorder = self
 
@@ -31,6 +32,13 @@ class NovaRecorder:
                                            "headers": dict(self.headers)})
                 if failing:
                     self.send_response(recorder.fail_status)
+                    if recorder.fail_body is not None:
+                        fail = json.dumps(recorder.fail_body).encode()
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(fail)))
+                        self.end_headers()
+                        self.wfile.write(fail)
+                        return
                     self.end_headers()
                     return
                 out = json.dumps({"events": [dict(e, code=200) for e in body.get("events", [])]}).encode()

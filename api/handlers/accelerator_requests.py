@@ -35,14 +35,17 @@ def _scope(context: RequestContext) -> str | None:
 
 
 def _body(request: web.Request, view: ARQView) -> dict:
-    return schemas.AcceleratorRequest(
-        uuid=view.uuid, state=view.state, device_profile_name=view.device_profile_name,
-        device_profile_group_id=view.device_profile_group_id, hostname=view.hostname,
-        device_rp_uuid=view.device_rp_uuid, instance_uuid=view.instance_uuid, project_id=view.project_id,
-        attach_handle_type=view.attach_handle_type, attach_handle_uuid=view.attach_handle_uuid,
-        attach_handle_info=view.attach_handle_info, created_at=iso(view.created_at),
-        updated_at=iso(view.updated_at), links=self_link(request, "accelerator_requests", view.uuid),
-    ).model_dump(mode="json")
+    """The response item (schemas.AcceleratorRequest, built as a plain dict: lists of 1,000 ARQs are
+    the hot path, where a model per item would cost more than the query)."""
+    return {
+        "uuid": view.uuid, "state": view.state, "device_profile_name": view.device_profile_name,
+        "device_profile_group_id": view.device_profile_group_id, "hostname": view.hostname,
+        "device_rp_uuid": view.device_rp_uuid, "instance_uuid": view.instance_uuid,
+        "project_id": view.project_id, "attach_handle_type": view.attach_handle_type,
+        "attach_handle_uuid": view.attach_handle_uuid, "attach_handle_info": view.attach_handle_info,
+        "created_at": iso(view.created_at), "updated_at": iso(view.updated_at),
+        "links": self_link(request, "accelerator_requests", view.uuid),
+    }
 
 
 @operation(summary="Create the accelerator requests of a device profile", body=schemas.ARQCreate,
@@ -93,7 +96,10 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
         microversion.require(version(request), microversion.PROJECT_ID_IN_BIND)
         if not context.is_admin:
             raise Forbidden("Only an admin may set project_id when binding accelerator requests")
-    targets = {arq_uuid: arq_state.BindTarget(**{"project_id": context.project_id, **fields})
+    # No /device_rp_uuid (and maybe no /hostname): a standalone bind, start_bind chooses the device
+    # in the same transaction (409 when nothing matches) and the binder goes on as for Nova's binds.
+    targets = {arq_uuid: arq_state.BindTarget(**{"project_id": context.project_id, "hostname": None,
+                                                 "device_rp_uuid": None, **fields})
                for arq_uuid, fields in patch.fields.items()}
     started = await call_store(request, arq_state.start_bind, targets, _scope(context), write=True)
     await request.app["binder"].submit(started)
@@ -103,12 +109,25 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
 @operation(summary="Bind or unbind accelerator requests (uuid -> JSON-Patch operations)",
            body=schemas.BindBody, responses={202: None}, tags=TAGS)
 async def bind_unbind(request: web.Request) -> web.Response:
+    """Bind (`add` of /hostname, /device_rp_uuid, /instance_uuid, as Nova sends) or unbind (`remove`)
+    accelerator requests; 202, the binds finish in the background (Bound or BindFailed).
+
+    Standalone allocation without Nova (rayborg extension): a bind may leave out /device_rp_uuid
+    (only /hostname and /instance_uuid: rayborg chooses a free deployable matching each ARQ's
+    device-profile group - resource class, required and forbidden traits - on that host) or both
+    /hostname and /device_rp_uuid (any host). Only enabled devices on hosts that are up, with an
+    attach handle not already claimed or promised to another bind, are chosen; all ARQs of the
+    request or none: 409 naming the ARQ, resource class, traits and host when one cannot be placed.
+    /instance_uuid (the consumer) is always required."""
     return await _patch(request, lambda body: body)
 
 
 @operation(summary="Bind or unbind one accelerator request (openstacksdk's form)", body=schemas.BindBody,
            responses={202: None}, tags=TAGS)
 async def bind_unbind_one(request: web.Request) -> web.Response:
+    """Bind or unbind the accelerator request in the path; the body is a bare operation list or an
+    object with that one uuid. Standalone binds (without /device_rp_uuid, and maybe /hostname) work
+    as for PATCH /v2/accelerator_requests."""
     arq_uuid = parse_uuid(request.match_info["uuid"], "accelerator request uuid")
 
     def only_this(body):

@@ -55,7 +55,12 @@ class ARQList(BaseModel):
 
 class PatchOperation(BaseModel):
     op: str = Field(description="add (bind) or remove (unbind)")
-    path: str = Field(description="/hostname, /device_rp_uuid, /instance_uuid, /project_id (>= 2.1)")
+    path: str = Field(description=(
+        "/hostname, /device_rp_uuid, /instance_uuid, /project_id (>= 2.1). A bind needs /instance_uuid; "
+        "/hostname and /device_rp_uuid are optional (rayborg extension, standalone allocation without "
+        "Nova): with /hostname but no /device_rp_uuid rayborg chooses a free deployable matching the "
+        "ARQ's device-profile group on that host, with neither it chooses on any host (409 when none "
+        "is free). /device_rp_uuid without /hostname is an error."))
     value: Any = None
 
 
@@ -74,7 +79,9 @@ BindBody = dict[str, list[PatchOperation]]
 
 @dataclass
 class ParsedPatch:
-    """A validated bind or unbind PATCH: what to set on each ARQ (empty dicts for an unbind)."""
+    """A validated bind or unbind PATCH: what to set on each ARQ (empty dicts for an unbind). A
+    bind's fields always hold instance_uuid; hostname and device_rp_uuid may be missing (standalone
+    bind: rayborg chooses the device)."""
 
     bind: bool
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -119,7 +126,9 @@ def _parse_ops(arq_uuid: str, ops: Any) -> tuple[bool, dict[str, str]]:
             raise BadRequest(f"The add operation on {op['path']} has no value")
         fields[name] = _field_value(name, op["value"]) if bind else ""
     absent = [name for name in BIND_FIELDS if name not in fields]
-    if bind and absent:
+    # A standalone bind (no Nova) may leave out /device_rp_uuid, or /hostname and /device_rp_uuid:
+    # rayborg then chooses the device. An RP without its host, or no instance, stays an error.
+    if bind and absent and ("instance_uuid" in absent or absent == ["hostname"]):
         raise BadRequest(f"Fields absent in patch {', '.join(absent)}")
     return bind, (fields if bind else {})
 

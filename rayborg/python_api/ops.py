@@ -91,83 +91,18 @@ def config(binder) -> dict[str, Any]:
 
 
 def _deployable_rows(session: Session) -> list[dict[str, Any]]:
-    from rayborg.actors.report_apply import desired_traits
-    from rayborg.store.tables import (
-        ARQState,
-        AttachHandle,
-        Attribute,
-        Deployable,
-        Device,
-        DeviceStatus,
-        ExtARQ,
-        Host,
-        HostState,
-    )
+    from rayborg.store.device_choice import deployable_rows
 
-    hosts = {h.hostname: h.state for h in session.exec(select(Host))}
-    attrs: dict[int, dict[str, str]] = defaultdict(dict)
-    for a in session.exec(select(Attribute)):
-        attrs[a.deployable_id][a.key] = a.value
-    handles: dict[int, Counter] = defaultdict(Counter)
-    for dep_id, in_use, n in session.exec(
-        select(AttachHandle.deployable_id, AttachHandle.in_use, func.count()).group_by(
-            AttachHandle.deployable_id, AttachHandle.in_use
-        )
-    ):
-        handles[dep_id]["used" if in_use else "free"] += n
-    holders: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for arq in session.exec(
-        select(ExtARQ).where(ExtARQ.deployable_id.is_not(None), ExtARQ.state == ARQState.BOUND.value)
-    ):
-        holders[arq.deployable_id].append(
-            {
-                "arq": arq.uuid,
-                "consumer": arq.instance_uuid,
-                "project_id": arq.project_id,
-                "claim": is_claim(arq.instance_uuid),
-            }
-        )
-    rows = []
-    for dep, dev in session.exec(
-        select(Deployable, Device)
-        .join(Device, Device.id == Deployable.device_id)
-        .order_by(Device.hostname, Deployable.name)
-    ):
-        a = attrs.get(dep.id, {})
-        used, free = handles[dep.id]["used"], handles[dep.id]["free"]
-        host_state = hosts.get(dev.hostname, HostState.UP.value)
-        if host_state == HostState.LOST.value:
-            state = "lost"
-        elif dev.status == DeviceStatus.MAINTAINING.value:
-            state = "disabled"
-        elif used:
-            state = "bound"
-        else:
-            state = "free"
-        rows.append(
-            {
-                "deployable": dep.name,
-                "deployable_uuid": dep.uuid,
-                "device_uuid": dev.uuid,
-                "host": dev.hostname,
-                "family": dev.type,
-                "vendor": dev.vendor,
-                "model": dev.model,
-                "resource_class": a.get("rc"),
-                "traits": desired_traits(a),
-                "driver": dep.driver_name,
-                "rp_uuid": dep.rp_uuid,
-                "bitstream_id": dep.bitstream_id,
-                "status": dev.status,
-                "host_state": host_state,
-                "state": state,
-                "handles": used + free,
-                "in_use": used,
-                "free": free,
-                "holders": holders.get(dep.id, []),
-            }
-        )
+    rows = deployable_rows(session)
+    _mark_claims(rows)
     return rows
+
+
+def _mark_claims(rows: list[dict[str, Any]]) -> None:
+    """Flag the holders that are standalone claims (not Nova instances)."""
+    for row in rows:
+        for holder in row["holders"]:
+            holder["claim"] = is_claim(holder["consumer"])
 
 
 @op
@@ -281,21 +216,6 @@ async def set_device_status(binder, device: str, enabled: bool) -> dict[str, Any
 
 
 # -- standalone claims ---------------------------------------------------------------------------
-def _requirements(group: dict[str, str]) -> tuple[list[str], set[str], set[str]]:
-    """One resource class per accelerator the group asks for, plus required/forbidden traits."""
-    units: list[str] = []
-    for key, value in sorted(group.items()):
-        if key.startswith("resources:"):
-            units += [key.removeprefix("resources:")] * int(value)
-    required = {
-        k.removeprefix("trait:") for k, v in group.items() if k.startswith("trait:") and v == "required"
-    }
-    forbidden = {
-        k.removeprefix("trait:") for k, v in group.items() if k.startswith("trait:") and v == "forbidden"
-    }
-    return units, required, forbidden
-
-
 def _claim_txn(
     session: Session,
     profile: str,
@@ -305,7 +225,7 @@ def _claim_txn(
     project_id: str | None,
     exclude: set[str],
 ) -> list[dict[str, Any]]:
-    from rayborg.store import arq_state, bind_plan
+    from rayborg.store import arq_state, bind_plan, device_choice
     from rayborg.store.tables import ARQState, DeviceProfile
 
     prof = session.exec(select(DeviceProfile).where(DeviceProfile.name == profile)).first()
@@ -318,52 +238,33 @@ def _claim_txn(
         arqs += arq_state.create_arqs(session, profile, project_id)
     if not arqs:
         raise ClaimError(f"device profile {profile!r} asks for no resources")
-    rows = [
-        r
-        for r in _deployable_rows(session)
-        if r["state"] in ("free", "bound")
-        and r["free"] > 0
-        and r["rp_uuid"] not in exclude
-        and (host is None or r["host"] == host)
-    ]
+    try:
+        # The handle is claimed below, in this transaction: a lost race is a _Retry, not a promise.
+        choices = device_choice.choose(
+            session, arqs, {prof.id: prof}, host=host, exclude=exclude, count_promised=False
+        )
+    except device_choice.NoMatchingDevice as exc:
+        where = f" on host {host}" if host else ""
+        traits = f" with traits {sorted(exc.required)}" if exc.required else ""
+        raise ClaimError(
+            f"no free {exc.resource_class}{traits}{where} for profile {profile!r} "
+            f"({len(arqs)} accelerators asked)"
+        ) from None
     targets: dict[str, arq_state.BindTarget] = {}
     picked: dict[str, dict[str, Any]] = {}
-    next_unit: Counter = Counter()
-    for arq in arqs:
-        group = prof.groups[arq.device_profile_group_id]
-        units, required, forbidden = _requirements(group)
-        key = (arq.device_profile_group_id, tuple(sorted(group.items())))
-        rc = units[next_unit[key] % len(units)]
-        next_unit[key] += 1
-        row = next(
-            (
-                r
-                for r in rows
-                if r["resource_class"] == rc
-                and r["free"] > 0
-                and required <= set(r["traits"])
-                and not forbidden & set(r["traits"])
-            ),
-            None,
-        )
-        if row is None:
-            where = f" on host {host}" if host else ""
-            traits = f" with traits {sorted(required)}" if required else ""
-            raise ClaimError(
-                f"no free {rc}{traits}{where} for profile {profile!r} ({len(arqs)} accelerators asked)"
-            )
-        row["free"] -= 1
-        targets[arq.uuid] = arq_state.BindTarget(row["host"], row["rp_uuid"], consumer, project_id)
-        picked[arq.uuid] = {
-            "arq": arq.uuid,
+    for choice in choices:
+        row = choice.row
+        targets[choice.arq_uuid] = arq_state.BindTarget(row["host"], row["rp_uuid"], consumer, project_id)
+        picked[choice.arq_uuid] = {
+            "arq": choice.arq_uuid,
             "host": row["host"],
             "rp_uuid": row["rp_uuid"],
-            "resource_class": rc,
+            "resource_class": choice.resource_class,
             "deployable": row["deployable"],
             "deployable_uuid": row["deployable_uuid"],
             "driver": row["driver"],
             "bitstream_id": row["bitstream_id"],
-            "wanted_bitstream": group.get("accel:bitstream_id"),
+            "wanted_bitstream": choice.group.get("accel:bitstream_id"),
         }
     arq_state.start_bind(session, targets, None)
     session.expire_all()  # start_bind wrote with core UPDATEs: reload the ARQs finish_bind locks

@@ -39,3 +39,15 @@ def test_unreachable_nova_is_a_nova_error():
     client = NovaClient("http://127.0.0.1:9", timeout=2)
     with pytest.raises(NovaError, match="unreachable"):
         client.send_bound_events("inst-1", [BoundEvent("inst-1", "arq-a", "Bound")])
+
+
+def test_no_such_instance_is_dropped_not_retried(nova):
+    """Nova's 404 for an instance it does not know (deleted, or the consumer of a standalone bind):
+    nobody waits for the event, so it counts as delivered; any other 404 is still an error."""
+    client = NovaClient(nova.url)
+    nova.fail_status, nova.fail_next = 404, 1
+    nova.fail_body = {"itemNotFound": {"message": "No instances found for any event", "code": 404}}
+    client.send_bound_events("inst-1", [BoundEvent("inst-1", "arq-a", "Bound")])
+    nova.fail_next, nova.fail_body = 1, None
+    with pytest.raises(NovaError, match="404"):
+        client.send_bound_events("inst-1", [BoundEvent("inst-1", "arq-a", "Bound")])
