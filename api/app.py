@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid as uuidlib
 
 from aiohttp import web
 
+from rayborg.actors import metrics
 from rayborg.api import microversion
 from rayborg.api.auth import make_auth
 from rayborg.api.errors import ApiError, BadRequest, error_response
@@ -63,15 +65,33 @@ def _route_path(request: web.Request) -> str:
     return path[len(prefix):] or "/" if prefix else path
 
 
+def _metric_route(request: web.Request) -> str:
+    """The route's pattern for metric labels; one label for every unmatched path, so that random
+    URLs cannot grow the label set."""
+    route = request.match_info.route
+    if route is None or route.resource is None:
+        return "unmatched"
+    return _route_path(request)
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler):
     request_id = f"req-{uuidlib.uuid4()}"
     request["request_id"] = request_id
     path = request.path
     request["prefix"] = next((p for p in MOUNT_PREFIXES[1:] if path == p or path.startswith(p + "/")), "")
-    response = await handler(request)
-    response.headers["x-openstack-request-id"] = request_id
-    return response
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["x-openstack-request-id"] = request_id
+        return response
+    except web.HTTPException as exc:  # redirects and the like, raised past the error middleware
+        status = exc.status
+        raise
+    finally:
+        metrics.api_request(_metric_route(request), request.method, status, time.perf_counter() - started)
 
 
 @web.middleware

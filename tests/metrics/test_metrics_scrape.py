@@ -1,8 +1,10 @@
 """rayborg's metrics reach Ray's Prometheus endpoint: bind a claim, program, push to Placement,
 record an API request, then scrape every node's metrics agent (`MetricsExportPort` in ray.nodes())."""
 
+import asyncio
 import random
 import urllib.request
+import uuid
 
 import pytest
 import ray
@@ -15,10 +17,13 @@ from runtime_helpers import (
     start_runtime,
     wait_for,
 )
+from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from rayborg.actors.binder import binder_index
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, binder_name
+from rayborg.api.app import create_app
+from rayborg.settings import Settings
 from rayborg.store import arq_state
 from rayborg.store.tables import Deployable
 
@@ -46,6 +51,16 @@ def scrape() -> str:
             except OSError:
                 pass
     return "\n".join(text)
+
+
+async def _front_door_requests(store) -> None:
+    """A found list, a missing device and a path no route matches, through a real front door in
+    this (Ray-connected) process."""
+    app = create_app(Settings(database_url=store.url, _env_file=None), store)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/v2/devices")).status == 200
+        assert (await client.get(f"/v2/devices/{uuid.uuid4()}")).status == 404
+        assert (await client.get(f"/no/such/{uuid.uuid4()}")).status == 404
 
 
 def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placement_server, tmp_path):
@@ -77,9 +92,7 @@ def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placemen
         )
         binder = ray.get_actor(binder_name(binder_index(instance, config.binder_count)), namespace=NAMESPACE)
         assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "Bound"}  # programs first
-        from rayborg.actors import metrics
-
-        metrics.api_request("/v2/devices", "GET", 200, 0.003)  # what the front door calls per request
+        asyncio.run(_front_door_requests(store))  # the front door records its own requests
         found = wait_for(
             lambda: (lambda text: text if all(m in text for m in EXPECTED) else None)(scrape()),
             timeout=30,
@@ -92,7 +105,10 @@ def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placemen
         assert any(
             x.startswith("ray_rayborg_programmings_total") and 'outcome="ok"' in x for x in found.splitlines()
         )
-        assert 'route="/v2/devices"' in found and 'status="200"' in found
+        api = [x for x in found.splitlines() if x.startswith("ray_rayborg_api_requests_total")]
+        assert any('route="/v2/devices"' in x and 'status="200"' in x and 'method="GET"' in x for x in api)
+        assert any('route="/v2/devices/{uuid}"' in x and 'status="404"' in x for x in api)
+        assert any('route="unmatched"' in x and 'status="404"' in x for x in api)
     finally:
         kill_runtime()
         store.dispose()
