@@ -134,8 +134,8 @@ def iso(dt: datetime | None) -> str | None:
     """ISO 8601 with offset and whole seconds, as Cyborg prints (`2020-03-13T02:26:31+00:00`)."""
     if dt is None:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+    if dt.tzinfo is None:  # SQLite hands back naive datetimes; the store writes UTC only
+        return dt.isoformat(timespec="seconds") + "+00:00"
     return dt.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 

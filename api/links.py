@@ -9,8 +9,16 @@ def base_url(request: web.Request) -> str:
     """Service root without a trailing slash, e.g. `http://cloud:6666` or `https://x/accelerator`.
 
     A configured `public_url` wins; otherwise X-Forwarded-Proto/-Host/-Prefix (set by a reverse
-    proxy that mounts us under a prefix) and the Host header the client sent.
+    proxy that mounts us under a prefix) and the Host header the client sent. Worked out once per
+    request: a list response needs it for every item.
     """
+    cached = request.get("base_url")
+    if cached is None:
+        cached = request["base_url"] = _base_url(request)
+    return cached
+
+
+def _base_url(request: web.Request) -> str:
     configured = request.app["settings"].public_url
     if configured:
         return configured.rstrip("/")

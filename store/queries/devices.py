@@ -11,12 +11,18 @@ from rayborg.store.tables import Deployable, Device, DeviceStatus, utcnow
 FILTERS = ("type", "vendor", "hostname")
 
 
-def list_devices(session: Session, filters: dict[str, str]) -> list[Device]:
-    stmt = select(Device).order_by(Device.id)
+# The columns a device's response shows, in order: the list reads rows of these, several times
+# cheaper than building ORM objects.
+SHOWN = (Device.uuid, Device.type, Device.vendor, Device.model, Device.std_board_info,
+          Device.vendor_board_info, Device.hostname, Device.status, Device.created_at, Device.updated_at)
+
+
+def list_devices(session: Session, filters: dict[str, str]) -> list:
+    stmt = select(*SHOWN).order_by(Device.id)
     for key in FILTERS:
         if key in filters:
             stmt = stmt.where(getattr(Device, key) == filters[key])
-    return list(session.scalars(stmt))
+    return list(session.execute(stmt))
 
 
 def get_device(session: Session, uuid: str) -> Device:
