@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig
 from rayborg.settings import Settings
 
 log = logging.getLogger("rayborg.runtime")
+STOP_RAY_SECONDS = 15.0
 
 
 def runtime_config(settings: Settings) -> RuntimeConfig:
@@ -34,10 +36,29 @@ class Runtime:
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
-        try:  # never hang a shutdown on a Ray that is already half gone
-            await asyncio.wait_for(asyncio.to_thread(self._stop_ray), timeout=15)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("Ray did not shut down cleanly: %s", exc)
+        # Never hang a shutdown on a Ray that is already half gone (a SIGTERM to the whole process
+        # group kills Ray's own processes first): a daemon thread, unlike asyncio.to_thread's
+        # executor, is not joined at interpreter exit when it is still blocked in a Ray call.
+        done = asyncio.get_running_loop().create_future()
+
+        def stop_ray() -> None:
+            try:
+                self._stop_ray()
+                outcome = None
+            except Exception as exc:  # noqa: BLE001
+                outcome = exc
+            try:
+                done.get_loop().call_soon_threadsafe(lambda: done.done() or done.set_result(outcome))
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+        threading.Thread(target=stop_ray, name="rayborg-stop-ray", daemon=True).start()
+        try:
+            failure = await asyncio.wait_for(done, timeout=STOP_RAY_SECONDS)
+        except asyncio.TimeoutError:
+            failure = f"no answer within {STOP_RAY_SECONDS:.0f} s"
+        if failure is not None:
+            log.warning("Ray did not shut down cleanly: %s", failure)
 
     def _stop_ray(self) -> None:
         import ray

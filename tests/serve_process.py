@@ -13,7 +13,6 @@ from pathlib import Path
 from netutil import free_port
 
 
-
 class ServeProcess:
     def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
@@ -56,3 +55,18 @@ class ServeProcess:
                 self.proc.wait()
         self._logfile.close()
         return self.proc.returncode
+
+    def stop_group(self, timeout: float = 60) -> int | None:
+        """SIGTERM to the whole process group, as a terminal's Ctrl-C or systemd's stop does: Ray's
+        own processes die at the same time as serve. The exit code, or None if serve hung."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._logfile.close()
+        return code

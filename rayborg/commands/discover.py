@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import tempfile
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from rayborg.drivers.base import UnknownDriver

@@ -12,7 +12,7 @@ from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig
 from rayborg.actors.supervisor import Supervisor
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

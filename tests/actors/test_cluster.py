@@ -67,8 +67,11 @@ def test_placement_down_daemon_keeps_going_and_converges(cluster_runtime, placem
         assert ray.get(agent.status.remote(), timeout=10)["hostname"] == "host-a"  # still serving
     finally:
         placement_server.restart(keep_db=True)
-    wait_for(lambda: store_matches_placement(store, placement), timeout=90, what="convergence after Placement returns")
-    assert placement.get_provider(provider_uuid("host-c_0000_3f_00_0")) is None
+    # The removed providers' deletion (tombstones) is pushed after the store already matches: wait
+    # for both.
+    removed = provider_uuid("host-c_0000_3f_00_0")
+    wait_for(lambda: store_matches_placement(store, placement) and placement.get_provider(removed) is None,
+             timeout=90, what="convergence after Placement returns, host-c's providers deleted")
 
 
 def test_a_node_that_leaves_keeps_its_devices_but_binds_nothing(cluster_runtime, ray_cluster):

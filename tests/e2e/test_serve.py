@@ -48,6 +48,16 @@ def test_serve_no_actors_starts_answers_and_stops_cleanly(tmp_path):
     assert "rayborg serving the Cyborg v2 API" in server.log.read_text()
 
 
+def test_serve_with_actors_exits_when_its_process_group_is_terminated(tmp_path):
+    """Ray's processes get the SIGTERM too, so serve's shutdown finds Ray gone: it must still exit."""
+    server = ServeProcess(tmp_path, "--fake-devices", "fpga:1").start()
+    try:
+        wait_for(lambda: call("GET", f"{server.url}/v2/devices")[1]["devices"], what="the fake device")
+    finally:
+        code = server.stop_group(timeout=60)
+    assert code is not None, f"serve hung after SIGTERM:\n{server.log.read_text()[-3000:]}"
+
+
 def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
     from rayborg.actors.placement_client import PlacementClient, provider_uuid
 
