@@ -18,11 +18,14 @@ from typing import Any
 
 import ray
 
+from rayborg.actors.placement_sync import placement_client
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, host_agent_name
 
 log = logging.getLogger("rayborg.binder")
 
 MAX_BACKOFF = 30.0
+BIND_PLACEMENT_ATTEMPTS = 3  # Placement unreachable this many times in a row fails a standalone bind
+ALLOCATION_POLL_S = 5.0
 
 
 def binder_index(instance_uuid: str | None, count: int) -> int:
@@ -51,14 +54,19 @@ class Binder:
         self.index = index
         self.store = Store(config.database_url)
         self.nova = nova_client(config)
+        self.placement = placement_client(config)  # None: no Placement, standalone binds allocate nothing
         self.binds_done = 0
         self.binds_failed = 0
         self.events_sent = 0
         self.latencies: list[float] = []
+        self.allocations_pushed = 0
         self._nova_wake = asyncio.Event()
+        self._allocation_wake = asyncio.Event()
+        self._consumer_locks: dict[str, asyncio.Lock] = {}
         loop = asyncio.get_running_loop()
         self._resume_task = loop.create_task(self._resume())
         self._nova_task = loop.create_task(self._nova_loop())
+        self._allocation_task = loop.create_task(self._allocation_loop())
         if index == 0:  # releases the standalone claims of Ray jobs that ended
             self._reap_task = loop.create_task(self.op("reap_loop"))
 
@@ -88,6 +96,12 @@ class Binder:
             return plan.state
         if plan.error:
             return await self._fail(arq_uuid, plan.error)
+        if plan.standalone and self.placement is not None:
+            # Allocated in Placement before anything else, so that a Nova scheduling from the same
+            # Placement can never book the device rayborg chose.
+            refused = await self._allocate_standalone(plan.instance_uuid)
+            if refused:
+                return await self._fail(arq_uuid, f"Placement refused the allocation: {refused}")
         if plan.bitstream_id:
             result = await self._program(plan)
             if not result["ok"]:
@@ -135,6 +149,82 @@ class Binder:
         except arq_state.StoreError as exc:
             log.info("ARQ %s: could not mark failed: %s", arq_uuid, exc)
             return "abandoned"
+        finally:
+            self._allocation_wake.set()  # a standalone ARQ's allocation is to be given back
+
+    # -- Placement allocations of standalone binds ---------------------------------------------
+    async def _allocate_standalone(self, consumer: str) -> str | None:
+        """Push the consumer's allocation now, retrying while Placement is unreachable; None when
+        Placement holds it, else why not (the bind then fails cleanly)."""
+        from rayborg.actors.placement_client import PlacementUnavailable
+        from rayborg.actors.standalone_placement import AllocationRefused
+
+        delay = self.config.retry_interval
+        for attempt in range(BIND_PLACEMENT_ATTEMPTS):
+            try:
+                await self._push_consumer(consumer)
+                return None
+            except AllocationRefused as exc:
+                return str(exc)
+            except PlacementUnavailable as exc:
+                if attempt == BIND_PLACEMENT_ATTEMPTS - 1:
+                    return str(exc)
+                log.warning("consumer %s: %s; retrying in %.1f s", consumer, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        return None
+
+    async def _push_consumer(self, consumer: str) -> None:
+        """Bring Placement in line with the consumer's standalone ARQs (one at a time per consumer)."""
+        from rayborg.actors.standalone_placement import push
+        from rayborg.store import standalone_allocations as outbox
+
+        async with self._consumer_locks.setdefault(consumer, asyncio.Lock()):
+            pending = await asyncio.to_thread(self.store.query, outbox.pending, consumer)
+            pushed = await asyncio.to_thread(push, self.placement, pending)
+            clean = await asyncio.to_thread(self.store.transact, outbox.record_pushed, consumer,
+                                            pending.version, pushed)
+            self.allocations_pushed += 1
+        if clean:
+            self._consumer_locks.pop(consumer, None)
+
+    async def _allocation_loop(self) -> None:
+        """Push the dirty consumers this binder owns: after unbinds, deletes and failed binds (the
+        front door wakes it), after a restart, and every ALLOCATION_POLL_S in case a wake was lost."""
+        from rayborg.actors.placement_client import PlacementError
+        from rayborg.store import standalone_allocations as outbox
+
+        if self.placement is None:
+            return
+        delay = self.config.retry_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._allocation_wake.wait(), ALLOCATION_POLL_S)
+            except TimeoutError:
+                pass
+            self._allocation_wake.clear()
+            failed = False
+            for consumer in await asyncio.to_thread(self.store.query, outbox.dirty):
+                if binder_index(consumer, self.config.binder_count) != self.index:
+                    continue
+                try:
+                    await self._push_consumer(consumer)
+                except PlacementError as exc:
+                    log.warning("consumer %s: allocation not pushed (%s): retrying", consumer, exc)
+                    failed = True
+                except Exception:  # noqa: BLE001 - a store hiccup: next round
+                    log.exception("consumer %s: allocation push failed", consumer)
+                    failed = True
+            if failed:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                self._allocation_wake.set()
+            else:
+                delay = self.config.retry_interval
+
+    def sync_allocations(self) -> None:
+        """Wake the allocation push (the front door calls it after unbinds and deletes)."""
+        self._allocation_wake.set()
 
     # -- after a restart -----------------------------------------------------------------------
     async def _resume(self) -> None:
@@ -191,6 +281,7 @@ class Binder:
         lat = sorted(self.latencies)
         return {"name": f"rayborg:binder:{self.index}", "pid": os.getpid(), "binds_done": self.binds_done,
                 "binds_failed": self.binds_failed, "nova_events_sent": self.events_sent,
+                "allocations_pushed": self.allocations_pushed,
                 "nova": self.config.nova_url, "bind_p50_ms": lat[len(lat) // 2] * 1000 if lat else None}
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from rayborg.store import arq_state
+from rayborg.store.bind_plan import Releasing
 from rayborg.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ class LocalBinder:
         except Exception:  # keep the task quiet; the ARQ stays BindStarted until fail_stuck_binds
             log.exception("ARQ %s: bind crashed", arq_uuid)
 
-    async def release_mdevs(self, held: list[tuple[str, str, dict]]) -> None:
-        """No host agents without Ray: mdevs of released handles stay until an operator removes them."""
-        for hostname, mdev_uuid, _ in held:
+    async def released(self, held: Releasing) -> None:
+        """No host agents and no Placement without Ray: mdevs of released handles stay until an
+        operator removes them (standalone binds allocate nothing in Placement here)."""
+        for hostname, mdev_uuid, _ in held.mdevs:
             log.warning("mdev %s on %s released but not removed (no Ray runtime)", mdev_uuid, hostname)
 
     async def drain(self) -> None:

@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from rayborg.actors.binder import binder_index
 from rayborg.actors.runtime_config import NAMESPACE, binder_name, host_agent_name
+from rayborg.store.bind_plan import Releasing
 from rayborg.store.tables import ExtARQ
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,26 @@ class RayBinder:
         for arq_uuid, instance in (await self.store.aquery(_instances, arq_uuids)).items():
             owners[binder_index(instance, self.count)].append(arq_uuid)
         for index, uuids in owners.items():
-            fut = asyncio.ensure_future(self._binders[index].bind.remote(uuids))
-            self._inflight.add(fut)
-            fut.add_done_callback(self._inflight.discard)
+            self._track(self._binders[index].bind.remote(uuids))
 
-    async def release_mdevs(self, held: list[tuple[str, str, dict]]) -> None:
-        """Remove the mdevs of released MDEV handles on their hosts (idempotent on the host side)."""
-        for hostname, mdev_uuid, info in held:
+    async def released(self, held: Releasing) -> None:
+        """ARQs let go of their devices: remove the mdevs of their MDEV handles on their hosts
+        (idempotent on the host side), and wake the binders owning standalone consumers, which
+        push those consumers' Placement allocations (the outbox in the store already says what)."""
+        for hostname, mdev_uuid, info in held.mdevs:
             try:
                 agent = ray.get_actor(host_agent_name(hostname), namespace=NAMESPACE)
             except ValueError:
                 log.warning("mdev %s: host %s has no agent; not removed", mdev_uuid, hostname)
                 continue
-            fut = asyncio.ensure_future(agent.remove_mdev.remote(info, mdev_uuid))
-            self._inflight.add(fut)
-            fut.add_done_callback(self._inflight.discard)
+            self._track(agent.remove_mdev.remote(info, mdev_uuid))
+        for index in sorted({binder_index(c, self.count) for c in held.consumers}):
+            self._track(self._binders[index].sync_allocations.remote())
+
+    def _track(self, ref) -> None:
+        fut = asyncio.ensure_future(ref)
+        self._inflight.add(fut)
+        fut.add_done_callback(self._inflight.discard)
 
     async def drain(self) -> None:
         while self._inflight:

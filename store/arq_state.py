@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import exists, select, text, update
 from sqlmodel import Session
 
+from rayborg.store import standalone_allocations
 from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError,  # noqa: F401
                                    ServiceTokenRequired, StateConflict, StoreError)
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, DeviceStatus,
@@ -150,12 +151,15 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     taken = session.scalars(select(ExtARQ.instance_uuid).where(ExtARQ.instance_uuid.in_(instances))).first()
     if taken is not None:
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
-    if any(t.standalone for t in binds.values()):
+    standalone = {u for u, t in binds.items() if t.standalone}
+    if standalone:
         binds = _choose_devices(session, arqs, binds)
+        standalone_allocations.mark(session, [binds[u].instance_uuid for u in standalone])
     for arq in arqs:
         target = binds[arq.uuid]
         values = {"hostname": target.hostname, "device_rp_uuid": target.device_rp_uuid,
-                  "instance_uuid": target.instance_uuid, "bind_error": None, "nova_event_pending": False}
+                  "instance_uuid": target.instance_uuid, "bind_error": None, "nova_event_pending": False,
+                  "standalone": arq.uuid in standalone}
         if target.project_id is not None:
             values["project_id"] = target.project_id
         _cas(session, arq.id, S.BIND_STARTED, **values)
@@ -220,6 +224,7 @@ def release_handle(session: Session, handle_id: int) -> bool:
 
 def _bind_failed(session: Session, arq: ExtARQ, error: str) -> ARQState:
     log.info("bind of ARQ %s failed: %s", arq.uuid, error)
+    standalone_allocations.mark_arqs(session, [arq])
     _cas(session, arq.id, S.BIND_FAILED, bind_error=error, nova_event_pending=arq.instance_uuid is not None)
     return S.BIND_FAILED
 
@@ -260,13 +265,14 @@ def fail_bind(session: Session, arq_uuid: str, error: str) -> ARQState:
     _require_state([arq], S.BIND_FAILED)
     if arq.attach_handle_id is not None:
         release_handle(session, arq.attach_handle_id)
+    standalone_allocations.mark_arqs(session, [arq])
     _cas(session, arq.id, S.BIND_FAILED, attach_handle_id=None, deployable_id=None, bind_error=error,
          nova_event_pending=arq.instance_uuid is not None)
     return S.BIND_FAILED
 
 
 _CLEARED = {"hostname": None, "device_rp_uuid": None, "instance_uuid": None, "attach_handle_id": None,
-            "deployable_id": None, "nova_event_pending": False}
+            "deployable_id": None, "nova_event_pending": False, "standalone": False}
 
 
 def unbind(session: Session, arq_uuids: list[str], project_id: str | None = None) -> dict[str, ARQState]:
@@ -274,6 +280,7 @@ def unbind(session: Session, arq_uuids: list[str], project_id: str | None = None
     its handle was not in use any more. All ARQs are checked before anything changes."""
     arqs = _lock_all(session, arq_uuids, project_id)
     _require_state(arqs, S.UNBOUND)
+    standalone_allocations.mark_arqs(session, arqs)
     states: dict[str, ARQState] = {}
     for arq in arqs:
         if arq.attach_handle_id is not None and not release_handle(session, arq.attach_handle_id):
@@ -302,6 +309,7 @@ def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_u
             raise ServiceTokenRequired(f"Accelerator request {bound.uuid} is bound to instance "
                                        f"{bound.instance_uuid}: deleting it requires a service token. "
                                        "Use the Compute API to manage instance accelerators.")
+    standalone_allocations.mark_arqs(session, arqs)
     for arq in arqs:
         _cas(session, arq.id, S.DELETING)
         if arq.attach_handle_id is not None:

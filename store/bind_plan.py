@@ -29,6 +29,7 @@ class BindPlan:
     bitstream_id: str | None      # to program first, or None
     attach_type: str | None
     error: str | None             # a reason to fail without trying
+    standalone: bool = False      # rayborg chose the device: it allocates it in Placement too
 
 
 def load(session: Session, arq_uuid: str) -> BindPlan | None:
@@ -57,7 +58,7 @@ def load(session: Session, arq_uuid: str) -> BindPlan | None:
                                    .where(AttachHandle.deployable_id == dep.id)).first()
     return BindPlan(arq_uuid=arq.uuid, state=arq.state, hostname=arq.hostname, instance_uuid=arq.instance_uuid,
                     deployable_id=dep.id if dep else None, deployable_name=name, driver_name=driver,
-                    bitstream_id=bitstream, attach_type=attach_type, error=error)
+                    bitstream_id=bitstream, attach_type=attach_type, error=error, standalone=arq.standalone)
 
 
 def in_flight(session: Session) -> list[tuple[str, str | None]]:
@@ -102,3 +103,24 @@ def mdev_handles(session: Session, arq_uuids: list[str] | None = None,
     else:
         stmt = stmt.where(ExtARQ.uuid.in_(arq_uuids or []))
     return [(host, uuid, json.loads(info)) for host, uuid, info in session.exec(stmt)]
+
+
+@dataclass(frozen=True)
+class Releasing:
+    """What ARQs about to be unbound or deleted hold outside the store: the mdevs of their MDEV
+    handles, to be removed from their hosts, and the consumers of standalone ones, whose Placement
+    allocations are to be pushed again."""
+
+    mdevs: list[tuple[str, str, dict]]
+    consumers: list[str]
+
+
+def releasing(session: Session, arq_uuids: list[str] | None = None,
+              instance_uuid: str | None = None) -> Releasing:
+    stmt = select(ExtARQ.instance_uuid).where(ExtARQ.standalone == True, ExtARQ.instance_uuid.is_not(None))  # noqa: E712
+    if instance_uuid is not None:
+        stmt = stmt.where(ExtARQ.instance_uuid == instance_uuid)
+    else:
+        stmt = stmt.where(ExtARQ.uuid.in_(arq_uuids or []))
+    return Releasing(mdevs=mdev_handles(session, arq_uuids, instance_uuid),
+                     consumers=sorted(set(session.exec(stmt))))

@@ -11,7 +11,7 @@ import uuid as uuidlib
 from datetime import datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -200,6 +200,9 @@ class ExtARQ(TimestampMixin, table=True):
     bind_error: str | None = Field(default=None)
     # A Nova `accelerator-request-bound` event is owed for this ARQ and not yet delivered.
     nova_event_pending: bool = Field(default=False, index=True)
+    # rayborg chose the device (a standalone bind, no Nova): the Placement allocation of its
+    # consumer is rayborg's to make and to remove (`store/standalone_allocations.py`).
+    standalone: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class PlacementTombstone(SQLModel, table=True):
@@ -210,6 +213,21 @@ class PlacementTombstone(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     rp_uuid: str = Field(max_length=36, unique=True)
     hostname: str = Field(max_length=255)
+
+
+class StandaloneAllocation(SQLModel, table=True):
+    """What rayborg allocated in Placement for one consumer of standalone binds, and whether that
+    still has to be brought in line with the consumer's ARQs (an outbox: the change is recorded in
+    the same transaction as the bind/unbind/delete, and pushed by the consumer's binder)."""
+
+    __tablename__ = "standalone_allocations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    consumer: str = Field(max_length=36, unique=True)
+    dirty: bool = Field(default=True, index=True)
+    version: int = Field(default=0)  # bumped at every change, so a push never clears a newer one
+    pushed: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # rp -> rc -> n
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class ProgramRequest(TimestampMixin, table=True):

@@ -88,9 +88,9 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
         raise Forbidden(SERVICE_TOKEN_REQUIRED)
     patch = schemas.parse_patch(body_of(await read_json(request)))
     if not patch.bind:
-        held = await call_store(request, bind_plan.mdev_handles, list(patch.fields))
+        held = await call_store(request, bind_plan.releasing, list(patch.fields))
         await call_store(request, arq_state.unbind, list(patch.fields), _scope(context), write=True)
-        await request.app["binder"].release_mdevs(held)
+        await request.app["binder"].released(held)
         return empty_response(202)
     if patch.sets_project:
         microversion.require(version(request), microversion.PROJECT_ID_IN_BIND)
@@ -118,7 +118,8 @@ async def bind_unbind(request: web.Request) -> web.Response:
     /hostname and /device_rp_uuid (any host). Only enabled devices on hosts that are up, with an
     attach handle not already claimed or promised to another bind, are chosen; all ARQs of the
     request or none: 409 naming the ARQ, resource class, traits and host when one cannot be placed.
-    /instance_uuid (the consumer) is always required."""
+    /instance_uuid (the consumer) is always required; with Placement configured the chosen devices
+    are allocated there to that consumer before the ARQ is Bound, and given back on unbind/delete."""
     return await _patch(request, lambda body: body)
 
 
@@ -142,10 +143,10 @@ async def bind_unbind_one(request: web.Request) -> web.Response:
 
 async def _delete(request: web.Request, context: RequestContext, *, arq_uuids: list[str] | None = None,
                   instance: str | None = None) -> web.Response:
-    held = await call_store(request, bind_plan.mdev_handles, arq_uuids, instance)
+    held = await call_store(request, bind_plan.releasing, arq_uuids, instance)
     missing = await call_store(request, arq_state.delete_arqs, arq_uuids, instance, _scope(context),
                                allow_bound=context.is_service, write=True)
-    await request.app["binder"].release_mdevs(held)
+    await request.app["binder"].released(held)
     if missing:  # not idempotent, as in Cyborg: the others are gone, but say what was not there
         raise NotFound(f"Accelerator request not found: {', '.join(missing)}")
     return empty_response(204)

@@ -284,14 +284,6 @@ def _release_txn(session: Session, consumer: str) -> list[str]:
     return uuids
 
 
-def _placement(binder):
-    if not hasattr(binder, "_claims_placement"):
-        from rayborg.actors.placement_sync import placement_client
-
-        binder._claims_placement = placement_client(binder.config)
-    return binder._claims_placement
-
-
 def _allocate(
     client, consumer: str, picked: list[dict[str, Any]], project_id: str, user_id: str
 ) -> str | None:
@@ -337,7 +329,7 @@ async def claim(
     consumer = consumer_uuid(job_id)
     project_id = project_id or "rayborg"
     user_id = user_id or "rayborg"
-    client = _placement(binder)
+    client = binder.placement
     exclude: set[str] = set()
     for attempt in range(PLACEMENT_ATTEMPTS):
         picked = await _claim_with_retries(binder, profile, count, host, consumer, project_id, exclude)
@@ -413,7 +405,7 @@ async def _program_claimed(picked: list[dict[str, Any]]) -> None:
 async def release(binder, consumer: str) -> dict[str, Any]:
     """Give a claim back: the Placement allocation first (so nothing is ever double-booked), then
     the ARQs and their attach handles. Idempotent."""
-    client = _placement(binder)
+    client = binder.placement
     if client is not None:
         await asyncio.to_thread(_deallocate, client, consumer)
     released = await asyncio.to_thread(binder.store.transact, _release_txn, consumer)

@@ -63,6 +63,21 @@ async def _front_door_requests(store) -> None:
         assert (await client.get(f"/no/such/{uuid.uuid4()}")).status == 404
 
 
+def _all_series(text: str) -> bool:
+    lines = text.splitlines()
+
+    def has(prefix: str, *labels: str) -> bool:
+        return any(x.startswith(prefix) and all(label in x for label in labels) for x in lines)
+
+    api = "ray_rayborg_api_requests_total"
+    return (all(m in text for m in EXPECTED)
+            and has("ray_rayborg_binds_total", 'outcome="Bound"')
+            and has("ray_rayborg_programmings_total", 'outcome="ok"')
+            and has(api, 'route="/v2/devices"', 'status="200"', 'method="GET"')
+            and has(api, 'route="/v2/devices/{uuid}"', 'status="404"')
+            and has(api, 'route="unmatched"', 'status="404"'))
+
+
 def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placement_server, tmp_path):
     store = fresh_store(tmp_path)
     make_compute_nodes(placement_server.url, ["host-a"])
@@ -93,22 +108,10 @@ def test_metrics_are_scraped_from_rays_prometheus_endpoint(ray_cluster, placemen
         binder = ray.get_actor(binder_name(binder_index(instance, config.binder_count)), namespace=NAMESPACE)
         assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "Bound"}  # programs first
         asyncio.run(_front_door_requests(store))  # the front door records its own requests
-        found = wait_for(
-            lambda: (lambda text: text if all(m in text for m in EXPECTED) else None)(scrape()),
-            timeout=30,
-            interval=1,
-            what="every rayborg metric in the scrape",
-        )
-        assert any(
-            x.startswith("ray_rayborg_binds_total") and 'outcome="Bound"' in x for x in found.splitlines()
-        )
-        assert any(
-            x.startswith("ray_rayborg_programmings_total") and 'outcome="ok"' in x for x in found.splitlines()
-        )
-        api = [x for x in found.splitlines() if x.startswith("ray_rayborg_api_requests_total")]
-        assert any('route="/v2/devices"' in x and 'status="200"' in x and 'method="GET"' in x for x in api)
-        assert any('route="/v2/devices/{uuid}"' in x and 'status="404"' in x for x in api)
-        assert any('route="unmatched"' in x and 'status="404"' in x for x in api)
+        # Series reach the agent in separate reports: wait for every line the test looks for.
+        found = wait_for(lambda: (lambda text: text if _all_series(text) else None)(scrape()),
+                         timeout=60, interval=1, what="every rayborg metric and series in the scrape")
+        assert all(m in found for m in EXPECTED)
     finally:
         kill_runtime()
         store.dispose()
