@@ -64,3 +64,28 @@ async def test_accelerator_prefix_and_forwarded_headers(client):
     resp = await client.get("/v2", headers={"X-Forwarded-Host": "api.example", "X-Forwarded-Proto": "https",
                                             "X-Forwarded-Prefix": "/accelerator"})
     assert (await resp.json())["links"][0]["href"] == "https://api.example/accelerator/v2/"
+
+
+async def test_configured_public_url_wins_for_every_link(aiohttp_client, store, database_url):
+    """`public_url` (a deployment behind a proxy that rewrites nothing) beats the Host and
+    X-Forwarded-* headers, in version documents and in every resource's self link."""
+    from factories import add_device, add_profile
+
+    from rayborg.api.app import create_app
+    from rayborg.settings import Settings
+
+    settings = Settings(database_url=database_url, public_url="https://cloud.example/accelerator/", _env_file=None)
+    client = await aiohttp_client(create_app(settings, store))
+    tree = add_device(store, "host1")
+    add_profile(store, "dp", [{"resources:FPGA": "1"}])
+    misleading = {"Host": "internal:6666", "X-Forwarded-Host": "other.example", "X-Forwarded-Proto": "http"}
+    root = await (await client.get("/", headers=misleading)).json()
+    assert root["versions"][0]["links"] == [{"href": "https://cloud.example/accelerator/v2", "rel": "self"}]
+    devices = (await (await client.get("/v2/devices", headers=misleading)).json())["devices"]
+    assert devices[0]["links"] == [{"href": f"https://cloud.example/accelerator/v2/devices/{tree.device_uuid}",
+                                    "rel": "self"}]
+    profile = (await (await client.get("/v2/device_profiles", headers=misleading)).json())["device_profiles"][0]
+    assert profile["links"][0]["href"] == f"https://cloud.example/accelerator/v2/device_profiles/{profile['uuid']}"
+    arq = (await (await client.post("/v2/accelerator_requests", json={"device_profile_name": "dp"},
+                                    headers=misleading)).json())["arqs"][0]
+    assert arq["links"][0]["href"] == f"https://cloud.example/accelerator/v2/accelerator_requests/{arq['uuid']}"

@@ -78,3 +78,37 @@ def test_sqlite_migrations_run_without_foreign_keys_and_restore_them(sqlite_url,
     with engine.connect() as conn:  # the pooled connection the migration used has them back
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_the_rows_and_adds_standalone(database_url):
+    """A database made by 0001, with a device tree, a profile and a bound ARQ in it, upgrades to
+    head: every row is kept (SQLite rebuilds the ARQ table in batch mode), the ARQs are not
+    standalone, and the new outbox table works."""
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    assert upgrade(engine, "0001") == "0001"
+    now = "2026-11-25 00:00:00+00:00"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO device_profiles (id, uuid, name, groups, created_at) "
+                          "VALUES (1, 'p-1', 'dp', '[{\"resources:FPGA\": \"1\"}]', :now)"), {"now": now})
+        conn.execute(text(
+            "INSERT INTO extended_accelerator_requests (id, uuid, state, device_profile_id, "
+            "device_profile_group_id, hostname, instance_uuid, nova_event_pending, created_at) "
+            "VALUES (1, 'a-1', 'Bound', 1, 0, 'host1', 'i-1', :f, :now), "
+            "(2, 'a-2', 'Initial', 1, 0, NULL, NULL, :f, :now)"), {"now": now, "f": False})
+    assert upgrade(engine) == head()
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT uuid, state, instance_uuid, standalone FROM "
+                                 "extended_accelerator_requests ORDER BY id")).all()
+        assert [(u, s, i, bool(st)) for u, s, i, st in rows] == [
+            ("a-1", "Bound", "i-1", False), ("a-2", "Initial", None, False)]
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diff == []
+    from rayborg.store import standalone_allocations
+    from rayborg.store.engine import Store
+
+    store = Store(database_url, engine=engine)
+    store.transact(standalone_allocations.mark, ["i-1"])
+    assert store.query(standalone_allocations.dirty) == ["i-1"]
+    engine.dispose()
