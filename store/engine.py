@@ -21,6 +21,8 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
+from rayborg.store.prepared import RawReader
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -122,7 +124,14 @@ class Store:
         return attempt()
 
     def query(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run `fn(session, *args, **kwargs)` in a read-only session."""
+        """Run `fn(session, *args, **kwargs)` in a read-only session; a `@raw_read` function gets a
+        `RawReader` on a pooled DBAPI connection instead (`store/prepared.py`)."""
+        if getattr(fn, "raw_read", False):
+            conn = self.engine.raw_connection()
+            try:
+                return fn(RawReader(conn, self.engine.dialect), *args, **kwargs)
+            finally:
+                conn.close()  # back to the pool, which rolls back whatever the read began
         with self.read() as session:
             return fn(session, *args, **kwargs)
 

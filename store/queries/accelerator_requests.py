@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from functools import lru_cache
+
+from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from rayborg.store import arq_state
-from rayborg.store.arq_state import RESOLVED, LockedError, NotFoundError, visible_to
+from rayborg.store.arq_state import RESOLVED, LockedError, NotFoundError
+from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import ARQState, AttachHandle, DeviceProfile, ExtARQ
 
 
@@ -48,14 +51,35 @@ _VIEW_SELECT = (
 )
 
 
-def _views(session: Session, stmt) -> list[ARQView]:
+def _to_views(rows) -> list[ARQView]:
     out = []
     for (uuid, state, profile, group, hostname, rp_uuid, instance, project, created, updated, handle_type,
-         handle_uuid, handle_info) in session.execute(stmt):
+         handle_uuid, handle_info) in rows:
         out.append(ARQView(uuid, state, profile or "", group, hostname, rp_uuid, instance, project,
                            handle_type or "", handle_uuid,
                            arq_state.parse_handle_info(handle_info) if handle_uuid else {}, created, updated))
     return out
+
+
+@lru_cache(maxsize=None)
+def _prepared(by_uuid: bool, by_project: bool, by_instance: bool) -> Prepared:
+    """The view select narrowed by the bind parameters named (one prepared read per shape)."""
+    stmt = _VIEW_SELECT
+    if by_uuid:
+        stmt = stmt.where(ExtARQ.uuid == bindparam("uuid"))
+    if by_project:
+        stmt = stmt.where(ExtARQ.project_id == bindparam("project_id"))
+    if by_instance:
+        stmt = stmt.where(ExtARQ.instance_uuid == bindparam("instance_uuid"))
+    return Prepared(stmt)
+
+
+def _read(reader: RawReader, uuid: str | None = None, project_id: str | None = None,
+          instance_uuid: str | None = None) -> list[ARQView]:
+    given = {k: v for k, v in (("uuid", uuid), ("project_id", project_id), ("instance_uuid", instance_uuid))
+             if v is not None}
+    prepared = _prepared(uuid is not None, project_id is not None, instance_uuid is not None)
+    return _to_views(reader.all(prepared, **given))
 
 
 def views(session: Session, arqs: list[ExtARQ]) -> list[ARQView]:
@@ -63,17 +87,15 @@ def views(session: Session, arqs: list[ExtARQ]) -> list[ARQView]:
     if not arqs:
         return []
     session.flush()
-    return _views(session, _VIEW_SELECT.where(ExtARQ.id.in_([a.id for a in arqs])))
+    return _to_views(session.execute(_VIEW_SELECT.where(ExtARQ.id.in_([a.id for a in arqs]))))
 
 
-def list_arqs(session: Session, project_id: str | None = None, instance_uuid: str | None = None,
+@raw_read
+def list_arqs(reader: RawReader, project_id: str | None = None, instance_uuid: str | None = None,
               resolved_only: bool = False) -> list[ARQView]:
     """Visible ARQs, optionally of one instance and only resolved ones. Asking for the resolved ARQs
     of an instance while some of its ARQs are still binding raises LockedError (423)."""
-    stmt = visible_to(_VIEW_SELECT, project_id)
-    if instance_uuid is not None:
-        stmt = stmt.where(ExtARQ.instance_uuid == instance_uuid)
-    arqs = _views(session, stmt)
+    arqs = _read(reader, project_id=project_id, instance_uuid=instance_uuid)
     if resolved_only:
         unresolved = [a for a in arqs if a.state not in RESOLVED]
         if instance_uuid is not None and unresolved:
@@ -82,8 +104,9 @@ def list_arqs(session: Session, project_id: str | None = None, instance_uuid: st
     return arqs
 
 
-def get_arq(session: Session, uuid: str, project_id: str | None = None) -> ARQView:
-    found = _views(session, visible_to(_VIEW_SELECT.where(ExtARQ.uuid == uuid), project_id))
+@raw_read
+def get_arq(reader: RawReader, uuid: str, project_id: str | None = None) -> ARQView:
+    found = _read(reader, uuid=uuid, project_id=project_id)
     if not found:
         raise NotFoundError(f"Accelerator request not found: {uuid}")
     return found[0]

@@ -5,11 +5,15 @@ Every function takes a `Session` first so that callers run it through `Store.tra
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NamedTuple
+
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from rayborg.store.arq_state import ConflictError, NotFoundError
+from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import DeviceProfile, ExtARQ
 
 
@@ -21,13 +25,30 @@ class ProfileConflict(ConflictError):
     """Duplicate name or uuid, or a profile still referenced by ARQs."""
 
 
-def list_profiles(session: Session, names: list[str] | None = None) -> list:
-    """Rows with the columns a response shows (attribute access like a DeviceProfile; cheaper)."""
-    stmt = select(DeviceProfile.uuid, DeviceProfile.name, DeviceProfile.description, DeviceProfile.groups,
-                  DeviceProfile.created_at, DeviceProfile.updated_at).order_by(DeviceProfile.id)
+class ProfileRow(NamedTuple):
+    """The columns a profile's response shows (attribute access like a DeviceProfile)."""
+
+    uuid: str
+    name: str
+    description: str | None
+    groups: list[dict[str, str]]
+    created_at: datetime
+    updated_at: datetime | None
+
+
+_LIST = Prepared(select(DeviceProfile.uuid, DeviceProfile.name, DeviceProfile.description, DeviceProfile.groups,
+                        DeviceProfile.created_at, DeviceProfile.updated_at).order_by(DeviceProfile.id))
+
+
+@raw_read
+def list_profiles(reader: RawReader, names: list[str] | None = None) -> list[ProfileRow]:
+    """Every profile, or those named (filtered here: profiles are few, and a fixed statement can
+    be prepared where an IN list of any length cannot)."""
+    rows = [ProfileRow(*r) for r in reader.all(_LIST)]
     if names is not None:
-        stmt = stmt.where(DeviceProfile.name.in_(names))
-    return list(session.execute(stmt))
+        wanted = set(names)
+        rows = [r for r in rows if r.name in wanted]
+    return rows
 
 
 def get_profile(session: Session, *, uuid: str | None = None, name: str | None = None) -> DeviceProfile:

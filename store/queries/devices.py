@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from functools import lru_cache
+
+from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from rayborg.store.errors import NotFoundError
+from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import Deployable, Device, DeviceStatus, utcnow
 
 FILTERS = ("type", "vendor", "hostname")
@@ -17,12 +20,20 @@ SHOWN = (Device.uuid, Device.type, Device.vendor, Device.model, Device.std_board
           Device.vendor_board_info, Device.hostname, Device.status, Device.created_at, Device.updated_at)
 
 
-def list_devices(session: Session, filters: dict[str, str]) -> list:
+@lru_cache(maxsize=None)
+def _listing(keys: tuple[str, ...]) -> Prepared:
+    """The device list narrowed by exact matches on `keys` (one prepared read per combination)."""
     stmt = select(*SHOWN).order_by(Device.id)
-    for key in FILTERS:
-        if key in filters:
-            stmt = stmt.where(getattr(Device, key) == filters[key])
-    return list(session.execute(stmt))
+    for key in keys:
+        stmt = stmt.where(getattr(Device, key) == bindparam(key))
+    return Prepared(stmt)
+
+
+@raw_read
+def list_devices(reader: RawReader, filters: dict[str, str]) -> list[tuple]:
+    """Rows of SHOWN, filtered by exact match on any of FILTERS."""
+    keys = tuple(key for key in FILTERS if key in filters)
+    return reader.all(_listing(keys), **{key: filters[key] for key in keys})
 
 
 def get_device(session: Session, uuid: str) -> Device:
