@@ -7,10 +7,12 @@ and returns the deployable as it now is.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar
 
-from rayborg.drivers.base import BitstreamError, DriverDeployable, DriverDevice, DriverFailure, custom_name
+from rayborg.drivers.base import (BitstreamError, DriverDeployable, DriverDevice, DriverFailure, ProgrammingError,
+                                  custom_name)
 from rayborg.drivers.bitstreams import Bitstream, check_fits
 from rayborg.drivers.pci import PciDriver
 from rayborg.drivers.tools import DEFAULT_TIMEOUT, run_tool
@@ -68,6 +70,18 @@ class FpgaDriver(PciDriver):
         pid = device.std_board_info.get("device_id", "")
         return {device.model, pid, pid.removeprefix("0x")} - {""}
 
+    def program_timeout(self, device: str) -> float:
+        """Option `program_timeout` (seconds); a bad value is this device's programming error, not a crash."""
+        raw = self.options.get("program_timeout", DEFAULT_TIMEOUT)
+        try:
+            limit = float(raw)
+        except (TypeError, ValueError):
+            limit = float("nan")
+        if not (math.isfinite(limit) and limit > 0):  # inf/nan never fire: the hang this option prevents
+            raise ProgrammingError(f"option program_timeout must be a positive number of seconds, got {raw!r}",
+                                   device=device, tool=self.tool())
+        return limit
+
     def program(self, deployable: DriverDeployable | str, bitstream: Bitstream,
                 *, timeout: float | None = None) -> DriverDeployable:
         name = deployable if isinstance(deployable, str) else deployable.name
@@ -79,7 +93,7 @@ class FpgaDriver(PciDriver):
             raise BitstreamError(f"bitstream file {bitstream.path} does not exist", device=device.key)
         check_fits(bitstream.meta, device=device.key, vendor_names={self.VENDOR_NAME, device.vendor},
                    boards=self.boards(device), region_id=dep.attributes.get("region_id"))
-        limit = timeout if timeout is not None else float(self.options.get("program_timeout", DEFAULT_TIMEOUT))
+        limit = self.program_timeout(device.key) if timeout is None else timeout
         run_tool(self.program_argv(device, bitstream.path), device=device.key, timeout=limit,
                  env=self.program_env(device))
         self.loaded[device.key] = bitstream

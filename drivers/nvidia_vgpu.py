@@ -85,8 +85,14 @@ class NvidiaVgpuDriver(NvidiaGpuBase):
             return configured
         if not types:
             raise DriverFailure("no mdev types", device=fn.name, file=fn.path / "mdev_supported_types")
-        used = [t for t in types if any((fn.path / "mdev_supported_types" / t / "devices").iterdir())]
+        used = [t for t in types if self._existing(fn.path / "mdev_supported_types" / t)]
         return used[0] if used else types[0]
+
+    @staticmethod
+    def _existing(tdir: Path) -> list[str]:
+        """The type's mdevs: no `devices` dir means none, for choosing the type as for counting."""
+        devices = tdir / "devices"
+        return sorted(p.name for p in devices.iterdir()) if devices.is_dir() else []
 
     def build(self, fn: PciFunction) -> DriverDevice | None:
         if self.type_by_address and fn.name not in self.type_by_address:
@@ -94,7 +100,7 @@ class NvidiaVgpuDriver(NvidiaGpuBase):
         type_id = self.choose_type(fn)
         tdir = fn.path / "mdev_supported_types" / type_id
         available = read_int(tdir / "available_instances", device=fn.name)
-        existing = sorted(p.name for p in (tdir / "devices").iterdir()) if (tdir / "devices").is_dir() else []
+        existing = self._existing(tdir)
         name = read_text(tdir / "name", device=fn.name)
         words = name.split()
         short = words[1] if len(words) > 1 else name  # "GRID T4-2B" -> "T4-2B"

@@ -55,7 +55,7 @@ class PciDriver(Driver):
             except DriverFailure as exc:
                 result.errors.append(self.error(exc, device=fn.name))
             except (OSError, ValueError) as exc:  # pydantic ValidationError is a ValueError
-                result.errors.append(self.error(exc, device=fn.name))
+                result.errors.append(self.error(exc, device=fn.name, file=getattr(exc, "filename", None) or ""))
         result.errors += [self.error(w) for w in self.warnings]
         return result
 

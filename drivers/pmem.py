@@ -87,7 +87,7 @@ class PmemDriver(Driver):
                                  driver_name=self.NAME, resource_class=custom_name("PMEM_NAMESPACE", label),
                                  traits=[custom_name("PMEM_NAMESPACE", label)], attach_handles=handles)
                 for label, handles in sorted(groups.items())]
-        numa = read_text(rdir / "numa_node", device=region) if (rdir / "numa_node").exists() else "-1"
+        numa = str(read_int(rdir / "numa_node", device=region)) if (rdir / "numa_node").exists() else "-1"
         return DriverDevice(type="PMEM", vendor=self.VENDOR, model="NVDIMM region", key=f"{self.NAME}:{region}",
                             std_board_info={"region": region, "numa_node": numa},
                             controlpath_id=ControlPathId(cpid_type="PMEM", cpid_info={"region": region}),

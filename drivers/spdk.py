@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ METHOD_NOT_FOUND = -32601
 
 
 class SpdkRpcError(DriverFailure):
-    pass
+    code: int | None = None  # the JSON-RPC error code, when the target sent one
+    reached: bool = True  # False: connect/send/recv failed or timed out, the target may be hung
 
 
 class SpdkClient:
@@ -36,30 +38,49 @@ class SpdkClient:
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         self._id += 1
         request = {"jsonrpc": "2.0", "id": self._id, "method": method} | ({"params": params} if params else {})
-        decoder, buf = json.JSONDecoder(), ""
+        # one deadline for the whole answer: a target trickling bytes must not stretch it past `timeout`
+        deadline, buf = time.monotonic() + self.timeout, b""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
                 s.connect(self.path)
                 s.sendall(json.dumps(request).encode())
-                while True:
+                while (response := self._decode(buf, method)) is None:
+                    if (left := deadline - time.monotonic()) <= 0:
+                        raise TimeoutError
+                    s.settimeout(left)
                     chunk = s.recv(65536)
                     if not chunk:
                         raise SpdkRpcError(f"{method}: connection closed mid-response", device=self.path)
-                    buf += chunk.decode()
-                    try:
-                        response, _ = decoder.raw_decode(buf.lstrip())
-                        break
-                    except json.JSONDecodeError:
-                        continue
+                    buf += chunk
         except OSError as exc:
-            raise SpdkRpcError(f"{method}: {exc.__class__.__name__}: {exc}", device=self.path) from None
+            why = (f"timed out after {self.timeout:g}s" if isinstance(exc, TimeoutError)
+                   else f"{exc.__class__.__name__}: {exc}")
+            failure = SpdkRpcError(f"{method}: {why}", device=self.path)
+            failure.reached = False
+            raise failure from None
         if "error" in response:
-            err = response["error"]
+            err = response["error"] if isinstance(response["error"], dict) else {"message": response["error"]}
             exc = SpdkRpcError(f"{method}: {err.get('message')} (code {err.get('code')})", device=self.path)
             exc.code = err.get("code")
             raise exc
         return response.get("result")
+
+    def _decode(self, buf: bytes, method: str) -> dict[str, Any] | None:
+        """The response once `buf` holds all of it, None while more is to come."""
+        try:
+            text = buf.decode()
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data":  # a character split across reads: wait for the rest
+                return None
+            raise SpdkRpcError(f"{method}: response is not UTF-8 (byte {exc.start})", device=self.path) from None
+        try:
+            response, _ = json.JSONDecoder().raw_decode(text.lstrip())
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(response, dict):
+            raise SpdkRpcError(f"{method}: not a JSON-RPC response: {text[:80]!r}", device=self.path)
+        return response
 
 
 class SpdkDriver(Driver):
@@ -77,15 +98,21 @@ class SpdkDriver(Driver):
             try:
                 items = client.call(method) or []
             except SpdkRpcError as exc:
-                if getattr(exc, "code", None) != METHOD_NOT_FOUND:  # target built without nvmf/vhost
+                if exc.code != METHOD_NOT_FOUND:  # target built without nvmf/vhost
                     result.errors.append(self.error(exc))
+                if not exc.reached:  # down or hung: the next call would only wait as long again
+                    break
+                continue
+            if not isinstance(items, list):
+                result.errors.append(self.error(DriverFailure(
+                    f"{method}: result is a {type(items).__name__}, not a list", device=str(path))))
                 continue
             for item in items:
                 try:
                     device = build(item, str(path))
                     if device is not None:
                         result.devices.append(device)
-                except (KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     result.errors.append(self.error(DriverFailure(
                         f"{method}: malformed entry: {exc.__class__.__name__}: {exc}", device=str(item)[:80])))
         return result

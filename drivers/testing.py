@@ -4,6 +4,7 @@ The layout mimics the kernel's: real directories under `devices/pci<dom>:<bus>/<
 `bus/pci/devices/<addr>` symlinks to them; relative `driver`, `iommu_group`, `physfn`/`virtfnN`
 links; `class/mdev_bus/<addr>` and `bus/mdev/devices/<uuid>`; `bus/nd/devices/{region,namespace,dax}*`.
 `FakeKernel` plays the kernel's part for writes to mdev `create`/`remove` files.
+`PCI_BAD_INPUTS` lists ways to break a PCI function that every PCI driver must survive.
 
 JSON description (see tests/fixtures/sysfs/*/tree.json):
     {"pci": [{"address": "0000:5e:00.0", "vendor": "0x8086", "device": "0x09c4",
@@ -25,6 +26,8 @@ import json
 import os
 import shutil
 import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,25 @@ class SysfsBuilder:
         link = self.root / rel
         _rel_link(link, self.root / target_rel)
         return link
+
+    # ---- breaking things (bad-input tests) ----------------------------------------------------
+
+    def unreadable(self, rel: str | Path) -> Path:
+        """Replace a file by a directory: reading it fails like an unreadable file (tests run as root)."""
+        path = self.root / rel
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.mkdir(parents=True)
+        return path
+
+    def broken_link(self, rel: str | Path) -> Path:
+        """Make `rel` a symlink that points nowhere (a driver unloaded, a device gone mid-read)."""
+        path = self.root / rel
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to("nowhere-gone")
+        return path
 
     def device_dir(self, address: str) -> Path:
         a = PciAddress.parse(address)
@@ -218,6 +240,51 @@ class SysfsBuilder:
             self.mdev_types(addr, types)
         for m in dev.get("mdevs", []):
             self.mdev(addr, m["type"], m.get("uuid"))
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One way a PCI function's sysfs entry can be broken, and the error entry it must turn into."""
+
+    name: str
+    apply: Callable[[SysfsBuilder, str], Any]  # (builder, address) -> breaks that function
+    file: str  # the error's `file` ends with "<address>/<file>" ("" : the function's own entry)
+    message: str  # part of the error's message
+    sysfs: bool = False  # unidentifiable function: reported once by the `sysfs` pseudo-driver
+
+    def file_suffix(self, address: str) -> str:
+        return f"{address}/{self.file}" if self.file else address
+
+
+def _dev(b: SysfsBuilder, address: str, name: str) -> str:
+    return str(b.device_dir(address).relative_to(b.root) / name)
+
+
+# What every PCI driver must survive: each ends as one error entry naming the function and the file,
+# never a crash, and the host's other devices are still reported.
+PCI_BAD_INPUTS: tuple[BadInput, ...] = (
+    BadInput("missing device id (half-present)", lambda b, a: (b.device_dir(a) / "device").unlink(),
+             "device", "missing sysfs file", sysfs=True),
+    BadInput("missing class", lambda b, a: (b.device_dir(a) / "class").unlink(), "class", "missing sysfs file",
+             sysfs=True),
+    BadInput("non-hex vendor", lambda b, a: b.write(_dev(b, a, "vendor"), "0xgg"), "vendor", "non-hex value '0xgg'",
+             sysfs=True),
+    BadInput("vendor not UTF-8", lambda b, a: (b.device_dir(a) / "vendor").write_bytes(b"\xff\xfe\n"), "vendor",
+             "unreadable sysfs file: UnicodeDecodeError", sysfs=True),
+    BadInput("device dir vanished", lambda b, a: shutil.rmtree(b.device_dir(a)), "", "broken symlink", sysfs=True),
+    BadInput("unreadable numa_node", lambda b, a: b.unreadable(_dev(b, a, "numa_node")), "numa_node",
+             "unreadable sysfs file"),
+    BadInput("non-numeric numa_node", lambda b, a: b.write(_dev(b, a, "numa_node"), "banana"), "numa_node",
+             "non-numeric value 'banana'"),
+    BadInput("non-hex subsystem_device", lambda b, a: b.write(_dev(b, a, "subsystem_device"), "zz"),
+             "subsystem_device", "non-hex value 'zz'"),
+    BadInput("broken driver link", lambda b, a: b.broken_link(_dev(b, a, "driver")), "driver", "broken symlink"),
+    BadInput("broken iommu_group link", lambda b, a: b.broken_link(_dev(b, a, "iommu_group")), "iommu_group",
+             "broken symlink"),
+)
+# A vendor file but no driver link: drivers that need their kernel driver skip the function with this.
+UNBOUND = BadInput("no driver link", lambda b, a: (b.device_dir(a) / "driver").unlink(missing_ok=True), "driver",
+                   "no kernel driver bound")
 
 
 def build_tree(root: str | Path, desc: dict[str, Any] | str | Path) -> Path:

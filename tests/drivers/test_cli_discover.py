@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 
 from rayborg.commands import discover
-from rayborg.drivers import REAL_DRIVERS
-from rayborg.drivers.testing import FIXTURES
+from rayborg.drivers import REAL_DRIVERS, discover_host, driver_class
+from rayborg.drivers.base import DriverContext, DriverFailure
+from rayborg.drivers.pci import PciDriver, scan_pci
+from rayborg.drivers.spdk import DEFAULT_SOCKET
+from rayborg.drivers.testing import FIXTURES, fixture_tree
 
 
 def run(*argv: str) -> int:
@@ -53,14 +57,53 @@ def test_bad_names_exit_2_with_one_line(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
-def test_real_sys_runs_and_prints_valid_json(capsys):
-    # this machine has no accelerators, but one that has some must pass too: only shape is checked
-    assert run("--json") == 0
+def claimed(sysfs_root: Path) -> list[str]:
+    """`<driver>:<address>` for every PCI function some real driver's own `matches` takes."""
+    funcs, _ = scan_pci(sysfs_root)
+    drivers = [driver_class(n)(DriverContext(sysfs_root=sysfs_root)) for n in REAL_DRIVERS]
+    out = []
+    for drv in (d for d in drivers if isinstance(d, PciDriver)):
+        for fn in funcs:
+            try:
+                if drv.matches(fn):
+                    out.append(f"{drv.NAME}:{fn.name}")
+            except DriverFailure:  # could not even tell: count it as an accelerator, be lenient
+                out.append(f"{drv.NAME}:{fn.name}")
+    return sorted(out)
+
+
+PCI_DRIVERS = {n for n in REAL_DRIVERS if issubclass(driver_class(n), PciDriver)}
+
+
+def test_claimed_finds_the_accelerators_of_every_fixture_tree(tmp_path):
+    # `claimed` is what decides the real-/sys test below: it must see accelerators where there are some
+    families = sorted(p.name for p in FIXTURES.iterdir() if (p / "tree.json").exists())
+    pci_families = [f for f in families if f in PCI_DRIVERS]
+    assert len(pci_families) == len(PCI_DRIVERS)
+    for fam in families:
+        root = fixture_tree(fam, tmp_path / fam)
+        reported = [d.key for d in discover_host("n1", root).devices if d.key.split(":")[0] in PCI_DRIVERS]
+        assert claimed(root) == reported, fam
+        assert reported or fam not in PCI_DRIVERS, fam
+
+
+def test_real_sys_gives_an_empty_report(capsys):
+    assert run("--json") == 0  # as an operator types it (settings may pick the root and drivers)
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"hostname", "drivers", "devices", "errors", "content_hash"}
     assert "fake" not in out["drivers"]
-    assert run("--json", "--drivers", ",".join(REAL_DRIVERS)) == 0
-    assert json.loads(capsys.readouterr().out)["drivers"] == sorted(REAL_DRIVERS)
+    assert run("--json", "--sysfs-root", "/sys", "--drivers", ",".join(REAL_DRIVERS)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["drivers"] == sorted(REAL_DRIVERS)
+    found = claimed(Path("/sys"))
+    others = any(Path("/sys/bus/nd/devices").glob("namespace*")) or Path(DEFAULT_SOCKET).exists()
+    if not found and not others:  # no accelerator here (this machine): nothing to report, nothing wrong
+        assert out["errors"] == [] and out["devices"] == []
+    else:  # a host with accelerators: what PCI drivers report or refuse is one of them, nothing else
+        pci = PCI_DRIVERS | {"sysfs"}  # a sysfs entry is never one of them: it fails the check
+        named = {d["key"] for d in out["devices"] if d["key"].split(":")[0] in pci}
+        named |= {f"{e['driver']}:{e['device']}" for e in out["errors"] if e["driver"] in pci}
+        assert named <= set(found), (named, found)
 
 
 def test_checked_in_description_is_expanded(capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from rayborg.drivers import discover_host
@@ -13,19 +15,37 @@ EXISTING = "6a1b1c8e-7d0a-4c3e-9f1e-0d2b3c4d5e6f"
 NEW = "1c6d51d2-5a9b-4a6e-8f44-9a0b6a2c4e11"
 
 
+def pci(bus: str) -> dict[str, str]:
+    return {"bus": bus, "device": "00", "domain": "0000", "function": "0"}
+
+
+def pgpu(bus: str, model: str, board: dict[str, str], trait: str) -> dict:
+    """The whole expected device, spelled out: one deployable, one accelerator, one PCI handle."""
+    return {"type": "GPU", "vendor": "0x10de", "model": model, "std_board_info": board, "vendor_board_info": "",
+            "key": f"nvidia_gpu:0000:{bus}:00.0", "stub": False,
+            "controlpath_id": {"cpid_type": "PCI", "cpid_info": pci(bus)},
+            "deployables": [{"name": f"n1_0000_{bus}_00_0", "num_accelerators": 1, "driver_name": "nvidia_gpu",
+                             "bitstream_id": None, "resource_class": "PGPU", "traits": ["OWNER_CYBORG", trait],
+                             "attributes": {"rc": "PGPU", "trait0": "OWNER_CYBORG", "trait1": trait},
+                             "attach_handles": [{"attach_type": "PCI", "attach_info": pci(bus), "in_use": False}],
+                             "children": []}]}
+
+
 def test_pgpu_report(family_tree):
     r = discover_host("n1", family_tree("nvidia_gpu"), drivers=["nvidia_gpu", "nvidia_vgpu"])
-    assert r.errors == []
-    assert [d.key for d in r.devices] == ["nvidia_gpu:0000:3b:00.0", "nvidia_gpu:0000:af:00.0"]
-    t4 = r.devices[1]
-    assert (t4.type, t4.vendor, t4.model) == ("GPU", "0x10de", "Tesla T4")
-    assert t4.std_board_info["subsystem_device"] == "0x12a2" and t4.std_board_info["driver"] == "vfio-pci"
-    (dep,) = t4.deployables
-    assert (dep.name, dep.num_accelerators, dep.resource_class) == ("n1_0000_af_00_0", 1, "PGPU")
-    assert dep.attributes == {"rc": "PGPU", "trait0": "OWNER_CYBORG", "trait1": "CUSTOM_NVIDIA_1EB8"}
-    assert [h.model_dump() for h in dep.attach_handles] == [{"attach_type": "PCI", "in_use": False, "attach_info": {
-        "bus": "af", "device": "00", "domain": "0000", "function": "0"}}]
-    assert r.devices[0].std_board_info["driver"] == ""  # unbound GPU is still a passthrough candidate
+    assert r.errors == [] and r.drivers == ["nvidia_gpu", "nvidia_vgpu"]
+    # the ASPEED VGA (not NVIDIA) and the V100's audio function (not a GPU class) are nobody's
+    v100, t4 = (d.model_dump() for d in r.devices)
+    # unbound, no IOMMU group, no subsystem ids: still a passthrough candidate (libvirt binds vfio-pci)
+    assert v100 == pgpu("3b", "Tesla V100-PCIE-32GB", {
+        "device_id": "0x1db6", "class": "0x030000", "vendor_id": "0x10de", "numa_node": "0", "driver": ""},
+        "CUSTOM_NVIDIA_1DB6")
+    assert t4 == pgpu("af", "Tesla T4", {
+        "device_id": "0x1eb8", "class": "0x030200", "vendor_id": "0x10de", "subsystem_vendor": "0x10de",
+        "subsystem_device": "0x12a2", "numa_node": "1", "iommu_group": "90", "driver": "vfio-pci"},
+        "CUSTOM_NVIDIA_1EB8")
+    assert sum(dep.num_accelerators for dep in r.deployables()) == 2
+    assert len({h.info_json() for dep in r.deployables() for h in dep.attach_handles}) == 2
 
 
 def test_vgpu_report_auto_type(family_tree):
@@ -82,6 +102,35 @@ def test_vgpu_non_numeric_available_instances(family_tree, builder):
     r = discover_host("n1", root, drivers=["nvidia_vgpu"])
     assert [d.key for d in r.devices] == ["nvidia_vgpu:0000:af:00.0"]
     assert r.errors[0].file.endswith("nvidia-223/available_instances") and "non-numeric" in r.errors[0].message
+
+
+T86 = "devices/pci0000:86/0000:86:00.0/mdev_supported_types"
+
+
+@pytest.mark.parametrize("break_it, file, message", [
+    (lambda b: (b.root / T86 / "nvidia-223/name").unlink(), "nvidia-223/name", "missing sysfs file"),
+    (lambda b: b.unreadable(f"{T86}/nvidia-223/available_instances"), "nvidia-223/available_instances",
+     "unreadable sysfs file"),
+    (lambda b: shutil.rmtree(b.root / T86 / "nvidia-223"), "0000:86:00.0/mdev_supported_types", "no mdev types"),
+], ids=["no type name", "unreadable available_instances", "no mdev types"])
+def test_vgpu_bad_type_dir_skips_that_gpu(family_tree, builder, break_it, file, message):
+    root = family_tree("nvidia_vgpu")
+    break_it(builder)
+    r = discover_host("n1", root, drivers=["nvidia_gpu", "nvidia_vgpu"])
+    # a virtualized GPU never falls back to passthrough: nvidia_gpu must not pick it up either
+    assert [d.key for d in r.devices] == ["nvidia_vgpu:0000:af:00.0"]
+    (err,) = r.errors
+    assert (err.driver, err.device) == ("nvidia_vgpu", "0000:86:00.0")
+    assert err.file.endswith(file) and message in err.message
+
+
+def test_vgpu_type_without_devices_dir_has_no_mdevs(family_tree):
+    root = family_tree("nvidia_vgpu")
+    (root / T86 / "nvidia-223/devices").rmdir()
+    r = discover_host("n1", root, drivers=["nvidia_vgpu"])
+    assert r.errors == []
+    dep = r.devices[0].deployables[0]
+    assert (dep.name, dep.num_accelerators, dep.attributes["vgpu_type"]) == ("n1_0000_86_00_0", 8, "nvidia-223")
 
 
 def vgpu(root) -> NvidiaVgpuDriver:

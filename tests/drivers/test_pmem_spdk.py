@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -41,6 +42,41 @@ def test_pmem_bad_size_keeps_other_region(family_tree, builder):
     r = discover_host("n1", root, drivers=["pmem"])
     assert [d.key for d in r.devices] == ["pmem:region1"]
     assert r.errors[0].device == "namespace0.1" and r.errors[0].file.endswith("namespace0.1/size")
+
+
+R0 = "devices/LNXSYSTM:00/ndbus0/region0"
+
+
+@pytest.mark.parametrize("break_it, device, file, message", [
+    (lambda b: b.write(f"{R0}/numa_node", "banana"), "region0", "region0/numa_node", "non-numeric value 'banana'"),
+    (lambda b: (b.root / R0 / "namespace0.0/mode").unlink(), "namespace0.0", "namespace0.0/mode",
+     "missing sysfs file"),
+    (lambda b: b.unreadable(f"{R0}/namespace0.1/uuid"), "namespace0.1", "namespace0.1/uuid", "unreadable sysfs file"),
+    (lambda b: (b.root / R0 / "dax0.0").rename(b.root / R0 / "gone"), "namespace0.0", "namespace0.0/mode",
+     "devdax namespace without a dax device"),
+], ids=["non-numeric numa_node", "missing mode", "unreadable uuid", "dax device gone"])
+def test_pmem_bad_region_is_an_error_the_other_region_is_reported(family_tree, builder, break_it, device, file,
+                                                                   message):
+    root = family_tree("pmem")
+    region1 = discover_host("n1", root, drivers=["pmem"]).devices[1]
+    break_it(builder)
+    r = discover_host("n1", root, drivers=["pmem"])
+    assert r.devices == [region1]
+    broken = [e for e in r.errors if e.device == device]
+    assert len(broken) == 1 and broken[0].driver == "pmem"
+    assert broken[0].file.endswith(file) and message in broken[0].message
+
+
+def test_pmem_dax_without_namespace_file_and_broken_namespace_link(family_tree, builder):
+    root = family_tree("pmem")
+    (root / R0 / "dax0.0/namespace").unlink()
+    builder.broken_link("bus/nd/devices/namespace1.0")
+    r = discover_host("n1", root, drivers=["pmem"])
+    assert r.devices == []  # region0 lost namespace0.0's dax, region1 its only namespace
+    assert [(e.device, e.message) for e in r.errors] == [
+        ("dax0.0", "missing sysfs file"), ("namespace0.0", "devdax namespace without a dax device"),
+        ("namespace1.0", "broken symlink")]
+    assert r.errors[0].file.endswith("dax0.0/namespace") and r.errors[2].file.endswith("devices/namespace1.0")
 
 
 def test_pmem_absent_bus_is_empty(sysfs):
@@ -80,6 +116,9 @@ def spdk_server(tmp_path):
                 req = json.loads(conn.recv(65536).decode())
                 seen.append(req["method"])
                 result = answers.get(req["method"])
+                if callable(result):  # a misbehaving target: the test writes the bytes itself
+                    result(conn, req)
+                    continue
                 body = ({"jsonrpc": "2.0", "id": req["id"], "result": result} if not isinstance(result, dict)
                         or "code" not in result else {"jsonrpc": "2.0", "id": req["id"], "error": result})
                 data = json.dumps(body).encode()
@@ -136,3 +175,83 @@ def test_spdk_not_running(tmp_path):
     s.close()  # socket file left behind by a crashed target
     r = discover_host("n1", tmp_path, drivers=["spdk"], options={"spdk": {"socket": str(dead)}})
     assert r.devices == [] and "ConnectionRefusedError" in r.errors[0].message
+
+
+def spdk(path, timeout: float = 5.0):
+    return discover_host("n1", "/nonexistent", drivers=["spdk"], options={"spdk": {"socket": str(path),
+                                                                                   "timeout": timeout}})
+
+
+def test_spdk_hung_target_costs_one_timeout_and_one_error(spdk_server):
+    path, answers, seen = spdk_server
+    answers["nvmf_get_subsystems"] = lambda conn, req: conn.recv(1)  # reads, never answers, until we hang up
+    start = time.monotonic()
+    r = spdk(path, timeout=1.0)
+    assert time.monotonic() - start < 1.8  # not once per method
+    assert r.devices == [] and seen == ["nvmf_get_subsystems"]
+    (err,) = r.errors
+    assert (err.driver, err.device) == ("spdk", str(path)) and err.message == "nvmf_get_subsystems: timed out after 1s"
+
+
+def test_spdk_trickling_target_is_cut_at_the_timeout(spdk_server):
+    path, answers, _ = spdk_server
+
+    def trickle(conn, req):  # a never-ending response, one byte at a time (5 s at most)
+        conn.sendall(b'{"jsonrpc": "2.0", "result": [')
+        for _ in range(100):
+            time.sleep(0.05)
+            try:
+                conn.sendall(b" ")
+            except OSError:
+                return
+
+    answers["nvmf_get_subsystems"] = trickle
+    start = time.monotonic()
+    r = spdk(path, timeout=0.5)
+    assert time.monotonic() - start < 2
+    (err,) = r.errors
+    assert (err.device, err.message) == (str(path), "nvmf_get_subsystems: timed out after 0.5s")
+
+
+def test_spdk_character_split_across_reads(spdk_server):
+    path, answers, _ = spdk_server
+    sub = SUBSYSTEMS[1] | {"model_number": "SPDK Überlauf"}
+
+    def split_inside_the_u(conn, req):
+        data = json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": [sub]}, ensure_ascii=False).encode()
+        cut = data.index("Ü".encode()) + 1
+        conn.sendall(data[:cut])
+        time.sleep(0.05)
+        conn.sendall(data[cut:])
+
+    answers["nvmf_get_subsystems"] = split_inside_the_u
+    r = spdk(path)
+    assert r.errors == [] and [d.model for d in r.devices] == ["SPDK Überlauf", "SPDK vhost-block"]
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda conn, req: conn.sendall(b'{"jsonrpc": "2.0", "result": ["\xff"]}'), "response is not UTF-8 (byte 31)"),
+    (lambda conn, req: conn.sendall(b'[1, 2]'), "not a JSON-RPC response: '[1, 2]'"),
+    (lambda conn, req: conn.sendall(b'{"jsonrpc": "2.0", "error": "boom"}'), "boom (code None)"),
+    (lambda conn, req: conn.sendall(b'{"jsonrpc": "2.0", "res'), "connection closed mid-response"),
+    (5, "result is a int, not a list"),
+], ids=["not utf-8", "not an object", "error not an object", "cut short", "result not a list"])
+def test_spdk_bad_response_is_an_error_the_other_method_still_runs(spdk_server, answer, message):
+    path, answers, seen = spdk_server
+    answers["nvmf_get_subsystems"] = answer
+    r = spdk(path)
+    assert seen == ["nvmf_get_subsystems", "vhost_get_controllers"]
+    assert [d.key for d in r.devices] == ["spdk:vhost:vhost.0"]
+    (err,) = r.errors
+    assert (err.driver, err.device) == ("spdk", str(path))
+    assert err.message == f"nvmf_get_subsystems: {message}"
+
+
+def test_spdk_odd_listen_addresses_are_a_malformed_entry(spdk_server):
+    path, answers, _ = spdk_server
+    answers["nvmf_get_subsystems"] = [SUBSYSTEMS[1] | {"nqn": "nqn.x:odd", "listen_addresses": ["tcp://10.0.0.5"]},
+                                      SUBSYSTEMS[1]]
+    r = spdk(path)
+    assert [d.key for d in r.devices] == ["spdk:nqn.2016-06.io.spdk:cnode1", "spdk:vhost:vhost.0"]
+    (err,) = r.errors
+    assert err.message.startswith("nvmf_get_subsystems: malformed entry: AttributeError")
