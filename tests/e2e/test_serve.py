@@ -3,13 +3,17 @@ recorder, driven through the REST API from discovery to a Bound ARQ and Nova's e
 
 import json
 import socket
+import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
 from serve_process import ServeProcess
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 
@@ -117,3 +121,33 @@ def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
         assert {f"rayborg:host:{host}", "rayborg:placement-sync", "rayborg:binder:0", "rayborg:binder:1"} <= names
     finally:
         assert server.stop() == 0
+
+
+def test_serve_joins_an_existing_ray_cluster(ray_cluster, tmp_path):
+    """`rayborg serve --address` on a running 3-node cluster: it answers, every node gets its
+    HostAgent there and their devices reach the API; the cluster outlives serve."""
+    import ray
+
+    from rayborg.actors.runtime_config import NAMESPACE, host_agent_name
+    from runtime_helpers import kill_runtime
+
+    hosts = set(ray_cluster["nodes"])
+    server = ServeProcess(tmp_path, "--address", ray_cluster["cluster"].address, "--fake-devices", "fpga:1",
+                          "--report-interval", "3600", env={"RAY_AUTH_MODE": "disabled"})
+    try:
+        server.start(timeout=120)
+        status, body = call("GET", f"{server.url}/v2")
+        assert status == 200 and body["id"] == "v2.0"
+        devices = wait_for(lambda: (lambda d: d if {x["hostname"] for x in d} == hosts else None)(
+            call("GET", f"{server.url}/v2/devices")[1]["devices"]), timeout=120, what="a device from every host")
+        assert len(devices) == 3 and {d["type"] for d in devices} == {"FPGA"}
+        nodes = {h: n.node_id for h, n in ray_cluster["nodes"].items()}
+        for host in hosts:  # the agents serve found devices through are the cluster's, one per node
+            agent = ray.get_actor(host_agent_name(host), namespace=NAMESPACE)
+            assert ray.get(agent.status.remote(), timeout=30)["node_id"] == nodes[host]
+        assert f"joined at {ray_cluster['cluster'].address}" in server.log.read_text()
+    finally:
+        code = server.stop()
+        kill_runtime()  # detached actors of a joined cluster outlive serve (it did not start that Ray)
+    assert code == 0, server.log.read_text()[-3000:]
+    assert len([n for n in ray.nodes() if n["Alive"]]) == len(hosts)  # serve left the cluster running
