@@ -122,3 +122,41 @@ def _supervisor(store):
     sup = Supervisor(_CONFIG[store.url])
     sup.reconcile()
     return sup
+
+
+def test_a_new_node_gets_its_own_pinned_agent_and_reports(ray_cluster, placement_server, tmp_path):
+    """A node that was never in the cluster (a new label name) gets `rayborg:host:<name>` on that
+    node, and its devices reach the store and Placement. Every agent runs on its own host's node."""
+    store = fresh_store(tmp_path)
+    hosts = [*TREES, "host-d"]
+    make_compute_nodes(placement_server.url, hosts)
+    root = fixture_tree("nvidia_gpu", tmp_path / "host-d")
+    config = RuntimeConfig(database_url=store.url, placement_url=placement_server.url, report_interval=3600,
+                           retry_interval=0.2, host_overrides={
+                               **{h: {"drivers": []} for h in TREES}, "host-d": {"sysfs_root": str(root)}})
+    sup = start_runtime(config)
+    cluster = ray_cluster["cluster"]
+    node = None
+    try:
+        assert set(sup.agents) == set(TREES)
+        node = cluster.add_node(num_cpus=0, labels={"rayborg-host": "host-d"}, include_dashboard=False,
+                                object_store_memory=80 * 1024**2)
+        cluster.wait_for_nodes()
+        wait_for(lambda: (sup.reconcile(), "host-d" in sup.agents)[1], timeout=60, what="an agent for host-d")
+        wait_for(lambda: [k for h, k in _devices(store) if h == "host-d"] ==
+                 ["nvidia_gpu:0000:3b:00.0", "nvidia_gpu:0000:af:00.0"], what="host-d's GPUs in the store")
+        wait_for(lambda: store_matches_placement(store, PlacementClient(placement_server.url)),
+                 what="host-d's GPUs in Placement")
+        rp = provider_uuid("host-d_0000_3b_00_0")
+        assert PlacementClient(placement_server.url).get_provider(rp)["parent_provider_uuid"] == provider_uuid("host-d")
+        nodes = {h: n.node_id for h, n in ray_cluster["nodes"].items()} | {"host-d": node.node_id}
+        for host, node_id in nodes.items():
+            status = ray.get(ray.get_actor(host_agent_name(host), namespace=NAMESPACE).status.remote(), timeout=30)
+            assert (status["name"], status["node_id"]) == (f"rayborg:host:{host}", node_id)
+        assert _host_state(store, "host-d") == "up"
+    finally:
+        kill_runtime()
+        if node is not None:
+            cluster.remove_node(node)
+        store.dispose()
+    assert {n["Labels"].get("rayborg-host") for n in ray.nodes() if n["Alive"]} == set(TREES)
