@@ -1,7 +1,9 @@
 """Three hosts, each with its own fixture sysfs tree: the right devices under the right compute
 node; a device removed from one tree leaves the store and Placement; Placement down for a while."""
 
+import asyncio
 import shutil
+import uuid
 
 import pytest
 import ray
@@ -65,6 +67,7 @@ def test_placement_down_daemon_keeps_going_and_converges(cluster_runtime, placem
         wait_for(lambda: not [h for h, _ in _devices(store) if h == "host-c"], what="store updated without Placement")
         agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
         assert ray.get(agent.status.remote(), timeout=10)["hostname"] == "host-a"  # still serving
+        asyncio.run(_front_door_serves(store, _CONFIG[store.url]))  # and so does the REST API
     finally:
         placement_server.restart(keep_db=True)
     # The removed providers' deletion (tombstones) is pushed after the store already matches: wait
@@ -106,6 +109,38 @@ def test_a_node_that_leaves_keeps_its_devices_but_binds_nothing(cluster_runtime,
         cluster.wait_for_nodes()
     wait_for(lambda: (sup.reconcile(), _host_state(store, "host-c") == "up")[1], timeout=90, what="host-c back")
     assert store.query(lambda s: s.exec(select(Host).where(Host.hostname == "host-c")).one().state) == "up"
+
+
+async def _front_door_serves(store, config):
+    """A front door (the REST API with the binder actors) reads, writes and binds while Placement
+    is down: a Nova-style bind needs no Placement call."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from rayborg.api.app import create_app
+    from rayborg.api.ray_binder import RayBinder
+    from rayborg.settings import Settings
+
+    binder = RayBinder(store, config.binder_count)
+    app = create_app(Settings(database_url=store.url, _env_file=None), store, binder=binder)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/v2/devices")
+        assert resp.status == 200
+        assert {d["hostname"] for d in (await resp.json())["devices"]} == {"host-a", "host-b"}
+        deps = (await (await client.get("/v2/deployables")).json())["deployables"]
+        gpu = next(d for d in deps if d["name"] == "host-b_0000_3b_00_0")
+        resp = await client.post("/v2/device_profiles", json=[{"name": "down-gpu", "groups": [{"resources:PGPU": "1"}]}])
+        assert resp.status == 201, await resp.text()
+        resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "down-gpu"})
+        assert resp.status == 201, await resp.text()
+        arq = (await resp.json())["arqs"][0]["uuid"]
+        resp = await client.patch("/v2/accelerator_requests", json={arq: [
+            {"op": "add", "path": "/hostname", "value": "host-b"},
+            {"op": "add", "path": "/device_rp_uuid", "value": gpu["rp_uuid"]},
+            {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())}]})
+        assert resp.status == 202, await resp.text()
+        await binder.drain()
+        body = await (await client.get(f"/v2/accelerator_requests/{arq}")).json()
+        assert body["state"] == "Bound" and body["device_rp_uuid"] == gpu["rp_uuid"]
 
 
 def _host_state(store, hostname):
