@@ -26,6 +26,7 @@ log = logging.getLogger("rayborg.binder")
 MAX_BACKOFF = 30.0
 BIND_PLACEMENT_ATTEMPTS = 3  # Placement unreachable this many times in a row fails a standalone bind
 ALLOCATION_POLL_S = 5.0
+BIND_BATCH = 256  # ARQs finished in one transaction at most
 
 
 def binder_index(instance_uuid: str | None, count: int) -> int:
@@ -63,7 +64,10 @@ class Binder:
         self._nova_wake = asyncio.Event()
         self._allocation_wake = asyncio.Event()
         self._consumer_locks: dict[str, asyncio.Lock] = {}
+        self._bind_queue: list[tuple[str, asyncio.Future]] = []
+        self._bind_wake = asyncio.Event()
         loop = asyncio.get_running_loop()
+        self._bind_task = loop.create_task(self._bind_loop())
         self._resume_task = loop.create_task(self._resume())
         self._nova_task = loop.create_task(self._nova_loop())
         self._allocation_task = loop.create_task(self._allocation_loop())
@@ -72,28 +76,85 @@ class Binder:
 
     # -- binding -------------------------------------------------------------------------------
     async def bind(self, arq_uuids: list[str]) -> dict[str, str]:
-        """Finish the binds of ARQs already in BindStarted; returns uuid -> final state."""
-        from rayborg.store import bind_plan
+        """Finish the binds of ARQs already in BindStarted; returns uuid -> final state.
 
-        from rayborg.actors import metrics
-
-        states: dict[str, str] = {}
+        The ARQs join a queue that `_bind_loop` drains in batches: ARQs that only need an attach
+        handle claimed are finished together in one transaction (with SQLite's single writer, one
+        commit per bind was what bounded throughput); those that program an FPGA, create an mdev or
+        allocate in Placement first go on as tasks of their own."""
+        loop = asyncio.get_running_loop()
+        waiting = []
         for arq_uuid in arq_uuids:
-            started = time.perf_counter()
-            states[arq_uuid] = await self._bind_one(arq_uuid, bind_plan)
-            self.latencies = (self.latencies + [time.perf_counter() - started])[-1000:]
-            metrics.bind_finished(states[arq_uuid], self.latencies[-1])
+            fut = loop.create_future()
+            self._bind_queue.append((arq_uuid, fut))
+            waiting.append(fut)
+        self._bind_wake.set()
+        states = dict(zip(arq_uuids, await asyncio.gather(*waiting)))
         self._nova_wake.set()
         return states
 
-    async def _bind_one(self, arq_uuid: str, bind_plan) -> str:
+    async def _bind_loop(self) -> None:
+        while True:
+            await self._bind_wake.wait()
+            self._bind_wake.clear()
+            while self._bind_queue:
+                batch, self._bind_queue = self._bind_queue[:BIND_BATCH], self._bind_queue[BIND_BATCH:]
+                try:
+                    await self._bind_batch(dict(batch))
+                except Exception as exc:  # noqa: BLE001 - a store hiccup: the ARQs stay BindStarted
+                    log.exception("bind batch of %d failed", len(batch))
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+
+    async def _bind_batch(self, waiting: dict[str, asyncio.Future]) -> None:
+        from rayborg.store import arq_state, bind_plan
+
+        started = time.perf_counter()
+        plans = await asyncio.to_thread(self.store.query, bind_plan.load_many, list(waiting))
+        quick = []
+        for arq_uuid, fut in waiting.items():
+            plan = plans.get(arq_uuid)
+            if plan is None or plan.state != "BindStarted":
+                self._resolved(fut, "missing" if plan is None else plan.state, started)
+            elif plan.error or plan.bitstream_id or plan.attach_type == "MDEV" or (
+                    plan.standalone and self.placement is not None):
+                task = asyncio.get_running_loop().create_task(self._bind_slow(plan))
+                task.add_done_callback(lambda t, fut=fut: self._resolved(fut, t, started))
+            else:
+                quick.append(arq_uuid)
+        if quick:
+            states = await asyncio.to_thread(self.store.transact, arq_state.finish_binds, quick)
+            for arq_uuid in quick:
+                self._resolved(waiting[arq_uuid], states[arq_uuid], started)
+
+    def _resolved(self, fut: asyncio.Future, outcome, started: float) -> None:
+        """Settle one bind's future with its state (or a finished task's result) and count it."""
+        from rayborg.actors import metrics
+
+        if isinstance(outcome, asyncio.Task):
+            if outcome.cancelled() or outcome.exception() is not None:
+                if not fut.done():
+                    fut.set_exception(outcome.exception() or asyncio.CancelledError())
+                return
+            outcome = outcome.result()
+        state = str(outcome)
+        if state == "Bound":
+            self.binds_done += 1
+        elif state == "BindFailed":
+            self.binds_failed += 1
+        elapsed = time.perf_counter() - started
+        self.latencies.append(elapsed)
+        del self.latencies[:-1000]
+        metrics.bind_finished(state, elapsed)
+        if not fut.done():
+            fut.set_result(state)
+
+    async def _bind_slow(self, plan) -> str:
+        """A bind with work before (Placement allocation, programming) or after (mdev) the claim."""
         from rayborg.store import arq_state
 
-        plan = await asyncio.to_thread(self.store.query, bind_plan.load, arq_uuid)
-        if plan is None:
-            return "missing"
-        if plan.state != "BindStarted":
-            return plan.state
+        arq_uuid = plan.arq_uuid
         if plan.error:
             return await self._fail(arq_uuid, plan.error)
         if plan.standalone and self.placement is not None:
@@ -113,10 +174,6 @@ class Binder:
             return "abandoned"
         if state == "Bound" and plan.attach_type == "MDEV":
             state = await self._create_mdev(arq_uuid, plan)
-        if state == "Bound":
-            self.binds_done += 1
-        elif state == "BindFailed":
-            self.binds_failed += 1
         return state
 
     async def _program(self, plan) -> dict[str, Any]:
@@ -143,7 +200,6 @@ class Binder:
         from rayborg.store import arq_state
 
         log.warning("ARQ %s: bind failed: %s", arq_uuid, reason)
-        self.binds_failed += 1
         try:
             return str(await asyncio.to_thread(self.store.transact, arq_state.fail_bind, arq_uuid, reason))
         except arq_state.StoreError as exc:
@@ -242,6 +298,8 @@ class Binder:
         from rayborg.actors.nova_client import BoundEvent, NovaError
         from rayborg.store import bind_plan
 
+        if self.nova is None:  # no Nova to tell (standalone use): the events stay marked, unsent
+            return
         delay = self.config.retry_interval
         while True:
             await self._nova_wake.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import time
 from typing import Any
 
@@ -35,6 +36,9 @@ class HostAgent:
         self.last_hash: str | None = None   # forgotten on restart: the first sweep always reports
         self.last_sweep: float | None = None
         self.reports_sent = 0
+        self.hotplug_options = dict(host["options"].get("hotplug") or {})
+        self.hotplug_sweeps = 0
+        self.hotplug_subsystems: list[str] = []  # what the last hotplug batch was about
         self.programming: dict[str, float] = {}  # deployable name -> start time
         self._sweep_lock = asyncio.Lock()
         self._queued_sweep: asyncio.Future | None = None
@@ -87,21 +91,61 @@ class HostAgent:
                 "devices": len(report.devices), "errors": [e.model_dump() for e in report.errors]}
 
     def _start_hotplug(self):
-        """Follow udev events on a real host; fixture trees and fake devices have none."""
-        if self.sysfs_root != "/sys":
-            return None
-        try:
-            from rayborg.drivers.hotplug import HotplugMonitor
+        """Follow udev events; a debounced batch of them triggers a sweep at once.
 
-            loop = asyncio.get_running_loop()
-            monitor = HotplugMonitor.netlink(
-                lambda subsystems: asyncio.run_coroutine_threadsafe(self.sweep(), loop))
+        `driver_options["hotplug"]` (per host through `host_overrides`) picks the event source:
+        `source` "netlink" (pyudev; the default when sysfs_root is the real /sys and a real driver
+        runs: fixture trees and fake devices get no kernel events), "inject" (events come from `inject_udev_event`, for
+        tests and for tools that learn of changes another way) or "off"; and `debounce`,
+        `max_delay` (seconds), `subsystems` (udev subsystems to watch) for HotplugMonitor."""
+        from rayborg.drivers.hotplug import SUBSYSTEMS, HotplugMonitor
+
+        opts = self.hotplug_options
+        real = [name for name in self.drivers.drivers if name != "fake"]
+        source = opts.get("source") or ("netlink" if str(self.sysfs_root) == "/sys" and real else "off")
+        kw = {k: opts[k] for k in ("debounce", "max_delay") if opts.get(k) is not None}
+        kw["subsystems"] = list(opts.get("subsystems") or SUBSYSTEMS)
+        loop = asyncio.get_running_loop()
+
+        def changed(subsystems: frozenset[str]) -> None:  # on the monitor's thread
+            asyncio.run_coroutine_threadsafe(self._hotplug_sweep(subsystems), loop)
+
+        try:
+            if source == "off":
+                return None
+            if source == "inject":
+                monitor = HotplugMonitor(changed, source=_InjectedEvents(), **kw)
+            elif source == "netlink":
+                monitor = HotplugMonitor.netlink(changed, **kw)
+            else:
+                raise ValueError(f"unknown hotplug source {source!r} (netlink, inject, off)")
             monitor.start()
+            log.info("host %s: hotplug events from %s", self.hostname, source)
             return monitor
         except Exception as exc:  # noqa: BLE001 - no udev (containers): periodic sweeps only
             log.info("host %s: no hotplug events (%s); sweeping every %ss", self.hostname, exc,
                      self.config.report_interval)
             return None
+
+    async def _hotplug_sweep(self, subsystems: frozenset[str]) -> None:
+        """A udev batch: discover now (the sweep itself reports only if something changed)."""
+        self.hotplug_sweeps += 1
+        self.hotplug_subsystems = sorted(subsystems)
+        log.info("host %s: hotplug (%s): sweeping", self.hostname, ", ".join(self.hotplug_subsystems))
+        try:
+            await self._sweep_after_change()
+        except Exception:  # noqa: BLE001 - the next event or periodic sweep tries again
+            log.exception("host %s: hotplug sweep failed", self.hostname)
+
+    def inject_udev_event(self, subsystem: str, action: str = "change", sys_path: str = "") -> bool:
+        """Feed one udev-like event to an "inject" hotplug source; False when there is none."""
+        from rayborg.drivers.hotplug import UdevEvent
+
+        source = getattr(self._hotplug, "source", None)
+        if not isinstance(source, _InjectedEvents):
+            return False
+        source.put(UdevEvent(subsystem=subsystem, action=action, sys_path=sys_path))
+        return True
 
     # -- device actions ------------------------------------------------------------------------
     async def program(self, driver_name: str, deployable_name: str, bitstream: Any,
@@ -143,4 +187,21 @@ class HostAgent:
                 "node_id": ctx.get_node_id(), "drivers": sorted(self.drivers.drivers),
                 "sysfs_root": self.sysfs_root, "last_hash": self.last_hash, "last_sweep": self.last_sweep,
                 "reports_sent": self.reports_sent, "programming": sorted(self.programming),
-                "hotplug": self._hotplug is not None}
+                "hotplug": self._hotplug is not None, "hotplug_sweeps": self.hotplug_sweeps,
+                "hotplug_subsystems": self.hotplug_subsystems}
+
+
+class _InjectedEvents:
+    """A HotplugMonitor event source fed by `HostAgent.inject_udev_event` instead of netlink."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, event: Any) -> None:
+        self._queue.put(event)
+
+    def poll(self, timeout: float | None = None) -> Any:
+        try:
+            return self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
+        except queue.Empty:
+            return None

@@ -1,7 +1,7 @@
 """The in-process binder: finishes binds in the background of the API process (no Ray needed).
 
-The bind PATCH has already moved the ARQs to BindStarted; `submit` starts one asyncio task per ARQ
-that runs `arq_state.finish_bind` in a worker thread (claiming an attach handle -> Bound or
+The bind PATCH has already moved the ARQs to BindStarted; `submit` starts one asyncio task per PATCH
+that runs `arq_state.finish_binds` in a worker thread (claiming attach handles -> Bound or
 BindFailed). The Ray binder pool offers the same three coroutines and replaces it under `rayborg serve`.
 """
 
@@ -24,22 +24,18 @@ class LocalBinder:
         self.store = store
         self._tasks: set[asyncio.Task] = set()
 
-    async def submit(self, arq_uuids: list[str]) -> None:
+    async def submit(self, arq_uuids: list[str], instances: dict[str, str | None] | None = None) -> None:
         """Finish the binds of these BindStarted ARQs in the background; returns at once."""
-        loop = asyncio.get_running_loop()
-        for arq_uuid in arq_uuids:
-            task = loop.create_task(self._finish(arq_uuid), name=f"bind-{arq_uuid}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.get_running_loop().create_task(self._finish(arq_uuids), name=f"bind-{arq_uuids[0]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, arq_uuid: str) -> None:
-        try:
-            state = await self.store.atransact(arq_state.finish_bind, arq_uuid)
-            log.info("ARQ %s: %s", arq_uuid, state)
-        except arq_state.StoreError as exc:  # unbound or deleted meanwhile: nothing left to finish
-            log.info("ARQ %s: bind abandoned: %s", arq_uuid, exc)
-        except Exception:  # keep the task quiet; the ARQ stays BindStarted until fail_stuck_binds
-            log.exception("ARQ %s: bind crashed", arq_uuid)
+    async def _finish(self, arq_uuids: list[str]) -> None:
+        try:  # one transaction for the PATCH's ARQs (abandoned: unbound or deleted meanwhile)
+            for arq_uuid, state in (await self.store.atransact(arq_state.finish_binds, arq_uuids)).items():
+                log.info("ARQ %s: %s", arq_uuid, state)
+        except Exception:  # keep the task quiet; the ARQs stay BindStarted until fail_stuck_binds
+            log.exception("binds of %s crashed", ", ".join(arq_uuids))
 
     async def released(self, held: Releasing) -> None:
         """No host agents and no Placement without Ray: mdevs of released handles stay until an

@@ -23,18 +23,54 @@ def _instances(session, arq_uuids: list[str]) -> dict[str, str | None]:
 
 
 class RayBinder:
+    """Binds go to the binders in as few actor calls as possible: the ARQs submitted within one
+    turn of the event loop travel together, one call per binder (an actor call costs about a
+    millisecond of CPU on each side, several times what finishing a bind in the store does)."""
+
     def __init__(self, store, count: int):
         self.store = store
         self.count = count
         self._binders = [ray.get_actor(binder_name(i), namespace=NAMESPACE) for i in range(count)]
         self._inflight: set[asyncio.Future] = set()
+        self._outgoing: dict[int, list[str]] = defaultdict(list)
+        self._sent: dict[int, asyncio.Future] = {}  # binder -> the call the outgoing ARQs will join
 
-    async def submit(self, arq_uuids: list[str]) -> None:
-        owners: dict[int, list[str]] = defaultdict(list)
-        for arq_uuid, instance in (await self.store.aquery(_instances, arq_uuids)).items():
-            owners[binder_index(instance, self.count)].append(arq_uuid)
-        for index, uuids in owners.items():
-            self._track(self._binders[index].bind.remote(uuids))
+    async def bind(self, arq_uuids: list[str], instances: dict[str, str | None] | None = None) -> dict[str, str]:
+        """Hand BindStarted ARQs to their binders and wait until they are resolved: uuid -> state
+        (`instances`: uuid -> instance when the caller knows; read from the store otherwise)."""
+        if instances is None:
+            instances = await self.store.aquery(_instances, arq_uuids)
+        loop = asyncio.get_running_loop()
+        calls = []
+        for arq_uuid in arq_uuids:
+            index = binder_index(instances.get(arq_uuid), self.count)
+            if index not in self._sent:
+                self._sent[index] = loop.create_future()
+                loop.call_soon(self._flush, index)
+            self._outgoing[index].append(arq_uuid)
+            calls.append(self._sent[index])
+        states: dict[str, str] = {}
+        for result in await asyncio.gather(*set(calls)):
+            states.update(result)
+        return {u: states[u] for u in arq_uuids}
+
+    def _flush(self, index: int) -> None:
+        uuids, fut = self._outgoing.pop(index), self._sent.pop(index)
+        call = asyncio.ensure_future(self._binders[index].bind.remote(uuids))
+
+        def settle(done: asyncio.Future) -> None:
+            if done.cancelled():
+                fut.cancel()
+            elif done.exception() is not None:
+                fut.set_exception(done.exception())
+            else:
+                fut.set_result(done.result())
+
+        call.add_done_callback(settle)
+
+    async def submit(self, arq_uuids: list[str], instances: dict[str, str | None] | None = None) -> None:
+        """`bind` in the background; returns at once."""
+        self._track(self.bind(arq_uuids, instances))
 
     async def released(self, held: Releasing) -> None:
         """ARQs let go of their devices: remove the mdevs of their MDEV handles on their hosts

@@ -15,17 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import zip_longest
+from typing import Any
 
-from sqlalchemy import exists, select, text, update
+from sqlalchemy import bindparam, exists, insert, select, text, update
 from sqlmodel import Session
 
 from rayborg.store import standalone_allocations
 from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError,  # noqa: F401
                                    ServiceTokenRequired, StateConflict, StoreError)
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, DeviceStatus,
-                                  ExtARQ, utcnow)
+                                  ExtARQ, new_uuid, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +82,25 @@ def arq_count(group: dict[str, str]) -> int:
     return count
 
 
-def create_arqs(session: Session, profile_name: str, project_id: str | None) -> list[ExtARQ]:
-    """All ARQs for a profile, in state Initial, numbered by group; all or none (one transaction)."""
-    profile = session.scalars(select(DeviceProfile).where(DeviceProfile.name == profile_name)).first()
+_PROFILE_BY_NAME = (select(DeviceProfile.__table__.c.id, DeviceProfile.__table__.c.groups)
+                    .where(DeviceProfile.__table__.c.name == bindparam("name")))
+
+
+def create_arqs(session: Session, profile_name: str, project_id: str | None) -> list[Any]:
+    """All ARQs for a profile, in state Initial, numbered by group; all or none (one transaction).
+    Rows of extended_accelerator_requests, in id order."""
+    profile = session.execute(_PROFILE_BY_NAME, {"name": profile_name}).first()
     if profile is None:
         raise NotFoundError(f"Device profile not found with {profile_name}")
-    arqs = [ExtARQ(device_profile_id=profile.id, device_profile_group_id=index, project_id=project_id)
-            for index, group in enumerate(profile.groups) for _ in range(arq_count(group))]
-    session.add_all(arqs)
-    session.flush()
-    return arqs
+    now = utcnow()
+    values = [{"uuid": new_uuid(), "state": S.INITIAL.value, "device_profile_id": profile.id,
+               "device_profile_group_id": index, "project_id": project_id, "created_at": now,
+               "nova_event_pending": False, "standalone": False}
+              for index, group in enumerate(profile.groups) for _ in range(arq_count(group))]
+    if not values:
+        return []
+    rows = session.execute(insert(_arqs).returning(*_arqs.c, sort_by_parameter_order=True), values).all()
+    return sorted(rows, key=lambda r: r.id)
 
 
 def visible_to(stmt, project_id: str | None):
@@ -95,10 +108,20 @@ def visible_to(stmt, project_id: str | None):
     return stmt if project_id is None else stmt.where(ExtARQ.project_id == project_id)
 
 
-def lock_arqs(session: Session, uuids: Iterable[str], project_id: str | None = None) -> list[ExtARQ]:
-    """The ARQs with these uuids the caller may see, row-locked in id order (no deadlocks)."""
-    stmt = select(ExtARQ).where(ExtARQ.uuid.in_(list(uuids))).order_by(ExtARQ.id).with_for_update()
-    return list(session.scalars(visible_to(stmt, project_id)))
+# Statements of the state machine's hot path, built once: building a statement and its cache key
+# cost more than running it on SQLite. ARQs are read as Core rows (same attribute names as ExtARQ,
+# no identity map to fill).
+_LOCK_BY_UUID = (select(*_arqs.c).where(_arqs.c.uuid.in_(bindparam("uuids", expanding=True)))
+                 .order_by(_arqs.c.id).with_for_update())
+_LOCK_BY_UUID_IN_PROJECT = _LOCK_BY_UUID.where(_arqs.c.project_id == bindparam("project_id"))
+
+
+def lock_arqs(session: Session, uuids: Iterable[str], project_id: str | None = None) -> list[Any]:
+    """The ARQs (rows of extended_accelerator_requests) with these uuids the caller may see,
+    row-locked in id order (no deadlocks)."""
+    if project_id is None:
+        return list(session.execute(_LOCK_BY_UUID, {"uuids": list(uuids)}))
+    return list(session.execute(_LOCK_BY_UUID_IN_PROJECT, {"uuids": list(uuids), "project_id": project_id}))
 
 
 def _lock_all(session: Session, uuids: list[str], project_id: str | None) -> list[ExtARQ]:
@@ -116,13 +139,21 @@ def _require_state(arqs: Iterable[ExtARQ], target: ARQState) -> None:
         raise StateConflict(f"Cannot move accelerator requests to {target}: {detail}")
 
 
+@lru_cache(maxsize=None)
+def _cas_statement(target: ARQState, columns: tuple[str, ...]):
+    sources = sorted(s.value for s in TRANSITIONS[target])
+    return (update(_arqs).where(_arqs.c.id == bindparam("cas_id"), _arqs.c.state.in_(sources))
+            .values(state=target.value, updated_at=bindparam("cas_now"),
+                    **{c: bindparam(f"cas_{c}") for c in columns}))
+
+
 def _cas(session: Session, arq_id: int, target: ARQState, **values) -> None:
     """Compare-and-set one ARQ's state; a row that changed state meanwhile is a conflict."""
-    sources = [s.value for s in TRANSITIONS[target]]
-    result = session.execute(update(_arqs).where(_arqs.c.id == arq_id, _arqs.c.state.in_(sources))
-                             .values(state=target.value, updated_at=utcnow(), **values))
-    if result.rowcount != 1:
-        raise StateConflict(f"Accelerator request {arq_id} left the states {sorted(sources)} "
+    stmt = _cas_statement(target, tuple(sorted(values)))
+    params = {"cas_id": arq_id, "cas_now": utcnow(), **{f"cas_{c}": v for c, v in values.items()}}
+    if session.execute(stmt, params).rowcount != 1:
+        sources = sorted(s.value for s in TRANSITIONS[target])
+        raise StateConflict(f"Accelerator request {arq_id} left the states {sources} "
                             f"before it could become {target}")
 
 
@@ -133,6 +164,10 @@ def _lock_instances(session: Session, instances: list[str]) -> None:
         for instance in instances:  # sorted by the caller: no deadlock between two PATCHes
             session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                             {"key": f"arq-bind:{instance}"})
+
+
+_INSTANCE_TAKEN = (select(_arqs.c.instance_uuid).where(_arqs.c.instance_uuid.in_(bindparam("instances", expanding=True)))
+                   .limit(1))
 
 
 def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None) -> list[str]:
@@ -148,7 +183,7 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     _require_state(arqs, S.BIND_STARTED)
     instances = sorted({t.instance_uuid for t in binds.values()})
     _lock_instances(session, instances)
-    taken = session.scalars(select(ExtARQ.instance_uuid).where(ExtARQ.instance_uuid.in_(instances))).first()
+    taken = session.execute(_INSTANCE_TAKEN, {"instances": instances}).scalar()
     if taken is not None:
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
     standalone = {u for u, t in binds.items() if t.standalone}
@@ -194,25 +229,26 @@ def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindT
     return chosen
 
 
-def claim_handle(session: Session, deployable_id: int) -> int | None:
-    """Mark one free attach handle of the deployable in use, atomically; its id, or None if none is free.
+def claim_handles(session: Session, deployable_id: int, count: int) -> list[int]:
+    """Mark up to `count` free attach handles of the deployable in use, atomically; their ids
+    (fewer when fewer are free).
 
-    One UPDATE picks and claims the handle, re-checking `in_use` so that two binders can never get
-    the same one; on PostgreSQL the pick skips handles other transactions are claiming right now."""
+    One UPDATE picks and claims them, re-checking `in_use` so that two binders can never get the
+    same one; on PostgreSQL the pick skips handles other transactions are claiming right now, and
+    is retried while such handles may still come free."""
     mine_and_free = (_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False))
-    free = (select(_handles.c.id).where(*mine_and_free)
-            .order_by(_handles.c.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
-    claim = (update(_handles).where(_handles.c.id == free, _handles.c.in_use.is_(False))
-             .values(in_use=True, updated_at=utcnow()).returning(_handles.c.id))
     any_free = select(exists().where(*mine_and_free))
+    claimed: list[int] = []
     for _ in range(CLAIM_ATTEMPTS):
-        handle_id = session.execute(claim).scalar()
-        if handle_id is not None:
-            return handle_id
-        if not session.execute(any_free).scalar():
-            return None
+        free = (select(_handles.c.id).where(*mine_and_free).order_by(_handles.c.id)
+                .limit(count - len(claimed)).with_for_update(skip_locked=True))
+        claim = (update(_handles).where(_handles.c.id.in_(free), _handles.c.in_use.is_(False))
+                 .values(in_use=True, updated_at=utcnow()).returning(_handles.c.id))
+        claimed += session.execute(claim).scalars().all()
+        if len(claimed) >= count or not session.execute(any_free).scalar():
+            break
         time.sleep(CLAIM_BACKOFF_S)  # lost a race while others' claims are in flight: try again
-    return None
+    return sorted(claimed)
 
 
 def release_handle(session: Session, handle_id: int) -> bool:
@@ -222,41 +258,103 @@ def release_handle(session: Session, handle_id: int) -> bool:
     return result.rowcount == 1
 
 
-def _bind_failed(session: Session, arq: ExtARQ, error: str) -> ARQState:
-    log.info("bind of ARQ %s failed: %s", arq.uuid, error)
-    standalone_allocations.mark_arqs(session, [arq])
-    _cas(session, arq.id, S.BIND_FAILED, bind_error=error, nova_event_pending=arq.instance_uuid is not None)
-    return S.BIND_FAILED
-
-
-def _find_deployable(session: Session, arq: ExtARQ) -> tuple[Deployable, Device] | None:
-    stmt = (select(Deployable, Device).join(Device, Device.id == Deployable.device_id)
-            .where(Deployable.rp_uuid == arq.device_rp_uuid, Device.hostname == arq.hostname))
-    row = session.execute(stmt).first()
-    return None if row is None else (row[0], row[1])
-
-
 def finish_bind(session: Session, arq_uuid: str) -> ARQState:
     """Claim an attach handle of the deployable behind the ARQ's RP: Bound, or BindFailed with
     `bind_error` when the RP is unknown on that host, the device is in maintenance or nothing is free.
 
     Raises NotFoundError if the ARQ is gone and StateConflict if it is no longer BindStarted (it was
-    unbound or deleted meanwhile); the claim is then rolled back with the transaction."""
-    arq = _lock_all(session, [arq_uuid], None)[0]
-    _require_state([arq], S.BOUND)
-    found = _find_deployable(session, arq)
-    if found is None:
-        return _bind_failed(session, arq, f"No deployable with resource provider {arq.device_rp_uuid} "
-                                          f"on host {arq.hostname}")
-    deployable, device = found
-    if device.status == DeviceStatus.MAINTAINING.value:
-        return _bind_failed(session, arq, f"Device {device.uuid} is in maintenance")
-    handle_id = claim_handle(session, deployable.id)
-    if handle_id is None:
-        return _bind_failed(session, arq, f"No free attach handle on deployable {deployable.uuid}")
-    _cas(session, arq.id, S.BOUND, attach_handle_id=handle_id, deployable_id=deployable.id, bind_error=None,
-         nova_event_pending=arq.instance_uuid is not None)
-    return S.BOUND
+    unbound or deleted meanwhile)."""
+    outcome = _finish(session, [arq_uuid])[arq_uuid]
+    if isinstance(outcome, StoreError):
+        raise outcome
+    return outcome
+
+
+def finish_binds(session: Session, arq_uuids: list[str]) -> dict[str, str]:
+    """`finish_bind` for many ARQs in one transaction (a binder's batch), with a handful of
+    statements whatever their number; uuid -> Bound, BindFailed, or "abandoned" for an ARQ that is
+    gone or no longer BindStarted (unbound or deleted meanwhile), which is left as it is."""
+    return {u: "abandoned" if isinstance(o, StoreError) else str(o) for u, o in _finish(session, arq_uuids).items()}
+
+
+_BIND_COLUMNS = (_arqs.c.id, _arqs.c.uuid, _arqs.c.state, _arqs.c.hostname, _arqs.c.device_rp_uuid,
+                 _arqs.c.instance_uuid, _arqs.c.standalone)
+
+
+def _finish(session: Session, arq_uuids: list[str]) -> dict[str, ARQState | StoreError]:
+    """Set-based bind completion: lock the ARQs, read their deployables in one query, claim handles
+    per deployable, write Bound and BindFailed rows with one executemany each."""
+    rows = session.execute(select(*_BIND_COLUMNS).where(_arqs.c.uuid.in_(arq_uuids))
+                           .order_by(_arqs.c.id).with_for_update()).all()
+    out: dict[str, ARQState | StoreError] = {
+        u: NotFoundError(f"Accelerator request not found: {u}") for u in arq_uuids}
+    todo = []
+    for row in rows:
+        if row.state == S.BIND_STARTED.value:
+            todo.append(row)
+        else:
+            out[row.uuid] = StateConflict(f"Cannot move accelerator requests to {S.BOUND}: "
+                                          f"{row.uuid} is {row.state}")
+    if not todo:
+        return out
+    targets = session.execute(
+        select(Deployable.id, Deployable.uuid, Deployable.rp_uuid, Device.hostname, Device.uuid, Device.status)
+        .join(Device, Device.id == Deployable.device_id)
+        .where(Deployable.rp_uuid.in_(sorted({r.device_rp_uuid for r in todo if r.device_rp_uuid})))).all()
+    by_target = {(rp, host): (dep_id, dep_uuid, dev_uuid, status)
+                 for dep_id, dep_uuid, rp, host, dev_uuid, status in targets}
+    failed: list[tuple[Any, str]] = []
+    wanting: dict[tuple, list] = defaultdict(list)
+    for row in todo:
+        target = by_target.get((row.device_rp_uuid, row.hostname))
+        if target is None:
+            failed.append((row, f"No deployable with resource provider {row.device_rp_uuid} on host {row.hostname}"))
+        elif target[3] == DeviceStatus.MAINTAINING.value:
+            failed.append((row, f"Device {target[2]} is in maintenance"))
+        else:
+            wanting[target].append(row)
+    bound = []
+    for (dep_id, dep_uuid, _, _), waiting in wanting.items():
+        handles = claim_handles(session, dep_id, len(waiting))
+        for row, handle_id in zip_longest(waiting, handles[:len(waiting)]):
+            if handle_id is None:
+                failed.append((row, f"No free attach handle on deployable {dep_uuid}"))
+            else:
+                bound.append({"b_id": row.id, "b_handle": handle_id, "b_dep": dep_id,
+                              "b_event": row.instance_uuid is not None})
+                out[row.uuid] = S.BOUND
+    now = utcnow()
+    if bound:
+        _write_all(session, update(_arqs).where(_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
+                   .values(state=S.BOUND.value, attach_handle_id=bindparam("b_handle"),
+                           deployable_id=bindparam("b_dep"), bind_error=None,
+                           nova_event_pending=bindparam("b_event"), updated_at=now), bound)
+    if failed:
+        for row, error in failed:
+            log.info("bind of ARQ %s failed: %s", row.uuid, error)
+            out[row.uuid] = S.BIND_FAILED
+        standalone_allocations.mark(session, [row.instance_uuid for row, _ in failed if row.standalone])
+        _write_all(session, update(_arqs).where(_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
+                   .values(state=S.BIND_FAILED.value, bind_error=bindparam("b_error"),
+                           nova_event_pending=bindparam("b_event"), updated_at=now),
+                   [{"b_id": row.id, "b_error": error, "b_event": row.instance_uuid is not None}
+                    for row, error in failed])
+    return out
+
+
+def _write_all(session: Session, stmt, params: list[dict]) -> None:
+    """One executemany of a compare-and-set UPDATE; every row must still have been in its source
+    state (they are locked: anything else is a bug worth a loud failure, not a silent overwrite)."""
+    result = session.execute(stmt, params)
+    if result.rowcount != len(params):
+        raise StateConflict(f"{len(params) - result.rowcount} accelerator requests changed state mid-bind")
+
+
+def _bind_failed(session: Session, arq: ExtARQ, error: str) -> ARQState:
+    log.info("bind of ARQ %s failed: %s", arq.uuid, error)
+    standalone_allocations.mark_arqs(session, [arq])
+    _cas(session, arq.id, S.BIND_FAILED, bind_error=error, nova_event_pending=arq.instance_uuid is not None)
+    return S.BIND_FAILED
 
 
 def fail_bind(session: Session, arq_uuid: str, error: str) -> ARQState:
@@ -299,8 +397,8 @@ def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_u
     not found (or not visible). `allow_bound=False` (no service token) refuses, before any change,
     when one of them is bound to an instance."""
     if instance_uuid is not None:
-        stmt = select(ExtARQ).where(ExtARQ.instance_uuid == instance_uuid)
-        arqs = list(session.scalars(visible_to(stmt, project_id).order_by(ExtARQ.id).with_for_update()))
+        stmt = select(*_arqs.c).where(_arqs.c.instance_uuid == instance_uuid)
+        arqs = list(session.execute(visible_to(stmt, project_id).order_by(_arqs.c.id).with_for_update()))
     else:
         arqs = lock_arqs(session, arq_uuids or [], project_id)
     if not allow_bound:
@@ -321,9 +419,9 @@ def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_u
 
 def fail_stuck_binds(session: Session) -> list[str]:
     """After a restart: every BindStarted ARQ that holds no handle -> BindFailed. Returns their uuids."""
-    stmt = (select(ExtARQ).where(ExtARQ.state == S.BIND_STARTED.value, ExtARQ.attach_handle_id.is_(None))
-            .order_by(ExtARQ.id).with_for_update())
-    arqs = list(session.scalars(stmt))
+    stmt = (select(*_arqs.c).where(_arqs.c.state == S.BIND_STARTED.value, _arqs.c.attach_handle_id.is_(None))
+            .order_by(_arqs.c.id).with_for_update())
+    arqs = list(session.execute(stmt))
     for arq in arqs:
         _bind_failed(session, arq, "Bind interrupted by a restart")
     return [a.uuid for a in arqs]

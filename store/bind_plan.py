@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, ExtARQ, Host,
@@ -33,32 +33,45 @@ class BindPlan:
 
 
 def load(session: Session, arq_uuid: str) -> BindPlan | None:
-    arq = session.exec(select(ExtARQ).where(ExtARQ.uuid == arq_uuid)).first()
-    if arq is None:
-        return None
-    dep = (session.exec(select(Deployable).where(Deployable.rp_uuid == arq.device_rp_uuid)).first()
-           if arq.device_rp_uuid else None)
-    error = None
-    bitstream = driver = name = attach_type = None
-    if dep is None:
-        error = f"no deployable with resource provider {arq.device_rp_uuid}"
-    else:
-        device = session.get(Device, dep.device_id)
-        host = session.exec(select(Host).where(Host.hostname == device.hostname)).first()
-        if host is not None and host.state == HostState.LOST.value:
-            error = f"host {device.hostname} has left the cluster"
-        profile = session.get(DeviceProfile, arq.device_profile_id)
-        groups = profile.groups if profile else []
-        group = groups[arq.device_profile_group_id] if arq.device_profile_group_id < len(groups) else {}
-        wanted = group.get("accel:bitstream_id")
-        if wanted and wanted != dep.bitstream_id:
-            bitstream = wanted
-        driver, name = dep.driver_name, dep.name
-        attach_type = session.exec(select(AttachHandle.attach_type)
-                                   .where(AttachHandle.deployable_id == dep.id)).first()
-    return BindPlan(arq_uuid=arq.uuid, state=arq.state, hostname=arq.hostname, instance_uuid=arq.instance_uuid,
-                    deployable_id=dep.id if dep else None, deployable_name=name, driver_name=driver,
-                    bitstream_id=bitstream, attach_type=attach_type, error=error, standalone=arq.standalone)
+    return load_many(session, [arq_uuid]).get(arq_uuid)
+
+
+def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
+    """The plans of these ARQs (those that exist), in two queries whatever their number."""
+    rows = session.execute(
+        select(ExtARQ.uuid, ExtARQ.state, ExtARQ.hostname, ExtARQ.instance_uuid, ExtARQ.device_rp_uuid,
+               ExtARQ.standalone, ExtARQ.device_profile_group_id, DeviceProfile.groups, Deployable.id,
+               Deployable.name, Deployable.driver_name, Deployable.bitstream_id, Device.hostname, Host.state)
+        .outerjoin(DeviceProfile, DeviceProfile.id == ExtARQ.device_profile_id)
+        .outerjoin(Deployable, Deployable.rp_uuid == ExtARQ.device_rp_uuid)
+        .outerjoin(Device, Device.id == Deployable.device_id)
+        .outerjoin(Host, Host.hostname == Device.hostname)
+        .where(ExtARQ.uuid.in_(arq_uuids))
+        .order_by(ExtARQ.id, Deployable.id)).all()
+    dep_ids = {r[8] for r in rows if r[8] is not None}
+    attach_types = dict(session.execute(
+        select(AttachHandle.deployable_id, func.min(AttachHandle.attach_type))
+        .where(AttachHandle.deployable_id.in_(dep_ids)).group_by(AttachHandle.deployable_id)).all()) if dep_ids else {}
+    plans: dict[str, BindPlan] = {}
+    for (uuid, state, hostname, instance, rp_uuid, standalone, group_id, groups, dep_id, dep_name, driver,
+         loaded, dev_host, host_state) in rows:
+        if uuid in plans:  # two deployables with one RP uuid: the first, as a lookup by RP would
+            continue
+        error = bitstream = None
+        if dep_id is None:
+            error = f"no deployable with resource provider {rp_uuid}"
+        else:
+            if host_state == HostState.LOST.value:
+                error = f"host {dev_host} has left the cluster"
+            group = (groups or [])[group_id] if 0 <= group_id < len(groups or []) else {}
+            wanted = group.get("accel:bitstream_id")
+            if wanted and wanted != loaded:
+                bitstream = wanted
+        plans[uuid] = BindPlan(arq_uuid=uuid, state=state, hostname=hostname, instance_uuid=instance,
+                               deployable_id=dep_id, deployable_name=dep_name, driver_name=driver,
+                               bitstream_id=bitstream, attach_type=attach_types.get(dep_id), error=error,
+                               standalone=bool(standalone))
+    return plans
 
 
 def in_flight(session: Session) -> list[tuple[str, str | None]]:
@@ -124,3 +137,23 @@ def releasing(session: Session, arq_uuids: list[str] | None = None,
         stmt = stmt.where(ExtARQ.uuid.in_(arq_uuids or []))
     return Releasing(mdevs=mdev_handles(session, arq_uuids, instance_uuid),
                      consumers=sorted(set(session.exec(stmt))))
+
+
+def unbind_releasing(session: Session, arq_uuids: list[str], project_id: str | None) -> Releasing:
+    """Unbind (`arq_state.unbind`) in the same transaction that reads what the ARQs let go of."""
+    from rayborg.store import arq_state
+
+    held = releasing(session, arq_uuids)
+    arq_state.unbind(session, arq_uuids, project_id)
+    return held
+
+
+def delete_releasing(session: Session, arq_uuids: list[str] | None, instance_uuid: str | None,
+                     project_id: str | None, allow_bound: bool) -> tuple[Releasing, list[str]]:
+    """Delete (`arq_state.delete_arqs`) in the same transaction that reads what the ARQs let go of;
+    also the uuids that were not found."""
+    from rayborg.store import arq_state
+
+    held = releasing(session, arq_uuids, instance_uuid)
+    missing = arq_state.delete_arqs(session, arq_uuids, instance_uuid, project_id, allow_bound=allow_bound)
+    return held, missing

@@ -88,8 +88,8 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
         raise Forbidden(SERVICE_TOKEN_REQUIRED)
     patch = schemas.parse_patch(body_of(await read_json(request)))
     if not patch.bind:
-        held = await call_store(request, bind_plan.releasing, list(patch.fields))
-        await call_store(request, arq_state.unbind, list(patch.fields), _scope(context), write=True)
+        held = await call_store(request, bind_plan.unbind_releasing, list(patch.fields), _scope(context),
+                                write=True)
         await request.app["binder"].released(held)
         return empty_response(202)
     if patch.sets_project:
@@ -102,7 +102,7 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
                                                  "device_rp_uuid": None, **fields})
                for arq_uuid, fields in patch.fields.items()}
     started = await call_store(request, arq_state.start_bind, targets, _scope(context), write=True)
-    await request.app["binder"].submit(started)
+    await request.app["binder"].submit(started, {u: targets[u].instance_uuid for u in started})
     return empty_response(202)
 
 
@@ -143,9 +143,8 @@ async def bind_unbind_one(request: web.Request) -> web.Response:
 
 async def _delete(request: web.Request, context: RequestContext, *, arq_uuids: list[str] | None = None,
                   instance: str | None = None) -> web.Response:
-    held = await call_store(request, bind_plan.releasing, arq_uuids, instance)
-    missing = await call_store(request, arq_state.delete_arqs, arq_uuids, instance, _scope(context),
-                               allow_bound=context.is_service, write=True)
+    held, missing = await call_store(request, bind_plan.delete_releasing, arq_uuids, instance, _scope(context),
+                                     context.is_service, write=True)
     await request.app["binder"].released(held)
     if missing:  # not idempotent, as in Cyborg: the others are gone, but say what was not there
         raise NotFound(f"Accelerator request not found: {', '.join(missing)}")
