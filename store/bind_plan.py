@@ -100,8 +100,7 @@ def clear_events(session: Session, arq_uuids: list[str]) -> None:
     session.execute(update(ExtARQ).where(ExtARQ.uuid.in_(arq_uuids)).values(nova_event_pending=False))
 
 
-def mdev_handles(session: Session, arq_uuids: list[str] | None = None,
-                 instance_uuid: str | None = None) -> list[tuple[str, str, dict]]:
+def mdev_handles(session: Session, arq_uuids: list[str]) -> list[tuple[str, str, dict]]:
     """(hostname, mdev uuid, attach info) of the MDEV handles these ARQs hold: their mdevs are to
     be removed from the host once the ARQs let go of them."""
     import json
@@ -110,11 +109,7 @@ def mdev_handles(session: Session, arq_uuids: list[str] | None = None,
             .join(ExtARQ, ExtARQ.attach_handle_id == AttachHandle.id)
             .join(Deployable, Deployable.id == AttachHandle.deployable_id)
             .join(Device, Device.id == Deployable.device_id)
-            .where(AttachHandle.attach_type == "MDEV"))
-    if instance_uuid is not None:
-        stmt = stmt.where(ExtARQ.instance_uuid == instance_uuid)
-    else:
-        stmt = stmt.where(ExtARQ.uuid.in_(arq_uuids or []))
+            .where(AttachHandle.attach_type == "MDEV", ExtARQ.uuid.in_(arq_uuids)))
     return [(host, uuid, json.loads(info)) for host, uuid, info in session.exec(stmt)]
 
 
@@ -128,23 +123,34 @@ class Releasing:
     consumers: list[str]
 
 
-def releasing(session: Session, arq_uuids: list[str] | None = None,
-              instance_uuid: str | None = None) -> Releasing:
-    stmt = select(ExtARQ.instance_uuid).where(ExtARQ.standalone == True, ExtARQ.instance_uuid.is_not(None))  # noqa: E712
-    if instance_uuid is not None:
-        stmt = stmt.where(ExtARQ.instance_uuid == instance_uuid)
-    else:
-        stmt = stmt.where(ExtARQ.uuid.in_(arq_uuids or []))
-    return Releasing(mdevs=mdev_handles(session, arq_uuids, instance_uuid),
-                     consumers=sorted(set(session.exec(stmt))))
+def releasing(session: Session, arq_uuids: list[str]) -> Releasing:
+    """What these ARQs hold. Pass only ARQs the caller has locked and may change (`_lock_visible`):
+    the binder removes what this names, whoever owns it."""
+    stmt = select(ExtARQ.instance_uuid).where(ExtARQ.standalone.is_(True), ExtARQ.instance_uuid.is_not(None),
+                                              ExtARQ.uuid.in_(arq_uuids))
+    return Releasing(mdevs=mdev_handles(session, arq_uuids), consumers=sorted(set(session.exec(stmt))))
+
+
+def _lock_visible(session: Session, arq_uuids: list[str] | None, instance_uuid: str | None,
+                  project_id: str | None) -> list[str]:
+    """Row-lock the ARQs (by uuid or by instance) of `project_id` (None: any), id order as the state
+    machine locks; their uuids. Reading what is released from these, not from the request, keeps
+    another project's ARQs (not changed: 404, or nothing to delete) out of what the binder removes,
+    and the locks keep a concurrent bind from changing what they hold before they are released."""
+    from rayborg.store import arq_state
+
+    if instance_uuid is None:
+        return [a.uuid for a in arq_state.lock_arqs(session, arq_uuids or [], project_id)]
+    stmt = select(ExtARQ.uuid).where(ExtARQ.instance_uuid == instance_uuid)
+    return list(session.scalars(arq_state.visible_to(stmt, project_id).order_by(ExtARQ.id).with_for_update()))
 
 
 def unbind_releasing(session: Session, arq_uuids: list[str], project_id: str | None) -> Releasing:
     """Unbind (`arq_state.unbind`) in the same transaction that reads what the ARQs let go of."""
     from rayborg.store import arq_state
 
-    held = releasing(session, arq_uuids)
-    arq_state.unbind(session, arq_uuids, project_id)
+    held = releasing(session, _lock_visible(session, arq_uuids, None, project_id))
+    arq_state.unbind(session, arq_uuids, project_id)  # NotFound (all rolled back) when one is not visible
     return held
 
 
@@ -154,6 +160,9 @@ def delete_releasing(session: Session, arq_uuids: list[str] | None, instance_uui
     also the uuids that were not found."""
     from rayborg.store import arq_state
 
-    held = releasing(session, arq_uuids, instance_uuid)
-    missing = arq_state.delete_arqs(session, arq_uuids, instance_uuid, project_id, allow_bound=allow_bound)
+    locked = _lock_visible(session, arq_uuids, instance_uuid, project_id)
+    held = releasing(session, locked)
+    # By instance: exactly the ARQs locked above (one bound to it since is not in `held`).
+    missing = arq_state.delete_arqs(session, locked if instance_uuid is not None else arq_uuids, None,
+                                    project_id, allow_bound=allow_bound)
     return held, missing

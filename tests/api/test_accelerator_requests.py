@@ -391,3 +391,58 @@ async def test_fifty_concurrent_bind_patches_on_five_handles(client, store):
     handle_uuids = [a["attach_handle_uuid"] for a in shown if a["state"] == "Bound"]
     assert len(set(handle_uuids)) == 5
     assert handles_in_use(store) == set(tree.handle_ids)
+
+
+# -- what the binder is told to release ------------------------------------------------------------
+
+class RecordingBinder:
+    """The local binder, remembering every `released()` call (what would leave hosts and Placement)."""
+
+    def __init__(self, store):
+        from rayborg.api.local_binder import LocalBinder
+
+        self.inner = LocalBinder(store)
+        self.held = []
+        self.submit, self.drain, self.close = self.inner.submit, self.inner.drain, self.inner.close
+
+    async def released(self, held) -> None:
+        self.held.append(held)
+        await self.inner.released(held)
+
+
+@pytest.fixture
+async def recording(aiohttp_client, settings, store):
+    from rayborg.api.app import create_app
+
+    binder = RecordingBinder(store)
+    return await aiohttp_client(create_app(settings, store, binder=binder)), binder
+
+
+async def test_another_projects_unbind_and_delete_release_nothing_of_the_owner(recording, store):
+    """Nova with a service token, but for project p2: p1's standalone-bound vGPU ARQ is not its to
+    release. It gets 404 (or 204 for the idempotent ?instance=) and the binder must not be told to
+    remove p1's mdev or give back p1's Placement allocation."""
+    client, binder = recording
+    add_profile(store, "vgpu", [{"resources:VGPU": "1"}])
+    add_device(store, type="GPU", rc="VGPU", traits=(), attach_type="MDEV", driver_name="nvidia_vgpu")
+    (arq,) = await create(client, "vgpu")
+    instance = str(uuid.uuid4())
+    await patch(client, {arq["uuid"]: [{"op": "add", "path": "/hostname", "value": "host1"},
+                                       {"op": "add", "path": "/instance_uuid", "value": instance}]})
+    await binder.drain()
+    assert (await show(client, arq["uuid"]))["state"] == "Bound"
+
+    other_nova = {**OTHER, "X-Service-Roles": "service"}
+    await patch(client, {arq["uuid"]: UNBIND_OPS}, status=404, headers=other_nova)
+    resp = await client.delete(f"/v2/accelerator_requests?instance={instance}", headers=other_nova)
+    assert resp.status == 204
+    for url in (f"/v2/accelerator_requests?arqs={arq['uuid']}", f"/v2/accelerator_requests/{arq['uuid']}"):
+        resp = await client.delete(url, headers=other_nova)
+        assert resp.status == 404 and arq["uuid"] in await fault(resp)
+    assert (await show(client, arq["uuid"]))["state"] == "Bound"
+    assert [h for h in binder.held if h.mdevs or h.consumers] == []
+
+    # The owner's own unbind does hand its mdev and consumer over (the recorder sees releases).
+    await patch(client, {arq["uuid"]: UNBIND_OPS})
+    (held,) = [h for h in binder.held if h.mdevs or h.consumers]
+    assert [m[0] for m in held.mdevs] == ["host1"] and held.consumers == [instance]
