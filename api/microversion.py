@@ -25,9 +25,22 @@ def fmt(version: tuple[int, int]) -> str:
     return f"{version[0]}.{version[1]}"
 
 
-def _out_of_range(raw: str) -> NotAcceptable:
-    return NotAcceptable(f"Version {raw} was requested but the minor version is not supported by this "
-                         f"service. The supported version range is: [{fmt(MIN_VERSION)}, {fmt(MAX_VERSION)}].")
+def _range_headers() -> dict[str, str]:
+    return {"OpenStack-API-Minimum-Version": fmt(MIN_VERSION),
+            "OpenStack-API-Maximum-Version": fmt(MAX_VERSION), "Vary": HEADER}
+
+
+def _out_of_range(version: tuple[int, int]) -> NotAcceptable:
+    """As Cyborg: the range headers (but no OpenStack-API-Version: nothing was negotiated), so that a
+    client can retry within the range; a wrong major version is named as such."""
+    supported = f"The supported version range is: [{fmt(MIN_VERSION)}, {fmt(MAX_VERSION)}]."
+    if version[0] != MIN_VERSION[0]:
+        message = (f"Mutually exclusive versions requested. Version {fmt(version)} requested but not "
+                   f"supported by this service. {supported}")
+    else:
+        message = (f"Version {fmt(version)} was requested but the minor version is not supported by this "
+                   f"service. {supported}")
+    return NotAcceptable(message, headers=_range_headers())
 
 
 def negotiate(headers) -> tuple[int, int]:
@@ -48,17 +61,12 @@ def negotiate(headers) -> tuple[int, int]:
         raise NotAcceptable(f"Invalid API version format: {raw}. Expected X.Y, the supported range is "
                             f"[{fmt(MIN_VERSION)}, {fmt(MAX_VERSION)}].") from None
     if not (MIN_VERSION <= version <= MAX_VERSION):
-        raise _out_of_range(raw)
+        raise _out_of_range(version)
     return version
 
 
 def response_headers(version: tuple[int, int]) -> dict[str, str]:
-    return {
-        HEADER: f"{SERVICE_TYPE} {fmt(version)}",
-        "OpenStack-API-Minimum-Version": fmt(MIN_VERSION),
-        "OpenStack-API-Maximum-Version": fmt(MAX_VERSION),
-        "Vary": HEADER,
-    }
+    return {HEADER: f"{SERVICE_TYPE} {fmt(version)}", **_range_headers()}
 
 
 def require(version: tuple[int, int], needed: tuple[int, int], what: str | None = None) -> None:

@@ -39,13 +39,36 @@ async def test_microversion_negotiation(client, asked, answered):
     assert resp.headers[V] == f"accelerator {answered}"
 
 
-@pytest.mark.parametrize("asked", ["accelerator 2.4", "accelerator 3.0", "accelerator 1.9", "accelerator two"])
-async def test_microversion_out_of_range_is_406_with_cyborg_body(client, asked):
-    resp = await client.get("/v2", headers={V: asked})
+MINOR = "Version {} was requested but the minor version is not supported by this service."
+MAJOR = "Mutually exclusive versions requested. Version {} requested but not supported by this service."
+
+
+@pytest.mark.parametrize("url", ["/v2", "/v2/devices", "/v2/accelerator_requests/nope"])
+@pytest.mark.parametrize("asked,message", [("accelerator 2.4", MINOR.format("2.4")),
+                                           ("accelerator 2.99", MINOR.format("2.99")),
+                                           ("accelerator 3.0", MAJOR.format("3.0")),
+                                           ("accelerator 1.9", MAJOR.format("1.9"))])
+async def test_microversion_out_of_range_is_406_with_cyborg_body_and_range(client, url, asked, message):
+    """As Cyborg 17: the range headers come with the 406 (a client retries within them), the version
+    header does not (nothing was negotiated), whatever the route."""
+    resp = await client.get(url, headers={V: asked})
     assert resp.status == 406
     fault = json.loads((await resp.json())["error_message"])
-    assert fault["faultcode"] == "Client" and "2.0" in fault["faultstring"] and "2.3" in fault["faultstring"]
-    assert fault["debuginfo"] is None
+    assert fault["faultcode"] == "Client" and fault["debuginfo"] is None
+    assert fault["faultstring"] == f"{message} The supported version range is: [2.0, 2.3]."
+    assert resp.headers["OpenStack-API-Minimum-Version"] == "2.0"
+    assert resp.headers["OpenStack-API-Maximum-Version"] == "2.3"
+    assert resp.headers["Vary"] == V and V not in resp.headers
+
+
+async def test_malformed_microversion_is_406_without_range_headers(client):
+    """Cyborg cannot parse it, so it answers before setting any version header."""
+    resp = await client.get("/v2", headers={V: "accelerator two"})
+    assert resp.status == 406
+    fault = json.loads((await resp.json())["error_message"])
+    assert fault["faultstring"] == ("Invalid API version format: two. Expected X.Y, the supported range is "
+                                    "[2.0, 2.3].")
+    assert not {V, "OpenStack-API-Minimum-Version", "OpenStack-API-Maximum-Version"} & set(resp.headers)
 
 
 async def test_unknown_path_and_method_use_the_envelope(client):
