@@ -222,6 +222,9 @@ class DriverContext:
     sysfs_root: Path = Path("/sys")
     dev_root: Path = Path("/dev")
     options: dict[str, Any] = field(default_factory=dict)  # this driver's own options
+    # every driver's options by driver name, for a family split across drivers (nvidia_gpu must
+    # leave the GPUs that nvidia_vgpu's config claims, and take the others)
+    host_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sysfs_root = Path(self.sysfs_root)

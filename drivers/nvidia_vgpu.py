@@ -4,8 +4,10 @@ Spec: 2023.1 vgpu-driver-proposal (latest implemented). Options mirror its confi
     enabled_vgpu_types: ["nvidia-223", ...] (list or comma string)   ~ [gpu_devices]/enabled_vgpu_types
     device_addresses: {"nvidia-223": ["0000:af:00.0", ...]}          ~ [vgpu_<type>]/device_addresses
     filter_sriov_vfs: bool                                            ~ [gpu_devices]/filter_sriov_vfs
-Without any configuration (demos, fixture trees) a virtualized GPU uses the type that already has
-mdevs, else the first type by name: a rayborg convenience, upstream requires the config.
+With `device_addresses` set, exactly the listed GPUs are vGPUs (the others are `nvidia_gpu`'s pGPUs)
+and a listed address that is no virtualized NVIDIA GPU is an error entry. Without any configuration
+(demos, fixture trees) every virtualized GPU is a vGPU, of the type that already has mdevs, else the
+first type by name: a rayborg convenience, upstream requires the config.
 
 One device and one deployable per GPU: RC VGPU, traits OWNER_CYBORG + CUSTOM_NVIDIA_<PID>_<TYPE>
 (type from `<type>/name`: "GRID T4-2B" -> T4_2B), num_accelerators = available_instances + existing
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rayborg.drivers.base import DriverAttachHandle, DriverDevice, DriverFailure, custom_name
-from rayborg.drivers.nvidia_gpu import NvidiaGpuBase
+from rayborg.drivers.nvidia_gpu import NvidiaGpuBase, vgpu_config
 from rayborg.drivers.sysfs import PciAddress, PciFunction, read_int, read_text
 
 
@@ -31,52 +33,41 @@ class MdevError(DriverFailure):
     """An mdev could not be created or removed; names the device and the file."""
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v).strip() for v in value]
-
-
 class NvidiaVgpuDriver(NvidiaGpuBase):
     NAME = "nvidia_vgpu"
 
     def __init__(self, ctx=None):
         super().__init__(ctx)
-        self.type_by_address = self._parse_config()
-
-    def _parse_config(self) -> dict[str, str]:
-        """address -> vGPU type, validated like upstream (InvalidvGPUConfig)."""
-        enabled = _as_list(self.options.get("enabled_vgpu_types"))
-        addresses: dict[str, Any] = dict(self.options.get("device_addresses") or {})
-        out: dict[str, str] = {}
-        for t in addresses:
-            if t not in enabled:
-                raise ValueError(f"vGPU type {t!r} has device_addresses but is not in enabled_vgpu_types")
-        for t in enabled:
-            addrs = _as_list(addresses.get(t))
-            if not addrs:
-                raise ValueError(f"enabled vGPU type {t!r} has no device_addresses")
-            for a in addrs:
-                try:
-                    a = str(PciAddress.parse(a))
-                except DriverFailure:
-                    raise ValueError(f"malformed PCI address {a!r} for vGPU type {t!r}") from None
-                if a in out:
-                    raise ValueError(f"PCI address {a} is given for vGPU types {out[a]!r} and {t!r}")
-                out[a] = t
-        return out
+        self.type_by_address = vgpu_config(self.options)
 
     def matches(self, fn: PciFunction) -> bool:
-        return self.is_gpu(fn) and self.virtualized(fn)
+        if not self.is_gpu(fn):
+            return False
+        if self.type_by_address:  # a configured host: only the listed GPUs are vGPUs (nvidia_gpu takes the rest)
+            return fn.name in self.type_by_address
+        return self.virtualized(fn)
+
+    def select(self, funcs: list[PciFunction]) -> list[PciFunction]:
+        chosen = super().select(funcs)
+        found = {fn.name for fn in chosen}
+        for address, type_id in sorted(self.type_by_address.items()):
+            if address not in found:  # a typo in the config must not pass for a GPU-less host
+                where = self.types_dir(address).parent
+                what = "is not an NVIDIA GPU" if where.exists() else "does not exist on this host"
+                self.warnings.append(DriverFailure(f"PCI address configured for vGPU type {type_id!r} {what}",
+                                                   device=address, file=where))
+        return chosen
 
     def types_dir(self, address: str) -> Path:
         return self.ctx.sysfs_root / "bus" / "pci" / "devices" / address / "mdev_supported_types"
 
     def choose_type(self, fn: PciFunction) -> str:
-        types = sorted(p.name for p in (fn.path / "mdev_supported_types").iterdir() if p.is_dir())
         configured = self.type_by_address.get(fn.name)
+        if configured and not self.virtualized(fn):
+            raise DriverFailure(f"configured for vGPU type {configured!r} but not virtualized (no "
+                                "mdev_supported_types: is the NVIDIA vGPU manager installed?)", device=fn.name,
+                                file=fn.path / "mdev_supported_types")
+        types = sorted(p.name for p in (fn.path / "mdev_supported_types").iterdir() if p.is_dir())
         if configured:
             if configured not in types:
                 raise DriverFailure(f"vGPU type {configured!r} is not supported by this GPU "
@@ -95,8 +86,6 @@ class NvidiaVgpuDriver(NvidiaGpuBase):
         return sorted(p.name for p in devices.iterdir()) if devices.is_dir() else []
 
     def build(self, fn: PciFunction) -> DriverDevice | None:
-        if self.type_by_address and fn.name not in self.type_by_address:
-            return None  # configured host: only the listed GPUs are vGPUs
         type_id = self.choose_type(fn)
         tdir = fn.path / "mdev_supported_types" / type_id
         available = read_int(tdir / "available_instances", device=fn.name)

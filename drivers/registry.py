@@ -25,6 +25,9 @@ DRIVERS: dict[str, str] = {
     "fake": "fake:FakeDriver",
 }
 REAL_DRIVERS: tuple[str, ...] = tuple(n for n in DRIVERS if n != "fake")
+# driver_options sections that are not a driver's: the bitstream source (HostDrivers) and the
+# HostAgent's hotplug monitor
+OPTION_SECTIONS: tuple[str, ...] = ("bitstreams", "hotplug")
 SYSFS = "sysfs"  # pseudo-driver name for PCI entries no driver could even identify
 
 
@@ -42,6 +45,14 @@ def check_names(names: Iterable[str]) -> list[str]:
         raise UnknownDriver(f"unknown driver{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
                             f"(known: {', '.join(DRIVERS)})")
     return names
+
+
+def check_option_sections(options: Mapping[str, Any]) -> None:
+    """driver_options keys must be driver names or OPTION_SECTIONS, each holding a table of options."""
+    unknown = [k for k in options if k not in DRIVERS and k not in OPTION_SECTIONS]
+    if unknown:
+        raise UnknownDriver(f"driver_options for unknown driver{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))} (known: {', '.join([*DRIVERS, *OPTION_SECTIONS])})")
 
 
 class HostDrivers:
@@ -62,7 +73,7 @@ class HostDrivers:
         self.errors: list[DriverError] = []
         for name in names:
             ctx = DriverContext(hostname=hostname, sysfs_root=Path(sysfs_root), dev_root=Path(dev_root),
-                                options=dict(options.get(name, {})))
+                                options=dict(options.get(name, {})), host_options=dict(options))
             try:
                 self.drivers[name] = driver_class(name)(ctx)
             except Exception as exc:  # a bad option or a broken module: report, run the others

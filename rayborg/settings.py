@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParseError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -59,7 +60,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     api_workers: int = 1
     sysfs_root: str = "/sys"
+    dev_root: str = "/dev"
     enabled_drivers: list[str] | None = None
+    # Options per driver name, plus "bitstreams" (where image ids are fetched from: {"dir": ...} or
+    # {"glance_url": ..., ...}) and "hotplug". TOML: [rayborg.driver_options.nvidia_vgpu]; env:
+    # RAYBORG_DRIVER_OPTIONS='{"spdk": {"socket": "/run/spdk.sock"}}' (JSON), or one driver's
+    # RAYBORG_DRIVER_OPTIONS__SPDK='{"socket": ...}', or one key's RAYBORG_DRIVER_OPTIONS__SPDK__SOCKET=...
+    # (a string: drivers parse their options from strings too).
+    driver_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     report_interval: float = 60.0
     binder_count: int = 2
     placement_url: str | None = None
@@ -85,6 +93,15 @@ class Settings(BaseSettings):
         if name not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(f"unsupported database {name!r}: use {URL_FORMS}")
         return url
+
+    @field_validator("driver_options")
+    @classmethod
+    def _known_option_sections(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # a misspelt driver name would otherwise be ignored without a word
+        from rayborg.drivers.registry import check_option_sections
+
+        check_option_sections(options)
+        return options
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -118,6 +135,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"config file {config_path()}: {exc}") from None
     except OSError as exc:
         raise SettingsError(f"config file {config_path()}: {exc.strerror or exc}") from None
+    except EnvParseError as exc:  # a RAYBORG_* variable that should hold JSON does not
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise SettingsError(f"invalid settings: {exc}{cause}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
                              for e in exc.errors())

@@ -9,9 +9,9 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from rayborg.drivers.base import UnknownDriver
-from rayborg.drivers.registry import DRIVERS, REAL_DRIVERS, check_names, discover_host
+from rayborg.drivers.registry import DRIVERS, REAL_DRIVERS, check_names, check_option_sections, discover_host
 
 EPILOG = f"""\
 drivers: {', '.join(DRIVERS)} (default: all but fake)
@@ -23,6 +23,11 @@ examples:
                                                     a fixture tree (a tree.json description is expanded)
   rayborg discover --drivers intel_fpga,intel_qat   only these drivers
   rayborg discover --fake fpga:4,gpu:2              simulated devices (adds the fake driver)
+  rayborg discover --driver-option nvidia_vgpu.enabled_vgpu_types=nvidia-223 \\
+      --driver-option 'nvidia_vgpu.device_addresses={{"nvidia-223": ["0000:af:00.0"]}}'
+                                                    driver options (on top of settings' driver_options)
+  rayborg --config /etc/rayborg/rayborg.toml discover
+                                                    roots, drivers and driver options of that config
 """
 
 
@@ -35,13 +40,17 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sysfs-root", default=None, metavar="PATH",
                    help="sysfs tree to read (default: settings' sysfs_root, /sys)")
-    p.add_argument("--dev-root", default="/dev", metavar="PATH", help="device node tree (default: /dev)")
+    p.add_argument("--dev-root", default=None, metavar="PATH",
+                   help="device node tree (default: settings' dev_root, /dev)")
     p.add_argument("--drivers", metavar="A,B",
                    help="comma-separated driver names (default: settings' enabled_drivers, else all real drivers)")
     p.add_argument("--hostname", default=None, metavar="H",
                    help="host name for the report and deployable names (default: this machine's)")
     p.add_argument("--fake", metavar="SPEC",
                    help="add the fake driver with SPEC, e.g. 'fpga:4,gpu:2' or 'fpga:2x8' (N devices x M handles)")
+    p.add_argument("--driver-option", action="append", default=[], metavar="DRIVER.KEY=VALUE",
+                   help="set one driver option (repeatable; VALUE is JSON when it parses as JSON, else a "
+                        "string); overrides the same key of settings' driver_options")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -57,18 +66,39 @@ def _settings():
         return None
 
 
+def parse_driver_option(text: str) -> tuple[str, str, Any]:
+    """`DRIVER.KEY=VALUE` -> (driver, key, value); VALUE decoded as JSON when it is JSON."""
+    target, sep, raw = text.partition("=")
+    driver, dot, key = target.strip().partition(".")
+    if not sep or not dot or not driver or not key.strip():
+        raise ValueError(f"--driver-option {text!r}: want DRIVER.KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a plain string: a path, a type name, "physnet1:eth2|eth3"
+    return driver, key.strip(), value
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = _settings() if args.sysfs_root is None or args.drivers is None else None
+    settings = _settings()
     sysfs_root = args.sysfs_root or (settings.sysfs_root if settings else "/sys")
+    dev_root = args.dev_root or (settings.dev_root if settings else "/dev")
+    options = {k: dict(v) for k, v in (settings.driver_options if settings else {}).items()}
     try:
         if args.drivers:
             names = check_names(args.drivers.split(","))
         else:
             names = check_names(settings.enabled_drivers or REAL_DRIVERS) if settings else list(REAL_DRIVERS)
-    except UnknownDriver as exc:
+        for text in args.driver_option:
+            driver, key, value = parse_driver_option(text)
+            options.setdefault(driver, {})[key] = value
+        check_option_sections(options)
+    except ValueError as exc:  # UnknownDriver too
         print(f"rayborg discover: {exc}", file=sys.stderr)
         return 2
-    options = {}
+    if not Path(sysfs_root).exists():  # a typo must not pass for a host without accelerators
+        print(f"rayborg discover: sysfs root {sysfs_root} does not exist", file=sys.stderr)
+        return 2
     if args.fake is not None:
         from rayborg.drivers.fake import parse_spec
 
@@ -78,10 +108,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"rayborg discover: --fake: {exc}", file=sys.stderr)
             return 2
         names = [*dict.fromkeys([*names, "fake"])]
-        options["fake"] = {"spec": args.fake}
+        options.setdefault("fake", {})["spec"] = args.fake
     with _expanded(Path(sysfs_root)) as root:
         report = discover_host(args.hostname or socket.gethostname(), sysfs_root=root,
-                               drivers=names, dev_root=args.dev_root, options=options)
+                               drivers=names, dev_root=dev_root, options=options)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:

@@ -85,6 +85,11 @@ def test_serve_flags_reach_the_settings(config, monkeypatch, tmp_path):
     ("", {"RAYBORG_AUTH_STRATEGY": "magic"}, "auth_strategy"),
     ('database_url = "nonsense"', {}, "not a database URL"),
     ('database_url = "mysql://db/x"', {}, "unsupported database"),
+    ("", {"RAYBORG_DRIVER_OPTIONS": "{not json"}, 'parsing value for field "driver_options"'),
+    ("", {"RAYBORG_DRIVER_OPTIONS": '{"spdk": 3}'}, "driver_options.spdk: Input should be a valid dictionary"),
+    ("[rayborg.driver_options.nvidia_vgpus]\nenabled_vgpu_types = []\n", {},
+     "driver_options for unknown driver 'nvidia_vgpus'"),
+    ("[rayborg]\ndriver_options = 3\n", {}, "driver_options: Input should be a valid dictionary"),
 ])
 def test_bad_settings_are_one_readable_line(config, monkeypatch, capsys, content, env, message):
     config.write_text(content)
@@ -94,7 +99,7 @@ def test_bad_settings_are_one_readable_line(config, monkeypatch, capsys, content
         load_settings()
     assert cli(["serve"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("rayborg serve: ") and message in err and "Traceback" not in err
+    assert err.startswith("rayborg serve: ") and message in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_unreachable_database_is_one_readable_line(config, capsys):
@@ -102,3 +107,56 @@ def test_unreachable_database_is_one_readable_line(config, capsys):
     err = capsys.readouterr().err
     assert err.startswith("rayborg db: database postgresql://nobody:***@127.0.0.1:1/x")
     assert "secret" not in err
+
+
+DRIVER_FILE = """
+[rayborg]
+sysfs_root = "/srv/sys"
+dev_root = "/srv/dev"
+
+[rayborg.driver_options.nvidia_vgpu]
+enabled_vgpu_types = ["nvidia-223"]
+device_addresses = {"nvidia-223" = ["0000:af:00.0"]}
+
+[rayborg.driver_options.xilinx_fpga]
+tool = "/opt/xbmgmt"
+program_timeout = 90
+
+[rayborg.driver_options.bitstreams]
+dir = "/var/lib/rayborg/bitstreams"
+"""
+VGPU = {"enabled_vgpu_types": ["nvidia-223"], "device_addresses": {"nvidia-223": ["0000:af:00.0"]}}
+
+
+def test_driver_options_and_dev_root_from_the_file_reach_the_runtime_config(config):
+    from rayborg.runtime import runtime_config
+
+    config.write_text(DRIVER_FILE)
+    s = load_settings()
+    assert (s.sysfs_root, s.dev_root) == ("/srv/sys", "/srv/dev")
+    assert s.driver_options == {"nvidia_vgpu": VGPU, "xilinx_fpga": {"tool": "/opt/xbmgmt", "program_timeout": 90},
+                                "bitstreams": {"dir": "/var/lib/rayborg/bitstreams"}}
+    rc = runtime_config(s)
+    assert (rc.sysfs_root, rc.dev_root, rc.driver_options) == ("/srv/sys", "/srv/dev", s.driver_options)
+    host = rc.for_host("h1")  # what a HostAgent hands its HostDrivers
+    assert host["dev_root"] == "/srv/dev" and host["options"]["bitstreams"] == {"dir": "/var/lib/rayborg/bitstreams"}
+
+
+def test_driver_options_from_the_environment(config, monkeypatch):
+    import json
+
+    config.write_text(DRIVER_FILE)
+    file_options = load_settings().driver_options
+    monkeypatch.setenv("RAYBORG_DRIVER_OPTIONS", json.dumps({"spdk": {"socket": "/run/spdk.sock"},
+                                                             "xilinx_fpga": {"program_timeout": 30}}))
+    # env and file merge key by key (as for [rayborg.keystone]): env wins where both set a key
+    assert load_settings().driver_options == file_options | {
+        "spdk": {"socket": "/run/spdk.sock"}, "xilinx_fpga": {"tool": "/opt/xbmgmt", "program_timeout": 30}}
+    config.write_text("")
+    monkeypatch.setenv("RAYBORG_DRIVER_OPTIONS__PMEM", '{"pmem_namespaces": "ns0:ns200_0"}')
+    monkeypatch.setenv("RAYBORG_DRIVER_OPTIONS__SPDK__TIMEOUT", "3")  # one key: a string
+    monkeypatch.setenv("RAYBORG_DEV_ROOT", "/env/dev")
+    s = load_settings()
+    assert s.driver_options == {"spdk": {"socket": "/run/spdk.sock", "timeout": "3"},
+                                "pmem": {"pmem_namespaces": "ns0:ns200_0"}, "xilinx_fpga": {"program_timeout": 30}}
+    assert s.dev_root == "/env/dev"

@@ -125,3 +125,63 @@ def test_help_lists_drivers(capsys):
         run("--help")
     out = capsys.readouterr().out
     assert "--sysfs-root" in out and "inspur_nvme" in out and "fpga:4,gpu:2" in out
+
+
+def vgpu_types(out: dict) -> dict[str, tuple[str, int]]:
+    return {d["key"]: (d["deployables"][0]["attributes"].get("vgpu_type", "-"), d["deployables"][0]["num_accelerators"])
+            for d in out["devices"]}
+
+
+def test_driver_options_change_the_report(family_tree, capsys):
+    root = family_tree("nvidia_vgpu")
+    base = ("--sysfs-root", str(root), "--hostname", "n1", "--drivers", "nvidia_vgpu,nvidia_gpu", "--json")
+    assert run(*base) == 0
+    assert vgpu_types(json.loads(capsys.readouterr().out)) == {
+        "nvidia_vgpu:0000:86:00.0": ("nvidia-223", 8), "nvidia_vgpu:0000:af:00.0": ("nvidia-223", 8)}
+    assert run(*base, "--driver-option", "nvidia_vgpu.enabled_vgpu_types=nvidia-222",
+               "--driver-option", 'nvidia_vgpu.device_addresses={"nvidia-222": ["0000:af:00.0"]}') == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["errors"] == []
+    assert vgpu_types(out) == {"nvidia_gpu:0000:86:00.0": ("-", 1), "nvidia_vgpu:0000:af:00.0": ("nvidia-222", 16)}
+
+
+CONFIG = """
+[rayborg]
+sysfs_root = "{root}"
+enabled_drivers = ["nvidia_vgpu"]
+
+[rayborg.driver_options.nvidia_vgpu]
+enabled_vgpu_types = "nvidia-222"
+device_addresses = {{"nvidia-222" = "0000:af:00.0"}}
+"""
+
+
+def test_config_file_roots_drivers_and_options(family_tree, tmp_path, monkeypatch, capsys):
+    from rayborg.cli import main
+
+    root = family_tree("nvidia_vgpu")
+    config = tmp_path / "rayborg.toml"
+    config.write_text(CONFIG.format(root=root))
+    monkeypatch.setenv("RAYBORG_CONFIG", "unset")  # restored after the test: --config sets it
+    assert main(["--config", str(config), "discover", "--hostname", "n1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["drivers"] == ["nvidia_vgpu"] and out["errors"] == []
+    assert vgpu_types(out) == {"nvidia_vgpu:0000:af:00.0": ("nvidia-222", 16)}
+    # a flag overrides one key of the file's options
+    assert main(["--config", str(config), "discover", "--json", "--driver-option",
+                 "nvidia_vgpu.device_addresses={\"nvidia-222\": \"0000:86:00.0\"}"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [e["message"] for e in out["errors"]] == ["vGPU type 'nvidia-222' is not supported by this GPU "
+                                                     "(supported: nvidia-223)"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sysfs-root", "/nonexistent/sys"], "sysfs root /nonexistent/sys does not exist"),
+    (["--driver-option", "nvidia_vgpu"], "--driver-option 'nvidia_vgpu': want DRIVER.KEY=VALUE"),
+    (["--driver-option", "nvidia_vgpu.=3"], "want DRIVER.KEY=VALUE"),
+    (["--driver-option", "warp_drive.speed=9"], "driver_options for unknown driver 'warp_drive'"),
+])
+def test_bad_roots_and_options_exit_2_with_one_line(argv, message, capsys):
+    assert run(*argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1

@@ -71,7 +71,57 @@ def test_vgpu_configured_types(family_tree):
     assert dep.num_accelerators == 16 and dep.traits[1] == "CUSTOM_NVIDIA_1EB8_T4_1B"
 
 
+def test_vgpu_configured_host_reports_unlisted_gpus_as_pgpus(family_tree):
+    # the JSON text of a RAYBORG_DRIVER_OPTIONS__NVIDIA_VGPU__DEVICE_ADDRESSES variable is a table too
+    opts = {"enabled_vgpu_types": "nvidia-222", "device_addresses": '{"nvidia-222": "0000:af:00.0"}'}
+    r = discover_host("n1", family_tree("nvidia_vgpu"), drivers=["nvidia_gpu", "nvidia_vgpu"],
+                      options={"nvidia_vgpu": opts})
+    assert r.errors == []
+    pgpu86, vgpu_af = (d.model_dump() for d in r.devices)
+    # virtualizable, but the operator made only af:00.0 a vGPU: 86:00.0 is for passthrough
+    assert pgpu86 == pgpu("86", "Tesla T4", {"device_id": "0x1eb8", "class": "0x030200", "vendor_id": "0x10de",
+                                              "numa_node": "0", "driver": "nvidia"}, "CUSTOM_NVIDIA_1EB8")
+    assert (vgpu_af["key"], vgpu_af["deployables"][0]["num_accelerators"]) == ("nvidia_vgpu:0000:af:00.0", 16)
+
+
+def test_vgpu_configured_addresses_that_are_no_vgpu_are_error_entries(family_tree, builder):
+    root = family_tree("nvidia_gpu")  # af:00.0 and 3b:00.0 are not virtualized, 03:00.0 is an ASPEED VGA
+    opts = {"enabled_vgpu_types": "nvidia-223",
+            "device_addresses": {"nvidia-223": ["0000:3b:00.0", "0000:d8:00.0", "0000:03:00.0"]}}
+    r = discover_host("n1", root, drivers=["nvidia_gpu", "nvidia_vgpu"], options={"nvidia_vgpu": opts})
+    assert [d.key for d in r.devices] == ["nvidia_gpu:0000:af:00.0"]  # 3b:00.0 is the operator's vGPU
+    assert [(e.driver, e.device, e.file.removeprefix(str(root)), e.message) for e in r.errors] == [
+        ("nvidia_vgpu", "0000:03:00.0", "/bus/pci/devices/0000:03:00.0",
+         "PCI address configured for vGPU type 'nvidia-223' is not an NVIDIA GPU"),
+        ("nvidia_vgpu", "0000:3b:00.0", "/bus/pci/devices/0000:3b:00.0/mdev_supported_types",
+         "configured for vGPU type 'nvidia-223' but not virtualized (no mdev_supported_types: "
+         "is the NVIDIA vGPU manager installed?)"),
+        ("nvidia_vgpu", "0000:d8:00.0", "/bus/pci/devices/0000:d8:00.0",
+         "PCI address configured for vGPU type 'nvidia-223' does not exist on this host")]
+
+
+@pytest.mark.parametrize("value, keys", [
+    ("false", ["nvidia_vgpu:0000:86:00.0", "nvidia_vgpu:0000:86:00.4", "nvidia_vgpu:0000:af:00.0"]),
+    ("true", ["nvidia_vgpu:0000:86:00.0", "nvidia_vgpu:0000:af:00.0"]),
+    (True, ["nvidia_vgpu:0000:86:00.0", "nvidia_vgpu:0000:af:00.0"]),
+    ("maybe", None),
+])
+def test_filter_sriov_vfs_from_a_string(family_tree, builder, value, keys):
+    root = family_tree("nvidia_vgpu")
+    builder.vfs("0000:86:00.0", ["0000:86:00.4"], device="0x1eb8", driver="nvidia")
+    builder.write("devices/pci0000:86/0000:86:00.4/class", "0x030200")
+    builder.mdev_types("0000:86:00.4", {"nvidia-223": {"name": "GRID T4-2B", "available_instances": 1}})
+    r = discover_host("n1", root, drivers=["nvidia_vgpu"], options={"nvidia_vgpu": {"filter_sriov_vfs": value}})
+    if keys is None:
+        assert r.devices == [] and [e.message for e in r.errors] == [
+            "driver did not start: option filter_sriov_vfs must be true or false, got 'maybe'"]
+    else:
+        assert r.errors == [] and [d.key for d in r.devices] == keys
+
+
 @pytest.mark.parametrize("opts, message", [
+    ({"enabled_vgpu_types": ["nvidia-223"], "device_addresses": "0000:af:00.0"},
+     "device_addresses must be a table of vGPU type -> PCI addresses"),
     ({"enabled_vgpu_types": ["nvidia-223"]}, "has no device_addresses"),
     ({"enabled_vgpu_types": ["nvidia-223"], "device_addresses": {"nvidia-223": "0000:af:00"}}, "malformed PCI address"),
     ({"enabled_vgpu_types": "nvidia-222,nvidia-223",
