@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from cyborg_errors import cyborg_fault
 from factories import add_device
 from sqlmodel import select
 
@@ -67,18 +68,22 @@ async def test_create_bad_bodies(client, store, tree, body):
                                                       (b"<a/>", "text/xml", 415)])
 async def test_create_unreadable_bodies(client, store, tree, data, content_type, status):
     resp = await client.post("/v2/attributes", data=data, headers={"Content-Type": content_type})
-    assert resp.status == status
+    await cyborg_fault(resp, status)
     assert count(store) == 4
 
 
-@pytest.mark.parametrize("url,status", [("/v2/attributes?deployable_id=x", 400), ("/v2/attributes?k=1", 400),
-                                        (f"/v2/attributes?deployable_id={2**63}", 400),
-                                        ("/v2/attributes?deployable_id=0", 400),
-                                        ("/v2/attributes?key=a%00b", 400),
-                                        ("/v2/attributes/nope", 400),
-                                        ("/v2/attributes/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404)])
-async def test_bad_reads(client, tree, url, status):
-    assert (await client.get(url)).status == status
+@pytest.mark.parametrize("url,status,message", [
+    ("/v2/attributes?deployable_id=x", 400, "deployable_id must be an integer, got 'x'"),
+    ("/v2/attributes?k=1", 400, 'Unknown argument: "k"'),
+    (f"/v2/attributes?deployable_id={2**63}", 400,
+     f"deployable_id must be between 1 and 2147483647, got {2**63}"),
+    ("/v2/attributes?deployable_id=0", 400, "deployable_id must be between 1 and 2147483647, got 0"),
+    ("/v2/attributes?key=a%00b", 400, 'Argument "key" must not contain NUL characters'),
+    ("/v2/attributes/nope", 400, "Invalid attribute uuid: 'nope' is not a valid UUID"),
+    ("/v2/attributes/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404,
+     "Attribute 4cd3925c-04dd-4618-a0ab-c861f6c06803 could not be found.")])
+async def test_bad_reads(client, tree, url, status, message):
+    assert await cyborg_fault(await client.get(url), status) == message
 
 
 async def test_policy(client, store, tree):

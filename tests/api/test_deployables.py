@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 from sqlmodel import select
 
@@ -57,29 +58,39 @@ async def test_program_by_an_admin_records_the_project(client, store, tree):
     assert store.query(lambda s: [r.project_id for r in s.exec(select(ProgramRequest))]) == ["p9"]
 
 
-@pytest.mark.parametrize("body", [
-    {"op": "replace"}, [], PROGRAM * 2, [{"op": "bogus", "path": "/program", "value": []}],
-    [{"op": "replace", "path": "/bitstream", "value": [{"image_uuid": IMAGE}]}],
-    [{"op": "add", "path": "/program", "value": [{"image_uuid": IMAGE}]}],
-    [{"op": "replace", "path": "/program", "value": [{"image_uuid": "not-a-uuid"}]}],
-    [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE, "extra": 1}]}],
-    [{"op": "replace", "path": "/program", "value": []}],
-    [{"op": "replace", "path": "program", "value": [{"image_uuid": IMAGE}]}], ["x"]])
-async def test_program_bad_bodies_are_400_and_record_nothing(client, store, tree, body):
+ONE_OP = "The program request must be a JSON-Patch list with one operation"
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"op": "replace"}, ONE_OP), ([], ONE_OP), (PROGRAM * 2, ONE_OP),
+    ([{"op": "bogus", "path": "/program", "value": []}], "Invalid JSON-Patch: Unknown operation 'bogus'"),
+    ([{"op": "replace", "path": "/bitstream", "value": [{"image_uuid": IMAGE}]}],
+     "Only 'replace' of '/program' is supported, not 'replace' of '/bitstream'"),
+    ([{"op": "add", "path": "/program", "value": [{"image_uuid": IMAGE}]}],
+     "Only 'replace' of '/program' is supported, not 'add' of '/program'"),
+    ([{"op": "replace", "path": "/program", "value": [{"image_uuid": "not-a-uuid"}]}],
+     "Invalid image_uuid: 'not-a-uuid' is not a valid UUID"),
+    ([{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE, "extra": 1}]}],
+     "unknown field 'value.0.extra'"),
+    ([{"op": "replace", "path": "/program", "value": []}], "value: List should have at least 1 item"),
+    ([{"op": "replace", "path": "program", "value": [{"image_uuid": IMAGE}]}],
+     "Invalid JSON-Patch: Location must start with /"),
+    (["x"], "Invalid JSON-Patch: Document is expected to be sequence of operations")])
+async def test_program_bad_bodies_are_400_and_record_nothing(client, store, tree, body, message):
     resp = await client.patch(f"/v2/deployables/{tree.deployable_uuids[0]}/program", json=body)
-    assert resp.status == 400, await resp.text()
+    assert message in await cyborg_fault(resp, 400)
     assert requests(store) == []
 
 
 async def test_program_errors(client, store, tree):
     uuid = tree.deployable_uuids[0]
     resp = await client.patch("/v2/deployables/4cd3925c-04dd-4618-a0ab-c861f6c06803/program", json=PROGRAM)
-    assert resp.status == 404
+    assert "4cd3925c-04dd-4618-a0ab-c861f6c06803" in await cyborg_fault(resp, 404)
     resp = await client.patch(f"/v2/deployables/{uuid}/program", data=b"{not json",
                               headers={"Content-Type": "application/json"})
-    assert resp.status == 400
+    await cyborg_fault(resp, 400)
     resp = await client.patch(f"/v2/deployables/{uuid}/program", data=b"x", headers={"Content-Type": "text/xml"})
-    assert resp.status == 415
+    await cyborg_fault(resp, 415)
     resp = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM, headers=MEMBER)
     assert resp.status == 403 and fault(await resp.json()).endswith("cyborg:deployable:program")
     manager = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM,
@@ -102,10 +113,13 @@ async def test_program_refused_while_bound(client, store, tree):
     assert requests(store) == [(IMAGE, "requested")]
 
 
-@pytest.mark.parametrize("url,status", [("/v2/deployables/nope", 400), ("/v2/deployables?name=x", 400),
-                                        ("/v2/deployables/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404)])
-async def test_bad_reads(client, tree, url, status):
-    assert (await client.get(url)).status == status
+@pytest.mark.parametrize("url,status,message", [
+    ("/v2/deployables/nope", 400, "Invalid deployable uuid: 'nope' is not a valid UUID"),
+    ("/v2/deployables?name=x", 400, 'Unknown argument: "name"'),
+    ("/v2/deployables/4cd3925c-04dd-4618-a0ab-c861f6c06803", 404,
+     "Deployable 4cd3925c-04dd-4618-a0ab-c861f6c06803 could not be found.")])
+async def test_bad_reads(client, tree, url, status, message):
+    assert await cyborg_fault(await client.get(url), status) == message
 
 
 async def test_policy_for_reads(client, tree):
