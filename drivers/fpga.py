@@ -17,6 +17,8 @@ from rayborg.drivers.bitstreams import Bitstream, check_fits
 from rayborg.drivers.pci import PciDriver
 from rayborg.drivers.tools import DEFAULT_TIMEOUT, run_tool
 
+ACCELERATOR_CLASS = "0x12"  # PCI base class "Processing accelerators": what FPGA cards show
+
 
 class FpgaDriver(PciDriver):
     TYPE = "FPGA"

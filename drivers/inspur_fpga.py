@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from rayborg.drivers.base import DriverDevice, ProgrammingError
-from rayborg.drivers.fpga import FpgaDriver
+from rayborg.drivers.fpga import ACCELERATOR_CLASS, FpgaDriver
 from rayborg.drivers.inspur_nvme import INSPUR_VENDORS
 from rayborg.drivers.sysfs import PciFunction, class_prefix
 
@@ -33,7 +33,7 @@ class InspurFpgaDriver(FpgaDriver):
     REQUIRES_KERNEL_DRIVER = True
 
     def matches(self, fn: PciFunction) -> bool:
-        return fn.vendor in INSPUR_VENDORS and class_prefix(fn.class_code, "0x12") and not fn.is_vf
+        return fn.vendor in INSPUR_VENDORS and class_prefix(fn.class_code, ACCELERATOR_CLASS) and not fn.is_vf
 
     def build(self, fn: PciFunction) -> DriverDevice:
         key = f"{self.NAME}:{fn.name}"

@@ -1,6 +1,6 @@
 """Xilinx (Alveo) FPGA driver (zed add-xilinx-fpga-driver).
 
-A card shows a management PF (function 0) and, once XRT is installed, a user PF (function 1, product
+A card shows a management PF (function 0, class 0x12 processing accelerator) and, once XRT is installed, a user PF (function 1, product
 id + 1). Both make one device with one deployable of one accelerator and two PCI attach handles
 ("only when both mgmt PF and user PF are binded to one vm ... end user can program"). The control
 path is the mgmt PF. Traits CUSTOM_FPGA_XILINX and CUSTOM_FPGA_PRODUCT_ID_<PID> (the spec's "three
@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayborg.drivers.base import DriverDevice, DriverFailure
-from rayborg.drivers.fpga import FpgaDriver
-from rayborg.drivers.sysfs import PciFunction
+from rayborg.drivers.fpga import ACCELERATOR_CLASS, FpgaDriver
+from rayborg.drivers.sysfs import PciFunction, class_prefix
 
 
 def _uuid_file(fn: PciFunction, name: str) -> str | None:
@@ -31,7 +31,10 @@ class XilinxFpgaDriver(FpgaDriver):
     MODELS = {"0x5000": "U200", "0x5004": "U250", "0x500c": "U280", "0x5020": "U50"}
 
     def matches(self, fn: PciFunction) -> bool:
-        return fn.vendor == self.VENDOR and fn.address.function == "0" and not fn.is_vf
+        # upstream keeps lspci's "Processing accelerators" lines only: other Xilinx-vendor functions
+        # (memory controllers, network cards built on Xilinx parts) are not Alveo mgmt PFs
+        return (fn.vendor == self.VENDOR and class_prefix(fn.class_code, ACCELERATOR_CLASS)
+                and fn.address.function == "0" and not fn.is_vf)
 
     def build(self, fn: PciFunction) -> DriverDevice:
         handles = [self.handle(fn)]

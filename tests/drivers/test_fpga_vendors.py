@@ -35,6 +35,15 @@ def test_xilinx_report(family_tree):
     assert [h.attach_info["function"] for h in dep.attach_handles] == ["0", "1"]
 
 
+def test_xilinx_other_classes_are_not_fpgas(family_tree, builder):
+    root = family_tree("xilinx_fpga")
+    # Xilinx-vendor functions 0 that are no processing accelerator: a memory controller, a network card
+    builder.pci("0000:5e:00.0", vendor="0x10ee", device="0x9038", cls="0x058000")
+    builder.pci("0000:60:00.0", vendor="0x10ee", device="0x903f", cls="0x020000")
+    r = discover_host("n1", root, drivers=["xilinx_fpga"])
+    assert r.errors == [] and [d.key for d in r.devices] == ["xilinx_fpga:0000:3b:00.0"]
+
+
 def test_xilinx_without_xrt_user_pf(family_tree):
     root = family_tree("xilinx_fpga")
     (root / "bus/pci/devices/0000:3b:00.1").unlink()
