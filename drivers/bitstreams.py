@@ -7,6 +7,7 @@ bitstream file `X` has a JSON sidecar `X.json` holding the same properties (plus
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -45,6 +46,12 @@ class Bitstream(BaseModel):
     image_id: str
     meta: BitstreamMeta
     path: Path
+    downloaded: bool = False  # a temporary copy (from Glance) that `discard` deletes
+
+    def discard(self) -> None:
+        """Delete a downloaded copy once programmed (or failed); a local directory's file stays."""
+        if self.downloaded:
+            self.path.unlink(missing_ok=True)
 
 
 class BitstreamSource(Protocol):
@@ -151,14 +158,25 @@ class GlanceBitstreams:
         return parse_meta(image, image_id=image_id)
 
     def _download(self, image_id: str, meta: BitstreamMeta) -> Bitstream:
+        from requests import RequestException
+
         resp = self._get(f"/v2/images/{image_id}/file", image_id, stream=True)
-        dest_dir = self.download_dir or Path(tempfile.mkdtemp(prefix="rayborg-bs-"))
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        path = dest_dir / f"{image_id}.gbs"
-        with path.open("wb") as fh:
-            for chunk in resp.iter_content(1 << 20):
-                fh.write(chunk)
-        return Bitstream(image_id=image_id, meta=meta, path=path)
+        path = None
+        try:
+            if self.download_dir:
+                self.download_dir.mkdir(parents=True, exist_ok=True)
+            # one file per download: two devices programmed with one image must not share (or
+            # delete) each other's copy
+            fd, name = tempfile.mkstemp(prefix=f"{image_id}-", suffix=".gbs", dir=self.download_dir)
+            path = Path(name)
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in resp.iter_content(1 << 20):
+                    fh.write(chunk)
+        except (RequestException, OSError) as exc:  # connection cut mid-stream, disk full, no such dir
+            if path is not None:
+                path.unlink(missing_ok=True)
+            raise BitstreamError(f"download of bitstream image {image_id} failed: {exc}", device=image_id) from None
+        return Bitstream(image_id=image_id, meta=meta, path=path, downloaded=True)
 
     def fetch(self, image_id: str) -> Bitstream:
         image = self._get(f"/v2/images/{image_id}", image_id).json()

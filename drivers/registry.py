@@ -110,12 +110,17 @@ class HostDrivers:
         if program is None:
             name = deployable if isinstance(deployable, str) else deployable.name
             raise ProgrammingError(f"driver {driver_name} cannot program devices", device=name)
+        fetched = None
         if isinstance(bitstream, str) and driver_name != "fake":
             if self.bitstreams is None:
                 raise BitstreamError(f"bitstream {bitstream} given by id but no bitstream source is configured",
                                      device=bitstream)
-            bitstream = self.bitstreams.fetch(bitstream)
-        return program(deployable, bitstream, timeout=timeout)
+            bitstream = fetched = self.bitstreams.fetch(bitstream)
+        try:
+            return program(deployable, bitstream, timeout=timeout)
+        finally:
+            if fetched is not None:  # a Glance download is ours to delete, whatever the tool did
+                fetched.discard()
 
 
 def discover_host(hostname: str, sysfs_root: str | Path = "/sys", drivers: Iterable[str] | None = None,

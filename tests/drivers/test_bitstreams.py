@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from keystoneauth1 import session as ks_session
 
-from rayborg.drivers import BitstreamError
+from rayborg.drivers import BitstreamError, HostDrivers, ProgrammingError
 from rayborg.drivers.bitstreams import GlanceBitstreams, LocalBitstreams
 
 IMG = "76babc1b-3222-4992-a046-52441e403577"
@@ -26,6 +27,9 @@ def glance():
         "img-3": {"id": "img-3", "name": "gzip-b", "tags": ["FPGA"], **PROPS, "function_uuid": "ff", "function_name": "gzip"},
         "cirros": {"id": "cirros", "name": "cirros", "tags": []},
         "bad": {"id": "bad", "tags": ["FPGA"], "bs-name": "x"},
+        "xbs": {"id": "xbs", "tags": ["FPGA"], **PROPS, "vendor": "Xilinx", "board": "U200", "region_uuid": None,
+                "function_uuid": "5d4c", "function_name": "xaes"},
+        "cut": {"id": "cut", "tags": ["FPGA"], **PROPS, "function_uuid": "cc"},  # its download stops halfway
     }
     requests: list[str] = []
     tokens: list[str | None] = []
@@ -53,6 +57,13 @@ def glance():
                          and all(i.get(k) == v for k, v in q.items() if k != "tag")]
                 return self._send(200, {"images": found})
             if len(parts) >= 3 and parts[:2] == ["v2", "images"] and parts[2] in images:
+                if parts[3:] == ["file"] and parts[2] == "cut":  # promises 1000 bytes, sends 10, hangs up
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b"0123456789")
+                    self.close_connection = True
+                    return None
                 if parts[3:] == ["file"]:
                     return self._send(200, f"bitstream {parts[2]}".encode(), "application/octet-stream")
                 return self._send(200, images[parts[2]])
@@ -92,10 +103,31 @@ def test_glance_find_by_function(glance, tmp_path):
     ("nope", "bitstream image nope does not exist in Glance"),
     ("cirros", "image cirros is not tagged FPGA"),
     ("bad", "bitstream bad has bad or missing metadata: bs-uuid, vendor, board, version, function_uuid"),
+    ("cut", "download of bitstream image cut failed: .*IncompleteRead"),
 ])
 def test_glance_errors(glance, tmp_path, image, message):
     with pytest.raises(BitstreamError, match=message):
         store(glance[0], tmp_path).fetch(image)
+    assert not any((tmp_path / "dl").glob("*"))  # no half-downloaded file left behind
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_programming_by_image_id_deletes_the_download(glance, family_tree, make_tool, tmp_path, exit_code):
+    seen = tmp_path / "seen"
+    tool = make_tool("xbmgmt", f"pathlib.Path({str(seen)!r}).write_text(pathlib.Path(sys.argv[-1]).read_text())\n"
+                               f"sys.exit({exit_code})")
+    downloads = tmp_path / "dl"
+    host = HostDrivers("n1", sysfs_root=family_tree("xilinx_fpga"), drivers=["xilinx_fpga"], options={
+        "xilinx_fpga": {"tool": str(tool.path)},
+        "bitstreams": {"glance_url": glance[0], "token": "admin", "download_dir": str(downloads)}})
+    if exit_code:
+        with pytest.raises(ProgrammingError, match="exit code 3"):
+            host.program("xilinx_fpga", "n1_0000_3b_00_0", "xbs", timeout=30)
+    else:
+        assert host.program("xilinx_fpga", "n1_0000_3b_00_0", "xbs", timeout=30).name == "n1_0000_3b_00_0"
+    (argv,) = tool.calls
+    assert Path(argv[-1]).parent == downloads and seen.read_text() == "bitstream xbs"  # the tool had the image
+    assert list(downloads.iterdir()) == []  # and it is gone, whatever the tool did
 
 
 def test_local_directory(make_bitstream, tmp_path):
