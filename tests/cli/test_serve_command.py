@@ -117,3 +117,32 @@ def test_serve_help_explains_every_option():
                  "--workers"):
         assert flag in out
     assert "RAYBORG_" in out and "--config" in out  # where else the options can be set
+
+
+DEFAULT_PORT = 6666  # Cyborg's
+
+
+def test_bare_serve_uses_the_embedded_defaults(tmp_path):
+    """`rayborg serve` with no database or address option (only --no-actors: no Ray here) and no
+    RAYBORG_* settings: SQLite under the user's data directory (created and migrated), 127.0.0.1 and
+    port 6666. When 6666 is already taken on this machine, RAYBORG_PORT names a free port instead
+    (the command line stays bare); the default itself is then only seen in the settings tests."""
+    home, data = tmp_path / "home", tmp_path / "data"
+    env = {"HOME": str(home), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    server = ServeProcess(tmp_path, "--no-actors")
+    server.args = ["serve", "--no-actors"]
+    server.env = {k: v for k, v in server.env.items() if not k.startswith("RAYBORG_")} | env
+    if not nobody_listens(DEFAULT_PORT):
+        server.env["RAYBORG_PORT"] = str(server.port)
+    else:
+        server.port = DEFAULT_PORT
+    server.url = f"http://127.0.0.1:{server.port}"
+    db = data / "rayborg" / "rayborg.db"
+    server.start()
+    try:
+        assert get(f"{server.url}/v2") == 200
+        assert db.is_file() and current(f"sqlite:///{db}") == head()
+    finally:
+        assert stop_within(server, signal.SIGTERM, 10) == 0
+    log = server.log.read_text()
+    assert f"rayborg serving the Cyborg v2 API on {server.url} (database sqlite:///{db}," in log
