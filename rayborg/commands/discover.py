@@ -96,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # UnknownDriver too
         print(f"rayborg discover: {exc}", file=sys.stderr)
         return 2
-    if not Path(sysfs_root).exists():  # a typo must not pass for a host without accelerators
-        print(f"rayborg discover: sysfs root {sysfs_root} does not exist", file=sys.stderr)
+    root = Path(sysfs_root)
+    # a typo must not pass for a host without accelerators (a tree description is a .json file)
+    problem = ("does not exist" if not root.exists() else
+               "is neither a directory nor a .json tree description" if not root.is_dir() and root.suffix != ".json"
+               else "")
+    if problem:
+        print(f"rayborg discover: sysfs root {sysfs_root} {problem}", file=sys.stderr)
         return 2
     if args.fake is not None:
         from rayborg.drivers.fake import parse_spec
@@ -109,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         names = [*dict.fromkeys([*names, "fake"])]
         options.setdefault("fake", {})["spec"] = args.fake
-    with _expanded(Path(sysfs_root)) as root:
+    with _expanded(root) as root:
         report = discover_host(args.hostname or socket.gethostname(), sysfs_root=root,
                                drivers=names, dev_root=dev_root, options=options)
     if args.json:

@@ -177,6 +177,7 @@ def test_config_file_roots_drivers_and_options(family_tree, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("argv, message", [
     (["--sysfs-root", "/nonexistent/sys"], "sysfs root /nonexistent/sys does not exist"),
+    (["--sysfs-root", __file__], f"sysfs root {__file__} is neither a directory nor a .json tree description"),
     (["--driver-option", "nvidia_vgpu"], "--driver-option 'nvidia_vgpu': want DRIVER.KEY=VALUE"),
     (["--driver-option", "nvidia_vgpu.=3"], "want DRIVER.KEY=VALUE"),
     (["--driver-option", "warp_drive.speed=9"], "driver_options for unknown driver 'warp_drive'"),
