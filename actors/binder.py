@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 import zlib
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import ray
 
 from rayborg.actors.placement_sync import placement_client
-from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, host_agent_name
+from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, binder_name, host_agent_name
 
 log = logging.getLogger("rayborg.binder")
 
@@ -66,8 +67,11 @@ class Binder:
         self._consumer_locks: dict[str, asyncio.Lock] = {}
         self._bind_queue: list[tuple[str, asyncio.Future]] = []
         self._bind_wake = asyncio.Event()
+        self._active: set[str] = set()  # ARQs queued or being bound here right now
+        self.redriven = 0
         loop = asyncio.get_running_loop()
         self._bind_task = loop.create_task(self._bind_loop())
+        self._redrive_task = loop.create_task(self._redrive_loop())
         self._resume_task = loop.create_task(self._resume())
         self._nova_task = loop.create_task(self._nova_loop())
         self._allocation_task = loop.create_task(self._allocation_loop())
@@ -87,11 +91,18 @@ class Binder:
         for arq_uuid in arq_uuids:
             fut = loop.create_future()
             self._bind_queue.append((arq_uuid, fut))
+            self._active.add(arq_uuid)
             waiting.append(fut)
         self._bind_wake.set()
-        states = dict(zip(arq_uuids, await asyncio.gather(*waiting)))
+        try:
+            outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        finally:
+            self._active.difference_update(arq_uuids)
         self._nova_wake.set()
-        return states
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return dict(zip(arq_uuids, outcomes))
 
     async def _bind_loop(self) -> None:
         while True:
@@ -167,18 +178,34 @@ class Binder:
             result = await self._program(plan)
             if not result["ok"]:
                 return await self._fail(arq_uuid, f"programming failed: {result['error']}")
+        mdev = None
         try:
+            if plan.attach_type == "MDEV":
+                # The handle is held (the ARQ stays BindStarted) until its mdev exists: a binder
+                # killed in between resumes with the same handle instead of leaving a Bound ARQ
+                # without a device, and Nova is told only about a usable one.
+                held = str(await asyncio.to_thread(self.store.transact, arq_state.hold_handle, arq_uuid))
+                if held != "BindStarted":
+                    return held
+                mdev = await self._create_mdev(plan)
+                if "error" in mdev:
+                    return await self._fail(arq_uuid, f"mdev creation failed: {mdev['error']}")
             state = str(await asyncio.to_thread(self.store.transact, arq_state.finish_bind, arq_uuid))
         except arq_state.StoreError as exc:  # unbound or deleted while we worked: nothing to finish
-            log.info("ARQ %s: bind abandoned: %s", arq_uuid, exc)
+            log.info("ARQ %s: bind abandoned: %s", arq_uuid, exc, extra=_fields(plan))
+            if mdev and "error" not in mdev:  # the unbind may have run before the mdev existed
+                await self._agent(plan.hostname).remove_mdev.remote(mdev["info"], mdev["uuid"])
             return "abandoned"
-        if state == "Bound" and plan.attach_type == "MDEV":
-            state = await self._create_mdev(arq_uuid, plan)
+        log.info("ARQ %s: %s", arq_uuid, state, extra=_fields(plan))
         return state
+
+    @staticmethod
+    def _agent(hostname: str):
+        return ray.get_actor(host_agent_name(hostname), namespace=NAMESPACE)
 
     async def _program(self, plan) -> dict[str, Any]:
         try:
-            agent = ray.get_actor(host_agent_name(plan.hostname), namespace=NAMESPACE)
+            agent = self._agent(plan.hostname)
         except ValueError:
             return {"ok": False, "error": f"host {plan.hostname} has no agent"}
         result = await agent.program.remote(plan.driver_name, plan.deployable_name, plan.bitstream_id)
@@ -186,20 +213,21 @@ class Binder:
             await asyncio.to_thread(self.store.transact, _record_bitstream, plan.deployable_id, plan.bitstream_id)
         return result
 
-    async def _create_mdev(self, arq_uuid: str, plan) -> str:
-
-        handle = await asyncio.to_thread(self.store.query, _handle_of, arq_uuid)
-        agent = ray.get_actor(host_agent_name(plan.hostname), namespace=NAMESPACE)
-        result = await agent.create_mdev.remote(handle["info"], handle["uuid"])
-        if result["ok"]:
-            return "Bound"
-        return await self._fail(arq_uuid, f"mdev creation failed: {result['error']}")
+    async def _create_mdev(self, plan) -> dict[str, Any]:
+        """Create the mdev of the handle the ARQ holds (idempotent on the host): the handle's uuid
+        and info, with "error" when it could not be created."""
+        handle = await asyncio.to_thread(self.store.query, _handle_of, plan.arq_uuid)
+        try:
+            result = await self._agent(plan.hostname).create_mdev.remote(handle["info"], handle["uuid"])
+        except ValueError:
+            result = {"ok": False, "error": f"host {plan.hostname} has no agent"}
+        return handle if result["ok"] else {**handle, "error": result["error"]}
 
     async def _fail(self, arq_uuid: str, reason: str) -> str:
         """BindFailed (releasing a handle already claimed); Nova is told like for a success."""
         from rayborg.store import arq_state
 
-        log.warning("ARQ %s: bind failed: %s", arq_uuid, reason)
+        log.warning("ARQ %s: bind failed: %s", arq_uuid, reason, extra={"arq": arq_uuid})
         try:
             return str(await asyncio.to_thread(self.store.transact, arq_state.fail_bind, arq_uuid, reason))
         except arq_state.StoreError as exc:
@@ -293,6 +321,25 @@ class Binder:
             await self.bind(mine)
         self._nova_wake.set()
 
+    async def _redrive_loop(self) -> None:
+        """Take up again the binds this binder owns that sit in BindStarted with nobody working on
+        them (a batch that failed on a store error, a submit lost between front door and binder):
+        without this they would wait for the binder's next restart."""
+        while True:
+            await asyncio.sleep(self.config.redrive_interval)
+            try:
+                idle = await asyncio.to_thread(self.store.query, _idle_binds, self.config.redrive_interval)
+            except Exception:  # noqa: BLE001 - the store is unreachable: next round
+                log.exception("binder %d: could not look for idle binds", self.index)
+                continue
+            mine = [u for u, inst in idle
+                    if binder_index(inst, self.config.binder_count) == self.index and u not in self._active]
+            if mine:
+                log.warning("binder %d: re-driving %d binds idle in BindStarted", self.index, len(mine))
+                self.redriven += len(mine)
+                task = asyncio.get_running_loop().create_task(self.bind(mine))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # outcome is in the store
+
     # -- Nova ----------------------------------------------------------------------------------
     async def _nova_loop(self) -> None:
         from rayborg.actors.nova_client import BoundEvent, NovaError
@@ -337,10 +384,31 @@ class Binder:
 
     def status(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
-        return {"name": f"rayborg:binder:{self.index}", "pid": os.getpid(), "binds_done": self.binds_done,
-                "binds_failed": self.binds_failed, "nova_events_sent": self.events_sent,
+        return {"name": binder_name(self.index), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "hostname": socket.gethostname(), "binds_done": self.binds_done,
+                "binds_failed": self.binds_failed, "binds_in_progress": len(self._active),
+                "binds_redriven": self.redriven, "nova_events_sent": self.events_sent,
                 "allocations_pushed": self.allocations_pushed,
                 "nova": self.config.nova_url, "bind_p50_ms": lat[len(lat) // 2] * 1000 if lat else None}
+
+
+def _fields(plan) -> dict[str, Any]:
+    """Structured log fields of a bind (see rayborg/logs.py)."""
+    return {"arq": plan.arq_uuid, "host": plan.hostname, "deployable": plan.deployable_name,
+            "instance": plan.instance_uuid}
+
+
+def _idle_binds(session, idle_seconds: float) -> list[tuple[str, str | None]]:
+    """(uuid, instance) of the ARQs in BindStarted whose row has not changed for `idle_seconds`."""
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from rayborg.store.tables import ARQState, ExtARQ, utcnow
+
+    cutoff = utcnow() - timedelta(seconds=idle_seconds)
+    return list(session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid).where(
+        ExtARQ.state == ARQState.BIND_STARTED.value, ExtARQ.updated_at < cutoff)))
 
 
 def _record_bitstream(session, deployable_id: int, bitstream_id: str) -> None:

@@ -40,6 +40,7 @@ class HostAgent:
         self.hotplug_sweeps = 0
         self.hotplug_subsystems: list[str] = []  # what the last hotplug batch was about
         self.programming: dict[str, float] = {}  # deployable name -> start time
+        self._program_calls: dict[str, tuple[Any, asyncio.Task]] = {}  # deployable -> (bitstream, call)
         self._sweep_lock = asyncio.Lock()
         self._queued_sweep: asyncio.Future | None = None
         self._loop_task = asyncio.get_running_loop().create_task(self._sweep_loop())
@@ -150,19 +151,39 @@ class HostAgent:
     # -- device actions ------------------------------------------------------------------------
     async def program(self, driver_name: str, deployable_name: str, bitstream: Any,
                       timeout: float | None = None) -> dict[str, Any]:
-        """Program a deployable; then sweep so the loaded function reaches the store."""
+        """Program a deployable; then sweep so the loaded function reaches the store.
+
+        One programming per deployable at a time: a call for a deployable already being programmed
+        with the same bitstream joins that one (a binder restarted mid-bind asks again), with another
+        bitstream it waits its turn. A cancelled caller does not stop the vendor tool, so the
+        deployable stays listed in `programming` until the tool has really finished."""
+        while (running := self._program_calls.get(deployable_name)) is not None:
+            if running[0] == bitstream:
+                return await asyncio.shield(running[1])
+            await asyncio.wait([running[1]])
+        call = asyncio.get_running_loop().create_task(
+            self._program_now(driver_name, deployable_name, bitstream, timeout))
+        self._program_calls[deployable_name] = (bitstream, call)
+        call.add_done_callback(lambda _: self._program_calls.pop(deployable_name, None))
+        return await asyncio.shield(call)
+
+    async def _program_now(self, driver_name: str, deployable_name: str, bitstream: Any,
+                           timeout: float | None) -> dict[str, Any]:
+        fields = {"host": self.hostname, "deployable": deployable_name}
         self.programming[deployable_name] = time.time()
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self.drivers.program, driver_name, deployable_name, bitstream,
                                     timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - the caller gets a result, not a traceback
-            log.warning("host %s: programming %s failed: %s", self.hostname, deployable_name, exc)
+            log.warning("host %s: programming %s failed: %s", self.hostname, deployable_name, exc, extra=fields)
             metrics.programmed("failed", time.perf_counter() - started)
             return {"ok": False, "error": str(exc), "duration": time.perf_counter() - started}
         finally:
             self.programming.pop(deployable_name, None)
         metrics.programmed("ok", time.perf_counter() - started)
+        log.info("host %s: programmed %s in %.2f s", self.hostname, deployable_name,
+                 time.perf_counter() - started, extra=fields)
         await self._sweep_after_change()
         return {"ok": True, "error": None, "duration": time.perf_counter() - started}
 

@@ -40,6 +40,7 @@ class RuntimeConfig:
     report_interval: float = 60.0
     binder_count: int = 2
     retry_interval: float = 2.0               # first backoff step for Placement/Nova retries
+    redrive_interval: float = 15.0            # binders re-take BindStarted ARQs idle this long
     namespace: str = NAMESPACE
 
     def for_host(self, hostname: str) -> dict[str, Any]:

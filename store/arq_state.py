@@ -270,6 +270,18 @@ def finish_bind(session: Session, arq_uuid: str) -> ARQState:
     return outcome
 
 
+def hold_handle(session: Session, arq_uuid: str) -> ARQState:
+    """First half of a bind that has device work to do after the claim (an mdev to create): claim
+    the handle as `finish_bind` does but leave the ARQ BindStarted, holding it. A binder that dies
+    before the work is done finds the ARQ BindStarted again and resumes with the same handle, and
+    Nova hears Bound only once the device exists. BindStarted (holding a handle; also when it held
+    one already) or BindFailed; raises like `finish_bind`. `finish_bind` completes it."""
+    outcome = _finish(session, [arq_uuid], hold=True)[arq_uuid]
+    if isinstance(outcome, StoreError):
+        raise outcome
+    return outcome
+
+
 def finish_binds(session: Session, arq_uuids: list[str]) -> dict[str, str]:
     """`finish_bind` for many ARQs in one transaction (a binder's batch), with a handful of
     statements whatever their number; uuid -> Bound, BindFailed, or "abandoned" for an ARQ that is
@@ -278,26 +290,30 @@ def finish_binds(session: Session, arq_uuids: list[str]) -> dict[str, str]:
 
 
 _BIND_COLUMNS = (_arqs.c.id, _arqs.c.uuid, _arqs.c.state, _arqs.c.hostname, _arqs.c.device_rp_uuid,
-                 _arqs.c.instance_uuid, _arqs.c.standalone)
+                 _arqs.c.instance_uuid, _arqs.c.standalone, _arqs.c.attach_handle_id, _arqs.c.deployable_id)
 
 
-def _finish(session: Session, arq_uuids: list[str]) -> dict[str, ARQState | StoreError]:
+def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[str, ARQState | StoreError]:
     """Set-based bind completion: lock the ARQs, read their deployables in one query, claim handles
-    per deployable, write Bound and BindFailed rows with one executemany each."""
+    per deployable, write Bound and BindFailed rows with one executemany each. An ARQ that already
+    holds a handle (`hold_handle`) keeps it; with `hold` the claimed ARQs stay BindStarted."""
     rows = session.execute(select(*_BIND_COLUMNS).where(_arqs.c.uuid.in_(arq_uuids))
                            .order_by(_arqs.c.id).with_for_update()).all()
     out: dict[str, ARQState | StoreError] = {
         u: NotFoundError(f"Accelerator request not found: {u}") for u in arq_uuids}
-    todo = []
+    todo, bound = [], []
+    reached = S.BIND_STARTED if hold else S.BOUND
     for row in rows:
-        if row.state == S.BIND_STARTED.value:
+        if row.state == S.BIND_STARTED.value and row.attach_handle_id is not None:  # held: keep it
+            bound.append({"b_id": row.id, "b_handle": row.attach_handle_id, "b_dep": row.deployable_id,
+                          "b_event": row.instance_uuid is not None and not hold})
+            out[row.uuid] = reached
+        elif row.state == S.BIND_STARTED.value:
             todo.append(row)
         else:
             out[row.uuid] = StateConflict(f"Cannot move accelerator requests to {S.BOUND}: "
                                           f"{row.uuid} is {row.state}")
-    if not todo:
-        return out
-    targets = session.execute(
+    targets = [] if not todo else session.execute(
         select(Deployable.id, Deployable.uuid, Deployable.rp_uuid, Device.hostname, Device.uuid, Device.status)
         .join(Device, Device.id == Deployable.device_id)
         .where(Deployable.rp_uuid.in_(sorted({r.device_rp_uuid for r in todo if r.device_rp_uuid})))).all()
@@ -313,7 +329,6 @@ def _finish(session: Session, arq_uuids: list[str]) -> dict[str, ARQState | Stor
             failed.append((row, f"Device {target[2]} is in maintenance"))
         else:
             wanting[target].append(row)
-    bound = []
     for (dep_id, dep_uuid, _, _), waiting in wanting.items():
         handles = claim_handles(session, dep_id, len(waiting))
         for row, handle_id in zip_longest(waiting, handles[:len(waiting)]):
@@ -321,12 +336,12 @@ def _finish(session: Session, arq_uuids: list[str]) -> dict[str, ARQState | Stor
                 failed.append((row, f"No free attach handle on deployable {dep_uuid}"))
             else:
                 bound.append({"b_id": row.id, "b_handle": handle_id, "b_dep": dep_id,
-                              "b_event": row.instance_uuid is not None})
-                out[row.uuid] = S.BOUND
+                              "b_event": row.instance_uuid is not None and not hold})
+                out[row.uuid] = reached
     now = utcnow()
     if bound:
         _write_all(session, update(_arqs).where(_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
-                   .values(state=S.BOUND.value, attach_handle_id=bindparam("b_handle"),
+                   .values(state=reached.value, attach_handle_id=bindparam("b_handle"),
                            deployable_id=bindparam("b_dep"), bind_error=None,
                            nova_event_pending=bindparam("b_event"), updated_at=now), bound)
     if failed:

@@ -114,3 +114,30 @@ def test_api_programming_requests_end_done_or_failed(fpga_runtime):
     assert rows[bad][0] == "failed" and "xilinx_fpga" in rows[bad][1]
     wait_for(lambda: store.query(lambda s: s.get(Deployable, deps[0].id).bitstream_id) == BITSTREAM,
              what="the bitstream in the store")
+
+
+def test_one_programming_per_deployable_and_a_cancelled_caller_leaves_it_marked(fpga_runtime):
+    """A binder that restarted asks again while the first call still runs: the second call joins it
+    (same result, one run). Another bitstream waits its turn. A caller that gives up (ray.cancel)
+    does not stop the tool: the deployable stays marked as programming until the tool is done."""
+    store, _ = fpga_runtime
+    name = store.query(lambda s: s.exec(select(Deployable).order_by(Deployable.name)).first()).name
+    agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
+    first, again = (agent.program.remote("fake", name, BITSTREAM) for _ in range(2))
+    first, again = ray.get([first, again], timeout=60)
+    assert first["ok"] and first == again  # the very same run's result, duration included
+
+    other = "0c3f1b52-6f1e-4f0a-9d59-1a1d2a7e0b77"
+    calls = [agent.program.remote("fake", name, bs) for bs in (BITSTREAM, other)]
+    results = ray.get(calls, timeout=60)
+    assert all(r["ok"] for r in results) and results[0] != results[1]  # two runs, one after the other
+
+    ref = agent.program.remote("fake", name, BITSTREAM)
+    wait_for(lambda: ray.get(agent.status.remote())["programming"], timeout=20, interval=0.05,
+             what="programming to start")
+    ray.cancel(ref)
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError)):
+        ray.get(ref, timeout=30)
+    assert ray.get(agent.status.remote())["programming"] == [name]  # the tool still runs
+    wait_for(lambda: ray.get(agent.status.remote())["programming"] == [], timeout=20, interval=0.05,
+             what="the tool to finish")

@@ -150,6 +150,44 @@ def test_fail_bind_releases_the_handle(store):
     assert handles_in_use(store) == set()
 
 
+def test_a_held_handle_stays_the_arqs_until_the_bind_completes(store):
+    """hold_handle claims but leaves the ARQ BindStarted (no Nova event owed yet); holding again
+    (a resumed bind) and completing keep the same handle, in finish_bind and in finish_binds."""
+    tree = add_device(store, handles_per_deployable=3)
+    a, b = new_arqs(store, 2)
+    store.transact(arq_state.start_bind, {a: target(tree), b: target(tree)})
+    for arq in (a, b):
+        assert store.transact(arq_state.hold_handle, arq) == ARQState.BIND_STARTED
+    rows = arqs_by_uuid(store)
+    held = {u: rows[u].attach_handle_id for u in (a, b)}
+    assert None not in held.values() and len(set(held.values())) == 2
+    assert all(rows[u].state == ARQState.BIND_STARTED and rows[u].nova_event_pending is False for u in (a, b))
+    assert handles_in_use(store) == set(held.values())
+
+    assert store.transact(arq_state.hold_handle, a) == ARQState.BIND_STARTED  # resumed: same handle
+    assert store.transact(arq_state.finish_bind, a) == ARQState.BOUND
+    assert store.transact(arq_state.finish_binds, [b]) == {b: "Bound"}
+    rows = arqs_by_uuid(store)
+    assert {u: rows[u].attach_handle_id for u in (a, b)} == held
+    assert all(rows[u].state == ARQState.BOUND and rows[u].nova_event_pending is True for u in (a, b))
+    assert rows[a].deployable_id == tree.deployable_ids[0]
+    assert handles_in_use(store) == set(held.values())  # the third handle was never touched
+
+
+def test_unbind_or_failure_of_a_held_bind_gives_the_handle_back(store):
+    tree = add_device(store, handles_per_deployable=2)
+    a, b = new_arqs(store, 2)
+    store.transact(arq_state.start_bind, {a: target(tree), b: target(tree)})
+    for arq in (a, b):
+        store.transact(arq_state.hold_handle, arq)
+    assert store.transact(arq_state.unbind, [a]) == {a: ARQState.UNBOUND}
+    assert store.transact(arq_state.fail_bind, b, "mdev creation failed") == ARQState.BIND_FAILED
+    assert handles_in_use(store) == set()
+    with pytest.raises(arq_state.StateConflict):  # the binder finds it unbound: nothing to finish
+        store.transact(arq_state.finish_bind, a)
+    assert store.transact(arq_state.fail_stuck_binds) == []
+
+
 def test_delete_releases_handles_and_reports_missing(store):
     tree = add_device(store, handles_per_deployable=2)
     a, b, c = new_arqs(store, 3)
