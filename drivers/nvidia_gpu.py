@@ -81,9 +81,13 @@ class NvidiaGpuBase(PciDriver):
     TYPE = "GPU"
     VENDOR = "0x10de"
     VENDOR_NAME = "NVIDIA"
-    MODELS: ClassVar[dict[str, str]] = {"0x1eb8": "Tesla T4", "0x1db6": "Tesla V100-PCIE-32GB",
-                                        "0x1db4": "Tesla V100-PCIE-16GB", "0x20b0": "A100-SXM4-40GB",
-                                        "0x20f1": "A100-PCIE-40GB", "0x2236": "A10", "0x2330": "H100-SXM5-80GB"}
+    # device id -> model, as the PCI id database (pci.ids) names them; other ids show as the id
+    MODELS: ClassVar[dict[str, str]] = {
+        "0x1eb8": "Tesla T4", "0x1db4": "Tesla V100-PCIE-16GB", "0x1db6": "Tesla V100-PCIE-32GB",
+        "0x20b0": "A100-SXM4-40GB", "0x20b2": "A100-SXM4-80GB", "0x20b5": "A100-PCIE-80GB",
+        "0x20f1": "A100-PCIE-40GB", "0x2236": "A10", "0x2237": "A10G", "0x26b5": "L40", "0x27b8": "L4",
+        "0x2322": "H800-PCIE", "0x2324": "H800", "0x2330": "H100-SXM5-80GB", "0x2331": "H100-PCIE",
+        "0x2335": "H200-SXM-141GB"}
 
     def __init__(self, ctx=None):
         super().__init__(ctx)

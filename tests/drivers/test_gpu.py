@@ -48,6 +48,14 @@ def test_pgpu_report(family_tree):
     assert len({h.info_json() for dep in r.deployables() for h in dep.attach_handles}) == 2
 
 
+@pytest.mark.parametrize("device_id, model", [("0x2335", "H200-SXM-141GB"), ("0x2331", "H100-PCIE"),
+                                               ("0x2324", "H800"), ("0x2b85", "0x2b85")])
+def test_hopper_models_and_unknown_ids(builder, device_id, model):
+    builder.pci("0000:19:00.0", vendor="0x10de", device=device_id, cls="0x030200", driver="nvidia")
+    (dev,) = discover_host("n1", builder.root, drivers=["nvidia_gpu"]).devices
+    assert dev.model == model and dev.deployables[0].traits[1] == f"CUSTOM_NVIDIA_{device_id[2:].upper()}"
+
+
 def test_vgpu_report_auto_type(family_tree):
     r = discover_host("n1", family_tree("nvidia_vgpu"), drivers=["nvidia_gpu", "nvidia_vgpu"])
     assert r.errors == [] and [d.key for d in r.devices] == ["nvidia_vgpu:0000:86:00.0", "nvidia_vgpu:0000:af:00.0"]
