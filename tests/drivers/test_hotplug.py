@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections import deque
 
 import pytest
 
-from rayborg.drivers.hotplug import HotplugMonitor, UdevEvent
+from rayborg.drivers.hotplug import SUBSYSTEMS, HotplugMonitor, UdevEvent
 
 
 class Clock:
@@ -111,13 +112,42 @@ async def test_asyncio_mode_puts_batches_on_a_queue():
         await task
 
 
-def test_netlink_constructor_or_clear_error():
-    # containers often have no udev netlink; the HostAgent then falls back to periodic sweeps
-    try:
-        mon = HotplugMonitor.netlink(lambda b: None)
-    except Exception as exc:  # noqa: BLE001
-        assert str(exc) or type(exc).__name__
-    else:
-        assert mon.source is not None
-        mon.start()
-        mon.stop()
+class FakeNetlink:
+    """Stands in for pyudev.Monitor.from_netlink's monitor: records filters and start."""
+
+    def __init__(self):
+        self.filters: list[str] = []
+        self.started = False
+
+    def filter_by(self, subsystem):
+        self.filters.append(subsystem)
+
+    def start(self):
+        self.started = True
+
+
+def test_netlink_watches_the_asked_subsystems(monkeypatch):
+    import pyudev
+
+    made = []
+    monkeypatch.setattr(pyudev.Monitor, "from_netlink",
+                        staticmethod(lambda context, source="udev": made.append(FakeNetlink()) or made[-1]))
+    mon = HotplugMonitor.netlink(lambda b: None, subsystems=["pci", "dax"], debounce=0.2, max_delay=3.0)
+    (netlink,) = made
+    assert mon.source is netlink and netlink.filters == ["pci", "dax"] and netlink.started
+    assert (mon.debounce, mon.max_delay, mon.subsystems) == (0.2, 3.0, {"pci": "pci", "dax": "nd"})
+    made.clear()
+    HotplugMonitor.netlink(lambda b: None)
+    assert made[0].filters == list(SUBSYSTEMS)  # every subsystem a driver cares about by default
+
+
+def test_netlink_without_udev_raises_for_the_agent_to_fall_back(monkeypatch):
+    # containers often have no udev netlink; the HostAgent catches this and sweeps periodically
+    import pyudev
+
+    def no_netlink(context, source="udev"):
+        raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+
+    monkeypatch.setattr(pyudev.Monitor, "from_netlink", staticmethod(no_netlink))
+    with pytest.raises(OSError, match="Protocol not supported"):
+        HotplugMonitor.netlink(lambda b: None)
