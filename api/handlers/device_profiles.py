@@ -17,6 +17,9 @@ from rayborg.store.queries import device_profiles as queries
 from rayborg.store.tables import DeviceProfile
 
 TAGS = ["device_profiles"]
+# Glance image uuids (train-device-profiles spec). Cyborg accepts anything here and only fails the
+# bind (Glance finds no such image); a clear 400 at create is kinder and breaks no valid profile.
+UUID_ACCEL_KEYS = ("accel:bitstream_id",)
 
 
 def _body(request: web.Request, profile: DeviceProfile) -> dict:
@@ -63,6 +66,10 @@ async def create_profile(request: web.Request) -> web.Response:
     if len(body) > 1:
         raise BadRequest("Only one device profile allowed per POST request for now.")
     spec = validated(schemas.DeviceProfileCreate, body[0])
+    for index, group in enumerate(spec.groups):
+        for key in UUID_ACCEL_KEYS:
+            if key in group:
+                parse_uuid(group[key], f"{key} in group {index}")
     profile = await call_store(request, queries.create_profile, spec.name, spec.groups, spec.description,
                                spec.uuid, project_id=context.project_id, write=True)
     return json_response(_body(request, profile), status=201)

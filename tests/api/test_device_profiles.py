@@ -77,6 +77,9 @@ async def test_create_strips_spaces_accepts_null_description_and_given_uuid(clie
     ({"name": "dp", "groups": [{"resources:FPGA": "1", "resources: FPGA": "2"}]}, "twice"),
     ({"name": "dp", "groups": GROUPS, "uuid": "not-a-uuid"}, "UUID"),
     ({"name": "dp", "groups": GROUPS, "extra": 1}, "unknown field 'extra'"),
+    ({"name": "dp", "groups": [GROUPS[1], {"resources:FPGA": "1", "accel:bitstream_id": "3AFB"}]},
+     "Invalid accel:bitstream_id in group 1: '3AFB' is not a valid UUID"),
+    ({"name": "dp", "groups": [{"resources:FPGA": "1", "accel: bitstream_id": ""}]}, "accel:bitstream_id"),
 ])
 async def test_create_rejects_invalid_profiles(client, profile, needle):
     resp = await client.post("/v2/device_profiles", json=[profile])
