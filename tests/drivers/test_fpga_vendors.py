@@ -13,6 +13,7 @@ import pytest
 
 from rayborg.drivers import BitstreamError, HostDrivers, ProgrammingError, discover_host
 from rayborg.drivers.bitstreams import LocalBitstreams
+from rayborg.drivers.testing import expected_pci_device, pci_handle
 
 SHELL = "862c7020a250293e32036f19956669e5"
 LOGIC = "a1f2d4c3b2a1908f7e6d5c4b3a291807"
@@ -22,17 +23,15 @@ NEW = "5d4c3b2a19087f6e5d4c3b2a19087f6e"
 def test_xilinx_report(family_tree):
     r = discover_host("n1", family_tree("xilinx_fpga"), drivers=["xilinx_fpga"])
     assert r.errors == []
-    (dev,) = r.devices
-    assert (dev.key, dev.type, dev.vendor, dev.model) == ("xilinx_fpga:0000:3b:00.0", "FPGA", "0x10ee", "U200")
-    assert dev.controlpath_id.cpid_info == {"bus": "3b", "device": "00", "domain": "0000", "function": "0"}
-    assert dev.std_board_info["user_pf"] == "0000:3b:00.1"
-    (dep,) = dev.deployables
-    assert (dep.name, dep.num_accelerators, dep.resource_class, dep.driver_name) == (
-        "n1_0000_3b_00_0", 1, "FPGA", "xilinx_fpga")
-    assert dep.traits == ["CUSTOM_FPGA_XILINX", "CUSTOM_FPGA_PRODUCT_ID_5000",
-                          f"CUSTOM_FPGA_REGION_XILINX_{SHELL.upper()}", f"CUSTOM_FPGA_FUNCTION_ID_XILINX_{LOGIC.upper()}"]
-    # mgmt PF + user PF: two handles for one accelerator
-    assert [h.attach_info["function"] for h in dep.attach_handles] == ["0", "1"]
+    # control path: the mgmt PF; mgmt PF + user PF: two handles for one accelerator
+    assert [d.model_dump() for d in r.devices] == [expected_pci_device(
+        "xilinx_fpga", "0000:3b:00.0", type="FPGA", vendor="0x10ee", model="U200",
+        board={"device_id": "0x5000", "class": "0x120000", "vendor_id": "0x10ee", "numa_node": "0",
+               "driver": "xclmgmt", "user_pf": "0000:3b:00.1"},
+        rc="FPGA", num=1, handles=[pci_handle("0000:3b:00.0"), pci_handle("0000:3b:00.1")],
+        traits=["CUSTOM_FPGA_XILINX", "CUSTOM_FPGA_PRODUCT_ID_5000", f"CUSTOM_FPGA_REGION_XILINX_{SHELL.upper()}",
+                f"CUSTOM_FPGA_FUNCTION_ID_XILINX_{LOGIC.upper()}"],
+        attributes={"region_id": SHELL, "function_id": LOGIC})]
 
 
 def test_xilinx_other_classes_are_not_fpgas(family_tree, builder):
@@ -83,11 +82,13 @@ def test_xilinx_program_wrong_board(family_tree, xbmgmt, make_bitstream):
 def test_inspur_fpga_report_and_program(family_tree, make_tool, make_bitstream):
     root = family_tree("inspur_fpga")
     r = discover_host("n1", root, drivers=["inspur_fpga"])
-    assert r.errors == [] and [d.key for d in r.devices] == ["inspur_fpga:0000:af:00.0", "inspur_fpga:0000:d8:00.0"]
-    dep = r.devices[1].deployables[0]
-    assert dep.traits == ["CUSTOM_FPGA_INSPUR", "CUSTOM_FPGA_PRODUCT_ID_A115"] and dep.resource_class == "FPGA"
-    assert dep.num_accelerators == 1 and dep.bitstream_id is None
-    assert "bsp env=/var/lib/inspur-fpga" in r.devices[0].vendor_board_info
+    assert r.errors == []  # the Inspur NVMe SSD (class 0x0108) is not an FPGA
+    assert [d.model_dump() for d in r.devices] == [expected_pci_device(
+        "inspur_fpga", address, type="FPGA", vendor="0x1bd4", model="F10A",
+        board={"device_id": "0xa115", "class": "0x120000", "vendor_id": "0x1bd4", "numa_node": "1",
+               "driver": "aclpci_a10_drv"},
+        rc="FPGA", traits=["CUSTOM_FPGA_INSPUR", "CUSTOM_FPGA_PRODUCT_ID_A115"], num=1,
+        vendor_board_info="bsp env=/var/lib/inspur-fpga cmd=aocl") for address in ("0000:af:00.0", "0000:d8:00.0")]
 
     aocl = make_tool("aocl", "pathlib.Path(sys.argv[0] + '.env').write_text(os.environ['AOCL_BOARD_PACKAGE_ROOT'])")
     bs = LocalBitstreams(make_bitstream("ibs", NEW, vendor="Inspur", board="a115").parent).fetch("ibs")

@@ -9,26 +9,16 @@ import pytest
 from rayborg.drivers import discover_host
 from rayborg.drivers.base import DriverContext
 from rayborg.drivers.nvidia_vgpu import MdevError, NvidiaVgpuDriver
-from rayborg.drivers.testing import FakeKernel
+from rayborg.drivers.testing import FakeKernel, expected_pci_device, pci_handle
 
 EXISTING = "6a1b1c8e-7d0a-4c3e-9f1e-0d2b3c4d5e6f"
 NEW = "1c6d51d2-5a9b-4a6e-8f44-9a0b6a2c4e11"
 
 
-def pci(bus: str) -> dict[str, str]:
-    return {"bus": bus, "device": "00", "domain": "0000", "function": "0"}
-
-
 def pgpu(bus: str, model: str, board: dict[str, str], trait: str) -> dict:
     """The whole expected device, spelled out: one deployable, one accelerator, one PCI handle."""
-    return {"type": "GPU", "vendor": "0x10de", "model": model, "std_board_info": board, "vendor_board_info": "",
-            "key": f"nvidia_gpu:0000:{bus}:00.0", "stub": False,
-            "controlpath_id": {"cpid_type": "PCI", "cpid_info": pci(bus)},
-            "deployables": [{"name": f"n1_0000_{bus}_00_0", "num_accelerators": 1, "driver_name": "nvidia_gpu",
-                             "bitstream_id": None, "resource_class": "PGPU", "traits": ["OWNER_CYBORG", trait],
-                             "attributes": {"rc": "PGPU", "trait0": "OWNER_CYBORG", "trait1": trait},
-                             "attach_handles": [{"attach_type": "PCI", "attach_info": pci(bus), "in_use": False}],
-                             "children": []}]}
+    return expected_pci_device("nvidia_gpu", f"0000:{bus}:00.0", type="GPU", vendor="0x10de", model=model,
+                               board=board, rc="PGPU", traits=["OWNER_CYBORG", trait], num=1)
 
 
 def test_pgpu_report(family_tree):
@@ -59,16 +49,16 @@ def test_hopper_models_and_unknown_ids(builder, device_id, model):
 def test_vgpu_report_auto_type(family_tree):
     r = discover_host("n1", family_tree("nvidia_vgpu"), drivers=["nvidia_gpu", "nvidia_vgpu"])
     assert r.errors == [] and [d.key for d in r.devices] == ["nvidia_vgpu:0000:86:00.0", "nvidia_vgpu:0000:af:00.0"]
-    dep = r.devices[1].deployables[0]
-    # the type with an existing mdev wins; 7 still available + 1 existing
-    assert (dep.resource_class, dep.num_accelerators) == ("VGPU", 8)
-    assert dep.traits == ["OWNER_CYBORG", "CUSTOM_NVIDIA_1EB8_T4_2B"]
-    assert dep.attributes["vgpu_type"] == "nvidia-223"
-    h0 = dep.attach_handles[0]
-    assert h0.attach_type == "MDEV" and h0.attach_info == {
-        "asked_type": "nvidia-223", "bus": "af", "device": "00", "domain": "0000", "function": "0",
-        "vgpu_mark": "nvidia-223_0"}
-    assert sorted(h.attach_info["vgpu_mark"] for h in dep.attach_handles) == [f"nvidia-223_{i}" for i in range(8)]
+    # af:00.0: the type with an existing mdev wins; 7 still available + 1 existing
+    assert r.devices[1].model_dump() == expected_pci_device(
+        "nvidia_vgpu", "0000:af:00.0", type="GPU", vendor="0x10de", model="Tesla T4",
+        board={"device_id": "0x1eb8", "class": "0x030200", "vendor_id": "0x10de", "numa_node": "1",
+               "iommu_group": "90", "driver": "nvidia"},
+        rc="VGPU", traits=["OWNER_CYBORG", "CUSTOM_NVIDIA_1EB8_T4_2B"], num=8,
+        attributes={"vgpu_name": "GRID T4-2B", "vgpu_type": "nvidia-223"},
+        vendor_board_info="nvidia-223 (GRID T4-2B): 7 available, 1 in use",
+        handles=[pci_handle("0000:af:00.0", "MDEV", asked_type="nvidia-223", vgpu_mark=f"nvidia-223_{i}")
+                 for i in range(8)])
 
 
 def test_vgpu_configured_types(family_tree):
