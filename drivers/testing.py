@@ -341,16 +341,18 @@ def pci_handle(address: str, attach_type: str = "PCI", **extra: str) -> dict[str
 
 def expected_pci_device(driver: str, address: str, *, type: str, vendor: str, model: str, board: dict[str, str],
                         rc: str, traits: list[str], num: int, handles: list[dict[str, Any]] | None = None,
+                        deployables_at: list[str] | None = None, handle_info: dict[str, str] | None = None,
                         hostname: str = "n1", vendor_board_info: str = "", bitstream_id: str | None = None,
                         attributes: dict[str, str] | None = None) -> dict[str, Any]:
-    """A whole one-deployable PCI device as `DriverDevice.model_dump()` should give it, for report tests
-    that compare every field (`handles` default: one PCI handle on the device itself)."""
+    """A whole PCI device as `DriverDevice.model_dump()` should give it, for report tests that compare
+    every field. One deployable per address of `deployables_at` (default: the device's own), each with
+    `handles` or else one PCI handle on that address (plus `handle_info`)."""
     attrs = (attributes or {}) | {"rc": rc} | {f"trait{i}": t for i, t in enumerate(traits)}
     return {"type": type, "vendor": vendor, "model": model, "std_board_info": board,
             "vendor_board_info": vendor_board_info, "key": f"{driver}:{address}", "stub": False,
             "controlpath_id": {"cpid_type": "PCI", "cpid_info": PciAddress.parse(address).info()},
-            "deployables": [{"name": f"{hostname}_{address.replace(':', '_').replace('.', '_')}",
+            "deployables": [{"name": f"{hostname}_{at.replace(':', '_').replace('.', '_')}",
                              "num_accelerators": num, "driver_name": driver, "bitstream_id": bitstream_id,
                              "resource_class": rc, "traits": traits, "attributes": dict(sorted(attrs.items())),
-                             "attach_handles": handles if handles is not None else [pci_handle(address)],
-                             "children": []}]}
+                             "attach_handles": handles if handles is not None else [pci_handle(at, **(handle_info or {}))],
+                             "children": []} for at in deployables_at or [address]]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rayborg.drivers import discover_host
+from rayborg.drivers.testing import expected_pci_device
 
 PCI = ("bus", "device", "domain", "function")
 
@@ -51,13 +52,20 @@ def test_x710_without_mappings(family_tree):
 def test_x710_physnet_and_function(family_tree):
     r = one(family_tree("intel_x710"), "intel_x710", physical_device_mappings="physnet1:eth2|eth3",
             function_device_mappings="GTPv1:eth3|eth2")
-    dep = r.devices[0].deployables[0]
-    assert dep.traits == ["CUSTOM_VF", "CUSTOM_PHYSNET1", "CUSTOM_GTPV1"]
-    assert dep.attributes == {"function": "GTPv1", "physical_network": "physnet1", "rc": "CUSTOM_NIC",
-                              "trait0": "CUSTOM_VF", "trait1": "CUSTOM_PHYSNET1", "trait2": "CUSTOM_GTPV1"}
-    assert dep.attach_handles[0].attach_info == {"bus": "3b", "device": "02", "domain": "0000", "function": "0",
-                                                 "physical_network": "physnet1"}
-    assert r.devices[1].deployables[0].traits == ["CUSTOM_PF", "CUSTOM_PHYSNET1", "CUSTOM_GTPV1"]
+    assert r.errors == []
+
+    def nic(address: str, ifname: str, vfs: list[str]) -> dict:
+        # each VF is a deployable (a PF without VFs is its own), its handle carries the physnet
+        return expected_pci_device(
+            "intel_x710", address, type="NIC", vendor="0x8086", model="X710", vendor_board_info=ifname,
+            board={"device_id": "0x1572", "class": "0x020000", "vendor_id": "0x8086", "numa_node": "0",
+                   "driver": "i40e", "ifname": ifname, "vf_count": str(len(vfs))},
+            rc="CUSTOM_NIC", traits=["CUSTOM_VF" if vfs else "CUSTOM_PF", "CUSTOM_PHYSNET1", "CUSTOM_GTPV1"], num=1,
+            attributes={"function": "GTPv1", "physical_network": "physnet1"},
+            deployables_at=vfs or [address], handle_info={"physical_network": "physnet1"})
+
+    assert [d.model_dump() for d in r.devices] == [nic("0000:3b:00.0", "eth2", ["0000:3b:02.0", "0000:3b:02.1"]),
+                                                   nic("0000:3b:00.1", "eth3", [])]
 
 
 @pytest.mark.parametrize("mapping, message", [
