@@ -14,6 +14,8 @@ hosts' agents. Ray itself has no authentication: everyone on the cluster is trus
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 import sys
 import time
@@ -21,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rayborg.python_api.batch import ProgramResult, ProgramResults, run_batch
+from rayborg.python_api.batch import ProgramResult, ProgramResults, result_for, run_batch
 
 SELECTOR_KEYS = {
     "host": "host",
@@ -37,6 +39,9 @@ SELECTOR_KEYS = {
     "device": "device_uuid",
     "driver": "driver",
 }
+
+
+log = logging.getLogger("rayborg.claims")
 
 
 class RayborgError(Exception):
@@ -117,15 +122,27 @@ class Rayborg:
     def _op(self, name: str, index: int = 0, timeout: float = 120, **kwargs) -> Any:
         import ray
 
+        from rayborg.actors.placement_client import PlacementUnavailable
         from rayborg.python_api.ops import ClaimError
 
         try:
             return ray.get(self._binder(index).op.remote(name, **kwargs), timeout=timeout)
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()
+            if isinstance(cause, PlacementUnavailable):
+                raise RayborgError(f"{name}: Placement is unavailable, try again: {exc.cause}") from None
             if isinstance(cause, (ClaimError, LookupError, ValueError)):
                 raise RayborgError(str(exc.cause)) from None
             raise
+        except ray.exceptions.RayActorError as exc:
+            # The binder died or its node went away: Ray restarts it; the caller may retry.
+            self._binders.pop(index, None)
+            raise RayborgError(f"{name}: rayborg's binder {index} is unavailable ({type(exc).__name__}), "
+                               f"try again") from None
+        except ray.exceptions.GetTimeoutError:
+            raise RayborgError(
+                f"{name}: rayborg's binder {index} did not answer within {timeout:g}s"
+            ) from None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -261,6 +278,38 @@ class Rayborg:
             raise RayborgError(f"selector {where!r} matched no deployables")
         return rows
 
+    def _plan(self, bitstream: str, where, *, parallelism_per_host: int, parallelism: int, force: bool,
+              mine: Iterable[str]) -> tuple[list[dict[str, Any]], list[ProgramResult]]:
+        """The deployables to program, and the results of those that will not be (refused, lost,
+        or their host's bitstream source does not know the bitstream)."""
+        if not bitstream:
+            raise RayborgError("a bitstream id is required")
+        if force and not self.admin:
+            raise RayborgError("force=True needs an admin connection (rayborg.connect(admin=True))")
+        if parallelism < 1 or parallelism_per_host < 1:
+            raise RayborgError("parallelism and parallelism_per_host must be at least 1")
+        mine = {str(m) for m in mine}
+        rows = self.select(where)
+        # Asked once before the batch, not per device (only sources the binder can reach: Glance).
+        unknown = self._op("check_bitstream", bitstream=bitstream, hosts=sorted({r["host"] for r in rows}))
+        targets, refused = [], []
+
+        def no(row, status: str, why: str) -> None:
+            refused.append(result_for(row, status, why))
+
+        for row in rows:
+            others = [h for h in row["holders"] if h["consumer"] not in mine]
+            if row["state"] == "lost":
+                no(row, "failed", f"host {row['host']} has left the cluster")
+            elif others and not force:
+                who = ", ".join(f"ARQ {h['arq']} (consumer {h['consumer']})" for h in others)
+                no(row, "refused", f"bound to {who}; an admin may force it")
+            elif row["host"] in unknown:
+                no(row, "failed", unknown[row["host"]])
+            else:
+                targets.append(row)
+        return targets, refused
+
     def program_iter(
         self,
         bitstream: str,
@@ -278,42 +327,13 @@ class Rayborg:
         claims' consumers), or `force=True` on an admin connection. Ctrl-C starts nothing new,
         lets the running calls finish (a second Ctrl-C cancels them), yields the remaining devices
         as cancelled and then raises KeyboardInterrupt."""
-        if not bitstream:
-            raise RayborgError("a bitstream id is required")
-        if force and not self.admin:
-            raise RayborgError("force=True needs an admin connection (rayborg.connect(admin=True))")
-        if parallelism < 1 or parallelism_per_host < 1:
-            raise RayborgError("parallelism and parallelism_per_host must be at least 1")
-        mine = {str(m) for m in mine}
-        targets, refused = [], []
-        for row in self.select(where):
-            others = [h for h in row["holders"] if h["consumer"] not in mine]
-            if row["state"] == "lost":
-                refused.append(
-                    ProgramResult(
-                        row["deployable"],
-                        row["host"],
-                        "failed",
-                        f"host {row['host']} has left the cluster",
-                        0.0,
-                        row["deployable_uuid"],
-                    )
-                )
-            elif others and not force:
-                who = ", ".join(f"ARQ {h['arq']} (consumer {h['consumer']})" for h in others)
-                refused.append(
-                    ProgramResult(
-                        row["deployable"],
-                        row["host"],
-                        "refused",
-                        f"bound to {who}; an admin may force it",
-                        0.0,
-                        row["deployable_uuid"],
-                    )
-                )
-            else:
-                targets.append(row)
-        return run_batch(
+        return self._batch(bitstream, where, parallelism_per_host=parallelism_per_host,
+                           parallelism=parallelism, force=force, mine=mine, timeout=timeout)[0]
+
+    def _batch(self, bitstream, where, *, parallelism_per_host, parallelism, force, mine, timeout, sink=None):
+        targets, refused = self._plan(bitstream, where, parallelism_per_host=parallelism_per_host,
+                                      parallelism=parallelism, force=force, mine=mine)
+        it = run_batch(
             targets,
             bitstream,
             refused=refused,
@@ -321,7 +341,9 @@ class Rayborg:
             parallelism=parallelism,
             timeout=timeout,
             namespace=self.namespace,
+            sink=sink,
         )
+        return it, len(targets) + len(refused)
 
     def program(
         self,
@@ -333,30 +355,34 @@ class Rayborg:
         force: bool = False,
         mine: Iterable[str] = (),
         timeout: float | None = 600.0,
-        progress: bool | None = None,
+        progress=None,
     ) -> ProgramResults:
-        """Program every selected deployable; the per-device results (a progress bar on a terminal).
-        After Ctrl-C the results so far come back with `interrupted=True`."""
-        it = self.program_iter(
-            bitstream,
-            where,
-            parallelism_per_host=parallelism_per_host,
-            parallelism=parallelism,
-            force=force,
-            mine=mine,
-            timeout=timeout,
-        )
-        total = len(self.select(where))
+        """Program every selected deployable; the per-device results. `progress`: a progress bar
+        (None: when stderr is a terminal; or a rich Console to draw it on). After Ctrl-C the
+        running calls finish and every device still has a result; `interrupted` is True."""
         results = ProgramResults()
+        it, total = self._batch(bitstream, where, parallelism_per_host=parallelism_per_host,
+                                parallelism=parallelism, force=force, mine=mine, timeout=timeout,
+                                sink=results)
         started = time.perf_counter()
         show = sys.stderr.isatty() if progress is None else progress
         bar = _progress_bar(total, show)
+        throw = False  # a Ctrl-C that landed here, owed to the batch
         try:
-            for result in it:
-                results.append(result)
-                bar.advance(result)
-        except KeyboardInterrupt:
-            results.interrupted = True
+            while True:
+                try:
+                    result = it.throw(KeyboardInterrupt) if throw else next(it)
+                    throw = False
+                    bar.advance(result)
+                except StopIteration:
+                    break
+                except KeyboardInterrupt:
+                    results.interrupted = True
+                    # Raised by the batch after its last result, or landed in this frame (the bar,
+                    # the loop): then the batch is still suspended and gets it, to wind down.
+                    if inspect.getgeneratorstate(it) == inspect.GEN_CLOSED:
+                        break
+                    throw = True
         finally:
             bar.close()
             results.wall_seconds = time.perf_counter() - started
@@ -388,10 +414,17 @@ class Rayborg:
             project_id=project_id,
             user_id=user_id or os.environ.get("USER"),
         )
+        from rayborg.python_api.ops import claim_fields
+
+        for d in out["devices"]:
+            log.info("claimed for profile %s", profile, extra=claim_fields(out["consumer"], d))
         return Claim(self, out)
 
     def release(self, consumer: str) -> dict[str, Any]:
-        return self._op("release", consumer=consumer)
+        out = self._op("release", consumer=consumer)
+        for arq in out["released"]:
+            log.info("released", extra={"instance": consumer, "arq": arq})
+        return out
 
     def claims(self) -> dict[str, list[str]]:
         return self._op("claims")
@@ -431,7 +464,7 @@ class Claim:
 
 
 class _progress_bar:
-    def __init__(self, total: int, show: bool):
+    def __init__(self, total: int, show):
         self._p = None
         if show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -443,6 +476,7 @@ class _progress_bar:
                 TextColumn("{task.fields[failed]} failed"),
                 TimeElapsedColumn(),
                 transient=False,
+                **({} if isinstance(show, bool) else {"console": show}),
             )
             self._task = self._p.add_task("program", total=total, failed=0)
             self._failed = 0

@@ -75,6 +75,12 @@ def is_claim(consumer: str | None) -> bool:
     return bool(CLAIM_RE.match(consumer or ""))
 
 
+def claim_fields(consumer: str, picked: dict[str, Any]) -> dict[str, Any]:
+    """rayborg.logs fields of a claimed device: the consumer goes where Nova's instance would."""
+    return {"instance": consumer, "arq": picked["arq"], "host": picked["host"],
+            "deployable": picked["deployable"], "device": picked.get("device_uuid")}
+
+
 # -- reads ---------------------------------------------------------------------------------------
 @op
 def config(binder) -> dict[str, Any]:
@@ -262,6 +268,7 @@ def _claim_txn(
             "resource_class": choice.resource_class,
             "deployable": row["deployable"],
             "deployable_uuid": row["deployable_uuid"],
+            "device_uuid": row["device_uuid"],
             "driver": row["driver"],
             "bitstream_id": row["bitstream_id"],
             "wanted_bitstream": choice.group.get("accel:bitstream_id"),
@@ -341,7 +348,10 @@ async def claim(
         # Placement says those RPs are full (someone else's allocation, e.g. Nova's): give them
         # back and pick elsewhere.
         log.warning(
-            "claim %s: Placement refused %s: %s", consumer, sorted({p["rp_uuid"] for p in picked}), why
+            "claim: Placement refused %s: %s",
+            sorted({p["rp_uuid"] for p in picked}),
+            why,
+            extra={"instance": consumer},
         )
         await asyncio.to_thread(binder.store.transact, _release_txn, consumer)
         exclude |= {p["rp_uuid"] for p in picked}
@@ -352,13 +362,8 @@ async def claim(
     except ClaimError:
         await release(binder, consumer)
         raise
-    log.info(
-        "claim %s: profile %s x%d -> %s",
-        consumer,
-        profile,
-        count,
-        ", ".join(f"{p['deployable']}@{p['host']}" for p in picked),
-    )
+    for p in picked:
+        log.info("claimed for profile %s", profile, extra=claim_fields(consumer, p))
     return {
         "consumer": consumer,
         "profile": profile,
@@ -409,9 +414,54 @@ async def release(binder, consumer: str) -> dict[str, Any]:
     if client is not None:
         await asyncio.to_thread(_deallocate, client, consumer)
     released = await asyncio.to_thread(binder.store.transact, _release_txn, consumer)
-    if released:
-        log.info("claim %s released (%d ARQs)", consumer, len(released))
+    for arq in released:
+        log.info("claim released", extra={"instance": consumer, "arq": arq})
     return {"consumer": consumer, "released": released}
+
+
+# -- bitstreams ----------------------------------------------------------------------------------
+@op
+def check_bitstream(binder, bitstream: str, hosts: list[str]) -> dict[str, str]:
+    """host -> why its bitstream source has no usable `bitstream`, for the hosts whose source the
+    binder can ask (Glance; each distinct one once). A local directory lives on its own host: only
+    that host's agent can tell, when it programs."""
+    from rayborg.drivers.bitstreams import GlanceBitstreams, bitstream_source
+
+    out: dict[str, str] = {}
+    answers: dict[str, str | None] = {}
+    for host in hosts:
+        cfg = binder.config.for_host(host)["options"].get("bitstreams") or {}
+        key = repr(sorted(cfg.items()))
+        if key not in answers:
+            source = bitstream_source(dict(cfg))
+            answers[key] = _glance_says(source, bitstream) if isinstance(source, GlanceBitstreams) else None
+        if answers[key]:
+            out[host] = answers[key]
+    return out
+
+
+def _glance_says(source, image_id: str) -> str | None:
+    """Why Glance's image `image_id` is not a usable bitstream; None when it is or Glance cannot
+    be asked from here (the agents will find out themselves)."""
+    from keystoneauth1 import exceptions as ks_exc
+
+    from rayborg.drivers.base import BitstreamError
+    from rayborg.drivers.bitstreams import FPGA_TAG, parse_meta
+
+    try:
+        image = source.adapter.get(f"/v2/images/{image_id}").json()
+    except ks_exc.NotFound:
+        return f"bitstream image {image_id} does not exist in Glance"
+    except (ks_exc.ClientException, ValueError) as exc:
+        log.info("cannot check bitstream %s in Glance: %s", image_id, exc)
+        return None
+    if FPGA_TAG not in (image.get("tags") or []):
+        return f"image {image_id} is not tagged {FPGA_TAG}"
+    try:
+        parse_meta(image, image_id=image_id)
+    except BitstreamError as exc:
+        return str(exc)
+    return None
 
 
 @op
@@ -459,9 +509,11 @@ async def reap(binder) -> list[str]:
             try:
                 await release(binder, consumer)
                 done.append(consumer)
-                log.info("claim %s released: its Ray job %s ended", consumer, job)
+                log.info("claim released: its Ray job %s ended", job, extra={"instance": consumer})
             except Exception as exc:  # noqa: BLE001 - next round
-                log.warning("claim %s of ended job %s not released yet: %s", consumer, job, exc)
+                log.warning(
+                    "claim of ended job %s not released yet: %s", job, exc, extra={"instance": consumer}
+                )
     return done
 
 

@@ -2,12 +2,17 @@
 simulated FPGAs with injected failures, refusal of bound devices, Ctrl-C, a host leaving mid-batch,
 and standalone claims (racing, recorded in Placement, released on exit and when the job ends)."""
 
+import io
+import json
+import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import ray
@@ -24,16 +29,18 @@ from sqlmodel import select
 
 from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import RuntimeConfig
+from rayborg.python_api import client as client_module
 from rayborg.store.tables import Deployable
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 HOSTS = ("host-a", "host-b", "host-c", "host-d")
 FAILING = {"host-b_fake_fpga_7", "host-c_fake_fpga_13", "host-d_fake_fpga_42"}
 BITSTREAM = "6b1f5f7e-1111-4c1e-9d7c-0a1b2c3d4e5f"
+NOT_A_BITSTREAM = "c1c2c3c4-0000-4000-8000-000000000000"  # in Glance, not tagged FPGA
 
 
 @pytest.fixture(scope="module")
-def runtime(ray_cluster, placement_server, tmp_path_factory):
+def runtime(ray_cluster, placement_server, glance, tmp_path_factory):
     import rayborg
 
     cluster = ray_cluster["cluster"]
@@ -56,6 +63,10 @@ def runtime(ray_cluster, placement_server, tmp_path_factory):
         }
         for i, h in enumerate(HOSTS)
     }
+    # host-c looks its bitstreams up in Glance (the fake driver itself takes any id)
+    glance.add(BITSTREAM)
+    glance.add(NOT_A_BITSTREAM, tags=())
+    overrides["host-c"]["driver_options"]["bitstreams"] = {"glance_url": glance.url}
     config = RuntimeConfig(
         database_url=store.url,
         placement_url=placement_server.url,
@@ -79,6 +90,7 @@ def runtime(ray_cluster, placement_server, tmp_path_factory):
         "cluster": cluster,
         "node_d": node_d,
         "address": cluster.address,
+        "glance": glance,
     }
     kill_runtime()
     if node_d in cluster.worker_nodes:
@@ -120,8 +132,9 @@ def rayborg_error():
     return rayborg.RayborgError
 
 
-def test_batch_program_200_fpgas_with_failures(runtime):
+def test_batch_program_200_fpgas_with_failures(runtime, caplog):
     rb = runtime["rb"]
+    caplog.set_level(logging.DEBUG, logger="rayborg.program")
     results = rb.program(
         BITSTREAM, {"family": "FPGA"}, parallelism_per_host=4, parallelism=16, progress=False
     )
@@ -135,6 +148,15 @@ def test_batch_program_200_fpgas_with_failures(runtime):
     assert results.wall_seconds < 60
     for host in HOSTS:
         assert ray.get(rb.host(host).status.remote())["programming"] == []
+    # one structured log line per device, naming its host, deployable and device
+    lines = {r.deployable: r for r in caplog.records if r.name == "rayborg.program"}
+    assert set(lines) == {r.deployable for r in results}
+    devices = {d["deployable"]: d for d in rb.devices(family="FPGA")}
+    for name in FAILING:
+        rec = lines[name]
+        assert rec.levelno == logging.WARNING and "simulated programming failure" in rec.getMessage()
+        assert (rec.host, rec.device) == (devices[name]["host"], devices[name]["device_uuid"])
+    assert {lines[r.deployable].levelno for r in results.ok} == {logging.DEBUG}
     wait_for(
         lambda: sum(d["bitstream_id"] == BITSTREAM for d in rb.devices(family="FPGA")) == 197,
         timeout=30,
@@ -194,7 +216,8 @@ def test_ctrl_c_cancels_pending_and_leaves_nothing_programming(runtime):
     assert [r.status for r in results] == ["ok"] and not results.interrupted
 
 
-def test_standalone_claims_race_and_respect_placement(runtime):
+def test_standalone_claims_race_and_respect_placement(runtime, caplog):
+    caplog.set_level(logging.INFO, logger="rayborg.claims")
     rb, placement = runtime["rb"], runtime["placement"]
     wait_for(lambda: _gpu_rps_in_placement(runtime), timeout=60, what="GPU RPs in Placement")
     gpus = sorted(d["rp_uuid"] for d in rb.devices(resource_class="PGPU"))
@@ -239,8 +262,12 @@ def test_standalone_claims_race_and_respect_placement(runtime):
         }
         assert body["consumer_type"] == "RAYBORG"
     assert_handles_consistent(runtime["store"])
+    logged = {(r.instance, r.arq, r.host, r.deployable) for r in caplog.records if r.name == "rayborg.claims"}
+    assert logged == {(c.consumer, c.arqs[0], c.devices[0]["host"], c.devices[0]["deployable"]) for c in claims}
     claims[0].release()
     claims[0].release()  # idempotent
+    released = [(r.instance, r.arq) for r in caplog.records if r.getMessage() == "released"]
+    assert released == [(claims[0].consumer, claims[0].arqs[0])]
     assert placement._request("GET", f"/allocations/{claims[0].consumer}").json()["allocations"] == {}
     assert len(rb.devices(resource_class="PGPU", state="free")) == 2
     with rb.claim("one-gpu") as again:
@@ -270,6 +297,145 @@ def test_claims_of_an_ended_job_are_released(runtime):
     wait_for(lambda: consumer not in rb.claims(), timeout=30, what="the ended job's claim to go")
     assert len(rb.devices(resource_class="PGPU", state="free")) == 3
     assert runtime["placement"]._request("GET", f"/allocations/{consumer}").json()["allocations"] == {}
+
+
+def few(host: str, n: int) -> list[str]:
+    return [f"{host}_fake_fpga_{i}" for i in range(20, 20 + n)]
+
+
+def test_parallelism_caps_per_host_and_overall(runtime):
+    """What the agents report as being programmed, sampled through the batch, never exceeds
+    parallelism_per_host on a host nor parallelism in all."""
+    rb = runtime["rb"]
+    hosts = ("host-a", "host-b", "host-c")
+    agents = {h: rb.host(h) for h in hosts}
+    peaks = {"total": 0, **{h: 0 for h in hosts}}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            now = dict(zip(hosts, ray.get([agents[h].status.remote() for h in hosts])))
+            for h in hosts:
+                peaks[h] = max(peaks[h], len(now[h]["programming"]))
+            peaks["total"] = max(peaks["total"], sum(len(st["programming"]) for st in now.values()))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        names = [n for h in hosts for n in few(h, 12)]
+        results = rb.program(BITSTREAM, names, parallelism_per_host=3, parallelism=5, progress=False)
+    finally:
+        done.set()
+        sampler.join(30)
+    assert sorted(r.deployable for r in results) == sorted(names) and all(r.ok for r in results)
+    assert all(peaks[h] <= 3 for h in hosts), peaks
+    assert 2 <= peaks["total"] <= 5, peaks  # at least 2: the sampler did see calls overlap
+
+
+def test_progress_bar_reaches_the_total(runtime):
+    from rich.console import Console
+
+    out = io.StringIO()
+    names = few("host-a", 5)
+    results = runtime["rb"].program(BITSTREAM, names, progress=Console(file=out, width=100))
+    assert len(results) == 5
+    text = out.getvalue()
+    assert "programming" in text and "5/5" in text and "0 failed" in text
+
+
+def test_unknown_bitstream_is_checked_once_before_the_batch(runtime):
+    rb, glance = runtime["rb"], runtime["glance"]
+    names = few("host-b", 2) + few("host-c", 4)
+    before = len(glance.asked)
+    results = {r.deployable: r for r in rb.program("no-such-image", names, progress=False)}
+    assert glance.asked[before:] == ["no-such-image"]  # once, not per device
+    assert set(results) == set(names)
+    for name in few("host-c", 4):  # host-c's source says no: nothing was tried there
+        r = results[name]
+        assert (r.status, r.error, r.duration) == (
+            "failed", "bitstream image no-such-image does not exist in Glance", 0.0)
+    assert all(results[n].ok for n in few("host-b", 2))  # host-b has no bitstream source to ask
+    bad = rb.program(NOT_A_BITSTREAM, few("host-c", 2), progress=False)
+    assert [r.error for r in bad] == [f"image {NOT_A_BITSTREAM} is not tagged FPGA"] * 2
+
+
+def test_ctrl_c_inside_program_leaves_every_device_a_result(runtime, monkeypatch):
+    """The KeyboardInterrupt lands in program()'s own frame (the progress bar), not in the batch."""
+    from rich.console import Console
+
+    rb = runtime["rb"]
+    advance = client_module._progress_bar.advance
+    calls = []
+
+    def advance_then_ctrl_c(self, result):
+        advance(self, result)
+        calls.append(result)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(client_module._progress_bar, "advance", advance_then_ctrl_c)
+    results = rb.program(BITSTREAM, "host=host-a|host-b", parallelism_per_host=2, parallelism=4,
+                         progress=Console(file=io.StringIO()))
+    assert results.interrupted
+    assert len(results) == 100 and len({r.deployable for r in results}) == 100
+    cancelled = [r for r in results if r.status == "cancelled"]
+    assert 80 <= len(cancelled) <= 97 and all("Ctrl-C" in r.error for r in cancelled)
+    assert len(calls) == 100  # the bar saw every result too
+    for host in ("host-a", "host-b"):
+        assert ray.get(rb.host(host).status.remote())["programming"] == []
+
+
+def test_sigint_to_rayborg_program_exits_130(runtime):
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rayborg", "--debug", "--log-format", "json", "program", "--json",
+         "--address", runtime["address"], "--bitstream", BITSTREAM, "--where", "host=host-a",
+         "--parallelism-per-host", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        for line in proc.stderr:  # wait until the batch is under way
+            if '"logger": "rayborg.program"' in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert err.rstrip().endswith("rayborg program: interrupted")
+    body = json.loads(out)
+    assert body["interrupted"] and sorted(r["deployable"] for r in body["results"]) == sorted(
+        f"host-a_fake_fpga_{i}" for i in range(50)
+    )
+    assert body["counts"].get("cancelled", 0) >= 30, body["counts"]
+    assert ray.get(runtime["rb"].host("host-a").status.remote())["programming"] == []
+
+
+@ray.remote(num_cpus=0)
+class BrokenBinder:
+    def op(self, name, **kwargs):
+        from rayborg.actors.placement_client import PlacementUnavailable
+
+        if name == "slow":
+            time.sleep(30)
+        raise PlacementUnavailable("connection refused")
+
+
+def test_ray_failures_become_rayborg_errors(runtime):
+    import rayborg
+
+    rb = rayborg.Rayborg()
+    broken = BrokenBinder.remote()
+    rb._binders[0] = broken
+    with pytest.raises(rayborg.RayborgError, match="release: Placement is unavailable, try again"):
+        rb.release("11111111-c1a1-4111-8111-111111111111")
+    with pytest.raises(rayborg.RayborgError, match="did not answer within 0.5s"):
+        rb._op("slow", timeout=0.5)
+    ray.kill(broken)
+    with pytest.raises(rayborg.RayborgError, match="binder 0 is unavailable .*try again"):
+        rb.arqs()
+    assert rb.arqs() == runtime["rb"].arqs()  # the real binder is looked up again
 
 
 def test_a_host_that_leaves_mid_batch(runtime):
