@@ -32,8 +32,10 @@ class _Compiled:
         # The statement's own literals (e.g. a state in a join condition) are bind values too.
         self.defaults = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
         self.order = compiled.positiontup if dialect.positional else None
-        self.processors = [col.type.dialect_impl(dialect).result_processor(dialect, None)
-                           for col in stmt.selected_columns]
+        processors = [col.type.dialect_impl(dialect).result_processor(dialect, None)
+                      for col in stmt.selected_columns]
+        # Only the columns that need converting are visited per row (most are plain text).
+        self.processors = [(i, p) for i, p in enumerate(processors) if p is not None]
 
 
 class Prepared:
@@ -68,9 +70,16 @@ class RawReader:
         finally:
             cur.close()
         procs = c.processors
-        if not any(procs):
+        if not procs:
             return [tuple(r) for r in rows]
-        return [tuple(v if p is None or v is None else p(v) for p, v in zip(procs, r)) for r in rows]
+        out = []
+        for row in rows:
+            row = list(row)
+            for i, convert in procs:
+                if row[i] is not None:
+                    row[i] = convert(row[i])
+            out.append(tuple(row))
+        return out
 
 
 def raw_read(fn: F) -> F:
