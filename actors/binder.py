@@ -52,6 +52,7 @@ class Binder:
     async def __init__(self, config: RuntimeConfig, index: int):
         from rayborg.store.engine import Store
 
+        config.setup_logging()
         self.config = config
         self.index = index
         self.store = Store(config.database_url)

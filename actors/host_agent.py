@@ -27,6 +27,7 @@ class HostAgent:
     async def __init__(self, hostname: str, config: RuntimeConfig):
         from rayborg.drivers.registry import HostDrivers
 
+        config.setup_logging()
         self.hostname = hostname
         self.config = config
         host = config.for_host(hostname)

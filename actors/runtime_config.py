@@ -41,7 +41,19 @@ class RuntimeConfig:
     binder_count: int = 2
     retry_interval: float = 2.0               # first backoff step for Placement/Nova retries
     redrive_interval: float = 15.0            # binders re-take BindStarted ARQs idle this long
+    log_format: str = "text"                  # rayborg.logs format of the actors' own log lines
+    log_level: str = "INFO"
     namespace: str = NAMESPACE
+
+    def setup_logging(self) -> None:
+        """Called first in every actor's __init__: Ray's worker processes log with Ray's plain format
+        otherwise, without the arq/host/device fields operators filter on."""
+        from rayborg import logs
+
+        try:
+            logs.setup(self.log_format, self.log_level)
+        except ValueError:  # a bad setting must not keep an actor from starting
+            logs.setup("text", "INFO")
 
     def for_host(self, hostname: str) -> dict[str, Any]:
         """Driver settings of one host: drivers, roots and options (fake spec folded in)."""

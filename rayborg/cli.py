@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import traceback
@@ -59,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config:
-        import os
-
         os.environ["RAYBORG_CONFIG"] = args.config
     verbose = bool(args.verbose or args.debug)
     try:
         logs.setup(args.log_format, logging.DEBUG if verbose else logging.INFO)
+        # Front-door worker processes and the Ray actors `serve` starts log the same way.
+        os.environ[logs.ENV] = logs.resolve_format(args.log_format)
     except ValueError as exc:  # a bad $RAYBORG_LOG_FORMAT
         print(f"rayborg {args.command}: {exc}", file=sys.stderr)
         return 2

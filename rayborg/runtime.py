@@ -9,6 +9,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from rayborg import logs
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig
 from rayborg.settings import Settings
 
@@ -24,7 +25,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         keystone=keystone, sysfs_root=settings.sysfs_root, dev_root=settings.dev_root,
         drivers=settings.enabled_drivers, driver_options=settings.driver_options,
         fake_devices=settings.fake_devices, report_interval=settings.report_interval,
-        binder_count=settings.binder_count)
+        binder_count=settings.binder_count, log_format=logs.resolve_format(), log_level=settings.log_level)
 
 
 @dataclass

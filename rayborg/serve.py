@@ -15,6 +15,7 @@ import socket
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
+from rayborg import logs
 from rayborg.settings import Settings
 
 log = logging.getLogger("rayborg.serve")
@@ -70,7 +71,7 @@ def _worker(settings_json: str, ray_address: str | None) -> None:
     from rayborg.store.engine import Store
 
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(None, settings.log_level)  # the format the parent resolved, from $RAYBORG_LOG_FORMAT
     store = Store(settings.database_url)
     runtime = connect_runtime(settings, store, ray_address) if ray_address else None
     app = build_app(settings, store, runtime)

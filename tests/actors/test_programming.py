@@ -27,7 +27,7 @@ def fpga_runtime(ray_cluster, placement_server, nova, tmp_path):
     make_compute_nodes(placement_server.url, ["host-a"])
     config = RuntimeConfig(
         database_url=store.url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
-        retry_interval=0.2,
+        retry_interval=0.2, log_format="json",
         host_overrides={"host-a": {"fake_devices": "fpga:2x2", "driver_options": {"fake": {
             "seed": random.randrange(1, 4000), "program_seconds": 1.5,
             "fail_program": []}}}, "host-b": {"drivers": []}, "host-c": {"drivers": []}})
@@ -53,6 +53,31 @@ def test_bind_programs_the_bitstream_first(fpga_runtime):
     arq, binder = _bind(store, config, [{"resources:FPGA": "1", "accel:bitstream_id": BITSTREAM}], dep)
     assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "Bound"}
     assert store.query(lambda s: s.get(Deployable, dep.id).bitstream_id) == BITSTREAM
+    # The actors log JSON lines (config.log_format) that name the ARQ, host and deployable.
+    wait_for(lambda: _json_log_lines(arq), timeout=20, what="the binder's log line for the ARQ")
+    (line,) = _json_log_lines(arq)[:1]
+    assert line["host"] == "host-a" and line["deployable"] == dep.name and line["logger"] == "rayborg.binder"
+    programmed = [r for r in _json_log_lines(None) if r.get("message", "").startswith("host host-a: programmed")]
+    assert programmed and programmed[-1]["deployable"] == dep.name
+
+
+def _json_log_lines(arq: str | None) -> list[dict]:
+    """The JSON log records of this Ray session's workers (about `arq` when given)."""
+    import json
+    from pathlib import Path
+
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    found = []
+    for path in logs.glob("worker-*"):
+        for text in path.read_text(errors="replace").splitlines():
+            if text.startswith("{"):
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and (arq is None or record.get("arq") == arq):
+                    found.append(record)
+    return found
 
 
 @pytest.mark.parametrize("how", ["ray.kill", "kill -9"])
