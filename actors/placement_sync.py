@@ -9,6 +9,7 @@ restart resumes from the store (marks and tombstones), never from memory.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -50,26 +51,41 @@ class PlacementSync:
         self.last_push: dict[str, Any] = {}
         self.placement_down_since: float | None = None
         self.apply_seconds: list[float] = []
+        # Reports being handled now, by call: (hostname, "queued" | "applying" | "pushing"). Operators
+        # see a stuck report; fault tests wait for a phase before killing an actor in it.
+        self._reports: dict[int, tuple[str, str]] = {}
+        self._report_ids = itertools.count()
         self._wake.set()  # resume whatever a previous incarnation left dirty
         self._retry_task = asyncio.get_running_loop().create_task(self._retry_loop())
 
     async def report(self, report: dict[str, Any]) -> dict[str, Any]:
         """Apply one HostReport (as JSON-able dict) and push its host's changes to Placement."""
-        from rayborg.actors.report_apply import apply_report
         from rayborg.drivers.base import HostReport
 
         parsed = HostReport.model_validate(report)
-        async with self._lock:
-            started = time.perf_counter()
-            diff = await asyncio.to_thread(self.store.transact, apply_report, parsed)
-            self.apply_seconds = (self.apply_seconds + [time.perf_counter() - started])[-100:]
-            metrics.report_applied(parsed.hostname, len(parsed.devices), self.apply_seconds[-1])
-            self.reports_applied += 1
-            log.info("host %s: report applied (+%d ~%d -%d deployables, -%d devices)", parsed.hostname,
-                     len(diff.added), len(diff.changed), len(diff.removed), diff.devices_removed)
-            pushed = await self._push(parsed.hostname)
+        call = next(self._report_ids)
+        self._reports[call] = (parsed.hostname, "queued")
+        try:
+            async with self._lock:
+                self._reports[call] = (parsed.hostname, "applying")
+                diff, pushed = await self._apply(parsed, call)
+        finally:
+            del self._reports[call]
         return {"hostname": parsed.hostname, "added": diff.added, "changed": diff.changed,
                 "removed": diff.removed, "devices_removed": diff.devices_removed, "pushed": pushed}
+
+    async def _apply(self, parsed, call: int):
+        from rayborg.actors.report_apply import apply_report
+
+        started = time.perf_counter()
+        diff = await asyncio.to_thread(self.store.transact, apply_report, parsed)
+        self.apply_seconds = (self.apply_seconds + [time.perf_counter() - started])[-100:]
+        metrics.report_applied(parsed.hostname, len(parsed.devices), self.apply_seconds[-1])
+        self.reports_applied += 1
+        log.info("host %s: report applied (+%d ~%d -%d deployables, -%d devices)", parsed.hostname,
+                 len(diff.added), len(diff.changed), len(diff.removed), diff.devices_removed)
+        self._reports[call] = (parsed.hostname, "pushing")
+        return diff, await self._push(parsed.hostname)
 
     async def nudge(self) -> None:
         """Something in the store changed (e.g. a device was disabled): push soon."""
@@ -136,5 +152,6 @@ class PlacementSync:
         return {"name": "rayborg:placement-sync", "pid": os.getpid(), "reports_applied": self.reports_applied,
                 "placement": self.config.placement_url or ("keystone" if self.placement else None),
                 "placement_down_since": self.placement_down_since, "last_push": self.last_push,
+                "reports": sorted(self._reports.values()),
                 "apply_seconds_p50": sorted(self.apply_seconds)[len(self.apply_seconds) // 2]
                 if self.apply_seconds else None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -23,11 +24,42 @@ def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2, what: str
 
 
 def make_compute_nodes(placement_url: str, hostnames) -> None:
+    """A compute node RP named after each host, with nothing under it: device RPs an earlier test
+    left there (the Placement server lives for the whole session) would be orphans to
+    `placement_differences`."""
     client = PlacementClient(placement_url)
+    providers = _all_providers(client)
     for name in hostnames:
-        if client.get_provider(provider_uuid(name)) is None:
-            resp = client._request("POST", "/resource_providers", {"name": name, "uuid": provider_uuid(name)})
+        root = provider_uuid(name)
+        if client.get_provider(root) is None:
+            resp = client._request("POST", "/resource_providers", {"name": name, "uuid": root})
             assert resp.status_code == 200, resp.text
+        leftovers = [p for p in providers if p["uuid"] != root and _of_host(p, name, root)]
+        # Children before parents: Placement refuses to delete a provider that still has some.
+        for rp in sorted(leftovers, key=lambda p: -_depth(p, providers)):
+            allocations = client._request("GET", f"/resource_providers/{rp['uuid']}/allocations").json()
+            for consumer in allocations.get("allocations", {}):
+                client._request("DELETE", f"/allocations/{consumer}")
+            client.delete_provider(rp["uuid"])
+
+
+def _all_providers(client: PlacementClient) -> list[dict]:
+    resp = client._request("GET", "/resource_providers")
+    assert resp.status_code == 200, resp.text
+    return resp.json()["resource_providers"]
+
+
+def _of_host(rp: dict, hostname: str, root: str) -> bool:
+    """In the host's compute node tree, or named like the host's devices wherever it hangs."""
+    return rp["root_provider_uuid"] == root or rp["name"].startswith(f"{hostname}_")
+
+
+def _depth(rp: dict, providers: list[dict]) -> int:
+    parents = {p["uuid"]: p["parent_provider_uuid"] for p in providers}
+    depth, parent = 0, rp["parent_provider_uuid"]
+    while parent is not None:
+        depth, parent = depth + 1, parents.get(parent)
+    return depth
 
 
 def kill_runtime() -> None:
@@ -68,10 +100,11 @@ def arq_states(store) -> dict[str, str]:
 
 
 def assert_handles_consistent(store) -> None:
-    """No attach handle in use without an ARQ, none used by two ARQs, every Bound ARQ has one."""
+    """No attach handle in use without an ARQ, none used by two ARQs, every Bound ARQ has one of
+    the deployable it was bound to, and no ARQ left in BindStarted."""
     from sqlmodel import select
 
-    from rayborg.store.tables import AttachHandle, ExtARQ
+    from rayborg.store.tables import AttachHandle, Deployable, ExtARQ
 
     def check(session):
         arqs = list(session.exec(select(ExtARQ)))
@@ -81,21 +114,124 @@ def assert_handles_consistent(store) -> None:
         assert sorted(used) == sorted(claimed), "in-use handles and ARQ claims disagree"
         assert all(a.attach_handle_id for a in arqs if a.state == "Bound")
         assert not [a.uuid for a in arqs if a.state == "BindStarted"], "ARQs stuck in BindStarted"
+        rp_of_handle = dict(session.exec(select(AttachHandle.id, Deployable.rp_uuid)
+                                         .join(Deployable, Deployable.id == AttachHandle.deployable_id)).all())
+        wrong = [a.uuid for a in arqs
+                 if a.attach_handle_id and rp_of_handle[a.attach_handle_id] != a.device_rp_uuid]
+        assert not wrong, f"ARQs holding a handle of another device than theirs: {wrong}"
 
     store.query(check)
 
 
-def store_matches_placement(store, placement) -> bool:
+def assert_recovered(store, placement: PlacementClient, nova=None, timeout: float = 90.0) -> dict[str, str]:
+    """What any fault must leave behind once the killed actor is back: every ARQ Bound or
+    BindFailed, handles consistent, store and Placement in agreement and, with `nova`, every ARQ's
+    outcome delivered to Nova (at least once). Returns the ARQ states."""
+    wait_for(lambda: "BindStarted" not in arq_states(store).values(), timeout=timeout,
+             what="every bind to resolve")
+    states = arq_states(store)
+    assert set(states.values()) <= {"Bound", "BindFailed"}, states
+    assert_handles_consistent(store)
+    wait_store_matches_placement(store, placement, timeout=timeout)
+    if nova is not None:
+        instances = store.query(_instances)
+        want = {(instances[u], u, "completed" if s == "Bound" else "failed") for u, s in states.items()}
+        wait_for(lambda: want <= {(e["server_uuid"], e["tag"], e["status"]) for e in nova.delivered_events()},
+                 timeout=timeout, what="Nova to hear of every ARQ")
+    return states
+
+
+def _instances(session) -> dict[str, str]:
     from sqlmodel import select
 
-    from rayborg.store.tables import Deployable
+    from rayborg.store.tables import ExtARQ
 
-    deps = store.query(lambda s: [(d.rp_uuid, d.num_accelerators, d.placement_dirty)
-                                  for d in s.exec(select(Deployable))])
-    for rp, total, dirty in deps:
-        if dirty or placement.get_provider(rp) is None:
-            return False
-        inventories = placement.get_inventories(rp)[1]
-        if [inv["total"] for inv in inventories.values()] != [total]:
-            return False
-    return True
+    return dict(session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid)).all())
+
+
+def _expected_trees(session) -> tuple[set[str], dict[str, dict], list[str]]:
+    """From the store: its hosts, what each deployable's RP must look like in Placement (keyed by RP
+    uuid, with `host` and `pushed`, the deployable's record of its last push), and what is still
+    to be pushed (dirty deployables, tombstones)."""
+    from sqlmodel import select
+
+    from rayborg.store.tables import Attribute, Deployable, Device, DeviceStatus, Host, PlacementTombstone
+
+    hosts = set(session.exec(select(Host.hostname)).all()) | set(session.exec(select(Device.hostname)).all())
+    attrs: dict[int, dict[str, str]] = {}
+    for a in session.exec(select(Attribute)):
+        attrs.setdefault(a.deployable_id, {})[a.key] = a.value
+    expected, pending = {}, []
+    for dep, device in session.exec(select(Deployable, Device).join(Device)):
+        mine = attrs.get(dep.id, {})
+        reserved = dep.num_accelerators if device.status == DeviceStatus.MAINTAINING.value else 0
+        traits = sorted({"OWNER_CYBORG", *(v for k, v in mine.items() if re.fullmatch(r"trait\d+", k))})
+        expected[dep.rp_uuid] = {"host": device.hostname, "pushed": dep.placement_state, "state": {
+            "uuid": dep.rp_uuid, "name": dep.name, "resource_class": mine.get("rc"),
+            "total": dep.num_accelerators, "reserved": reserved, "traits": traits}}
+        if dep.placement_dirty:
+            pending.append(f"deployable {dep.name} not pushed yet")
+    pending += [f"RP {t.rp_uuid} of {t.hostname} not deleted yet"
+                for t in session.exec(select(PlacementTombstone))]
+    return hosts, expected, pending
+
+
+def _observed(placement: PlacementClient, rp: dict) -> dict:
+    """One device RP as Placement has it, in the shape of `ProviderState.as_dict()`."""
+    inventories = placement.get_inventories(rp["uuid"])[1]
+    state = {"uuid": rp["uuid"], "name": rp["name"], "parent_uuid": rp["parent_provider_uuid"],
+             "traits": sorted(placement.get_traits(rp["uuid"])[1])}
+    if len(inventories) != 1:
+        return state | {"inventories": inventories}
+    ((rc, inv),) = inventories.items()
+    return state | {"resource_class": rc, "total": inv["total"], "reserved": inv["reserved"]}
+
+
+def placement_differences(store, placement: PlacementClient) -> list[str]:
+    """Where Placement and the store's device tree disagree; empty when they agree.
+
+    For every host of the store, its compute node's whole provider tree (and any RP named after the
+    host outside it) must be exactly one RP per deployable of the host, a child of the compute node,
+    named like the deployable, with one inventory of its resource class (total = its accelerators,
+    reserved = total while its device is in maintenance) and its traits (OWNER_CYBORG and its
+    `trait<N>` attributes). The deployable's own record of its last push must say the same: a
+    restarted PlacementSync diffs against it, so a stale record would hide a later change."""
+    hosts, expected, pending = store.query(_expected_trees)
+    if pending:  # still converging: no need to ask Placement
+        return pending
+    providers = _all_providers(placement)
+    diffs = []
+    for host in sorted(hosts):
+        root = placement.find_provider_by_name(host)
+        want = {rp: e for rp, e in expected.items() if e["host"] == host}
+        if root is None:
+            diffs += [f"{host}: no compute node in Placement for {len(want)} deployables"] if want else []
+            continue
+        have = {p["uuid"]: p for p in providers if p["uuid"] != root and _of_host(p, host, root)}
+        diffs += [f"{host}: orphan RP {have[rp]['name']} ({rp})" for rp in sorted(set(have) - set(want))]
+        diffs += [f"{host}: RP {want[rp]['state']['name']} missing" for rp in sorted(set(want) - set(have))]
+        for rp in sorted(set(want) & set(have)):
+            observed = _observed(placement, have[rp])
+            if observed != want[rp]["state"] | {"parent_uuid": root}:
+                diffs.append(f"{host}: RP {observed['name']} is {observed}, store says {want[rp]['state']}")
+            if want[rp]["pushed"] != observed:
+                diffs.append(f"{host}: RP {observed['name']} recorded as {want[rp]['pushed']}, is {observed}")
+    return diffs
+
+
+def store_matches_placement(store, placement: PlacementClient) -> bool:
+    return not placement_differences(store, placement)
+
+
+def wait_store_matches_placement(store, placement: PlacementClient, timeout: float = 120.0) -> None:
+    """Wait for `placement_differences` to be empty; on timeout, say what still differs."""
+    last: list[str] = []
+
+    def agree() -> bool:
+        last[:] = placement_differences(store, placement)
+        return not last
+
+    try:
+        wait_for(agree, timeout=timeout, interval=0.5, what="store and Placement to agree")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still differing: {last[:8]}") from None
