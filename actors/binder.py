@@ -68,7 +68,7 @@ class Binder:
         self._consumer_locks: dict[str, asyncio.Lock] = {}
         self._bind_queue: list[tuple[str, asyncio.Future]] = []
         self._bind_wake = asyncio.Event()
-        self._active: set[str] = set()  # ARQs queued or being bound here right now
+        self._active: dict[str, asyncio.Future] = {}  # ARQs queued or being bound here -> outcome
         self.redriven = 0
         loop = asyncio.get_running_loop()
         self._bind_task = loop.create_task(self._bind_loop())
@@ -90,15 +90,15 @@ class Binder:
         loop = asyncio.get_running_loop()
         waiting = []
         for arq_uuid in arq_uuids:
-            fut = loop.create_future()
-            self._bind_queue.append((arq_uuid, fut))
-            self._active.add(arq_uuid)
+            fut = self._active.get(arq_uuid)
+            if fut is None:  # else already here (a restarted binder's resume and Ray's retry of the
+                # call it was working on): wait for that bind instead of binding, maybe programming, twice
+                fut = self._active[arq_uuid] = loop.create_future()
+                fut.add_done_callback(lambda _, u=arq_uuid: self._active.pop(u, None))
+                self._bind_queue.append((arq_uuid, fut))
             waiting.append(fut)
         self._bind_wake.set()
-        try:
-            outcomes = await asyncio.gather(*waiting, return_exceptions=True)
-        finally:
-            self._active.difference_update(arq_uuids)
+        outcomes = await asyncio.gather(*(asyncio.shield(f) for f in waiting), return_exceptions=True)
         self._nova_wake.set()
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

@@ -42,6 +42,7 @@ class PlacementSync:
     async def __init__(self, config: RuntimeConfig):
         from rayborg.store.engine import Store
 
+        config.setup_logging()
         self.config = config
         self.store = Store(config.database_url)
         self.placement = placement_client(config)

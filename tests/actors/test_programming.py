@@ -61,6 +61,20 @@ def test_bind_programs_the_bitstream_first(fpga_runtime):
     assert programmed and programmed[-1]["deployable"] == dep.name
 
 
+
+def test_the_same_arq_asked_twice_is_bound_once(fpga_runtime):
+    """A restarted binder resumes the ARQs it owned while Ray retries the call the dead one was
+    working on: the two asks share one bind (both see Bound, the deployable is programmed once)."""
+    store, config = fpga_runtime
+    dep = store.query(lambda s: s.exec(select(Deployable).order_by(Deployable.name)).first())
+    arq, binder = _bind(store, config, [{"resources:FPGA": "1", "accel:bitstream_id": BITSTREAM}], dep)
+    before = ray.get(binder.status.remote(), timeout=30)
+    first, second = binder.bind.remote([arq]), binder.bind.remote([arq])
+    assert ray.get([first, second], timeout=60) == [{arq: "Bound"}, {arq: "Bound"}]
+    after = ray.get(binder.status.remote(), timeout=30)
+    assert after["binds_done"] == before["binds_done"] + 1 and after["binds_in_progress"] == 0
+    assert_handles_consistent(store)
+
 def _json_log_lines(arq: str | None) -> list[dict]:
     """The JSON log records of this Ray session's workers (about `arq` when given)."""
     import json
