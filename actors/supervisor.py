@@ -38,6 +38,7 @@ class Supervisor:
         self.poll_interval = poll_interval
         self.agents: dict[str, Any] = {}  # hostname -> handle
         self.lost: set[str] = set()
+        self._remembered = False  # hosts the store knows from before this daemon started: checked once
         self._task: asyncio.Task | None = None
 
     def _singleton_options(self) -> dict[str, Any]:
@@ -88,6 +89,10 @@ class Supervisor:
                 self.agents[hostname].sweep.remote(True)
             log.info("host %s: HostAgent started on node %s", hostname, node["NodeID"][:12])
         gone = set(self.agents) - set(alive) - self.lost
+        if not self._remembered:
+            # A node that left while no daemon was watching: the store still has its host up.
+            gone |= set(_hosts_up(self.config.database_url)) - set(alive) - self.lost
+            self._remembered = True
         if gone:
             sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
             for hostname in gone:
@@ -108,3 +113,17 @@ class Supervisor:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+
+
+def _hosts_up(database_url: str) -> list[str]:
+    """Hostnames the store has as up (they reported and were not seen leaving)."""
+    from sqlmodel import select
+
+    from rayborg.store.engine import Store
+    from rayborg.store.tables import Host, HostState
+
+    store = Store(database_url)
+    try:
+        return store.query(lambda s: list(s.exec(select(Host.hostname).where(Host.state == HostState.UP.value))))
+    finally:
+        store.dispose()

@@ -29,9 +29,11 @@ def agent_runtime(ray_cluster, tmp_path_factory):
             "host-b": {"drivers": []}, "host-c": {"drivers": []}})
     start_runtime(config)
     agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
+    sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
     wait_for(lambda: _gpus(store), what="host-a's first report")
-    yield {"store": store, "root": root, "agent": agent,
-           "sync": ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)}
+    # Every agent's first sweep reports; the tests count reports, so let host-b's and host-c's land first.
+    wait_for(lambda: _status(sync)["reports_applied"] >= 3, what="the first report of all three hosts")
+    yield {"store": store, "root": root, "agent": agent, "sync": sync}
     kill_runtime()
     store.dispose()
 

@@ -12,7 +12,7 @@ from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME, Runtim
 from rayborg.store import arq_state
 from rayborg.store.engine import Store
 from rayborg.store.migrate import upgrade
-from rayborg.store.tables import Deployable, Device, ExtARQ
+from rayborg.store.tables import Deployable, Device, ExtARQ, Host, HostState
 from runtime_helpers import kill_runtime, make_compute_nodes, new_instance, start_runtime, wait_for
 from factories import add_profile
 
@@ -26,6 +26,8 @@ def runtime(ray_cluster, placement_server, nova, tmp_path):
     store = Store(url)
     upgrade(store.engine)
     make_compute_nodes(placement_server.url, HOSTS)
+    # A host that reported before and whose node left while no daemon ran.
+    store.transact(lambda s: s.add(Host(hostname="host-gone", state=HostState.UP.value)))
     seed = random.randrange(1, 4000)
     config = RuntimeConfig(
         database_url=url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
@@ -59,6 +61,9 @@ def test_every_host_reports_into_store_and_placement(runtime):
     agent = ray.get_actor(host_agent_name("host-b"), namespace=NAMESPACE)
     status = ray.get(agent.status.remote())
     assert status["hostname"] == "host-b" and "fake" in status["drivers"]
+    # The first reconcile marks lost a host the store had up but that is no Ray node any more.
+    wait_for(lambda: store.query(lambda s: {h.hostname: h.state for h in s.exec(select(Host))}) == {
+        "host-a": "up", "host-b": "up", "host-c": "up", "host-gone": "lost"}, what="host-gone marked lost")
     assert ray.get(ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE).status.remote())["reports_applied"] >= 3
 
 
