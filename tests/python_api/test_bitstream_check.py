@@ -4,7 +4,7 @@ no bitstream, and leaves to the agents what it cannot tell (local directories, G
 import socket
 from types import SimpleNamespace
 
-from conftest import GlanceStub
+from glance_stub import GlanceStub
 
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.python_api.ops import check_bitstream
