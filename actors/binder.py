@@ -120,25 +120,18 @@ class Binder:
                             fut.set_exception(exc)
 
     async def _bind_batch(self, waiting: dict[str, asyncio.Future]) -> None:
-        from rayborg.store import arq_state, bind_plan
-
         started = time.perf_counter()
-        plans = await asyncio.to_thread(self.store.query, bind_plan.load_many, list(waiting))
-        quick = []
+        plans, states = await asyncio.to_thread(self.store.transact, _plan_and_finish, list(waiting),
+                                                self.placement is not None)
         for arq_uuid, fut in waiting.items():
             plan = plans.get(arq_uuid)
-            if plan is None or plan.state != "BindStarted":
+            if arq_uuid in states:
+                self._resolved(fut, states[arq_uuid], started)
+            elif plan is None or plan.state != "BindStarted":
                 self._resolved(fut, "missing" if plan is None else plan.state, started)
-            elif plan.error or plan.bitstream_id or plan.attach_type == "MDEV" or (
-                    plan.standalone and self.placement is not None):
+            else:
                 task = asyncio.get_running_loop().create_task(self._bind_slow(plan))
                 task.add_done_callback(lambda t, fut=fut: self._resolved(fut, t, started))
-            else:
-                quick.append(arq_uuid)
-        if quick:
-            states = await asyncio.to_thread(self.store.transact, arq_state.finish_binds, quick)
-            for arq_uuid in quick:
-                self._resolved(waiting[arq_uuid], states[arq_uuid], started)
 
     def _resolved(self, fut: asyncio.Future, outcome, started: float) -> None:
         """Settle one bind's future with its state (or a finished task's result) and count it."""
@@ -397,6 +390,18 @@ def _fields(plan) -> dict[str, Any]:
     """Structured log fields of a bind (see rayborg/logs.py)."""
     return {"arq": plan.arq_uuid, "host": plan.hostname, "deployable": plan.deployable_name,
             "instance": plan.instance_uuid}
+
+
+def _plan_and_finish(session, arq_uuids: list[str], placement: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """One transaction per batch: the ARQs' bind plans, and the binds that need nothing but a
+    handle claimed finished (uuid -> state); the others (programming first, an mdev to create, a
+    standalone allocation to make in Placement, a reason to fail) are left to `_bind_slow`."""
+    from rayborg.store import arq_state, bind_plan
+
+    plans = bind_plan.load_many(session, arq_uuids)
+    quick = [u for u, plan in plans.items() if plan.state == "BindStarted" and not (
+        plan.error or plan.bitstream_id or plan.attach_type == "MDEV" or (plan.standalone and placement))]
+    return plans, arq_state.finish_binds(session, quick) if quick else {}
 
 
 def _idle_binds(session, idle_seconds: float) -> list[tuple[str, str | None]]:

@@ -229,6 +229,15 @@ def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindT
     return chosen
 
 
+_MINE_AND_FREE = (_handles.c.deployable_id == bindparam("deployable"), _handles.c.in_use.is_(False))
+_CLAIM = (update(_handles)
+          .where(_handles.c.id.in_(select(_handles.c.id).where(*_MINE_AND_FREE).order_by(_handles.c.id)
+                                   .limit(bindparam("count")).with_for_update(skip_locked=True)),
+                 _handles.c.in_use.is_(False))
+          .values(in_use=True, updated_at=bindparam("now")).returning(_handles.c.id))
+_ANY_FREE = select(exists().where(*_MINE_AND_FREE))
+
+
 def claim_handles(session: Session, deployable_id: int, count: int) -> list[int]:
     """Mark up to `count` free attach handles of the deployable in use, atomically; their ids
     (fewer when fewer are free).
@@ -236,16 +245,11 @@ def claim_handles(session: Session, deployable_id: int, count: int) -> list[int]
     One UPDATE picks and claims them, re-checking `in_use` so that two binders can never get the
     same one; on PostgreSQL the pick skips handles other transactions are claiming right now, and
     is retried while such handles may still come free."""
-    mine_and_free = (_handles.c.deployable_id == deployable_id, _handles.c.in_use.is_(False))
-    any_free = select(exists().where(*mine_and_free))
     claimed: list[int] = []
     for _ in range(CLAIM_ATTEMPTS):
-        free = (select(_handles.c.id).where(*mine_and_free).order_by(_handles.c.id)
-                .limit(count - len(claimed)).with_for_update(skip_locked=True))
-        claim = (update(_handles).where(_handles.c.id.in_(free), _handles.c.in_use.is_(False))
-                 .values(in_use=True, updated_at=utcnow()).returning(_handles.c.id))
-        claimed += session.execute(claim).scalars().all()
-        if len(claimed) >= count or not session.execute(any_free).scalar():
+        claimed += session.execute(_CLAIM, {"deployable": deployable_id, "count": count - len(claimed),
+                                            "now": utcnow()}).scalars().all()
+        if len(claimed) >= count or not session.execute(_ANY_FREE, {"deployable": deployable_id}).scalar():
             break
         time.sleep(CLAIM_BACKOFF_S)  # lost a race while others' claims are in flight: try again
     return sorted(claimed)
@@ -297,8 +301,7 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
     """Set-based bind completion: lock the ARQs, read their deployables in one query, claim handles
     per deployable, write Bound and BindFailed rows with one executemany each. An ARQ that already
     holds a handle (`hold_handle`) keeps it; with `hold` the claimed ARQs stay BindStarted."""
-    rows = session.execute(select(*_BIND_COLUMNS).where(_arqs.c.uuid.in_(arq_uuids))
-                           .order_by(_arqs.c.id).with_for_update()).all()
+    rows = session.execute(_FINISH_ROWS, {"uuids": list(arq_uuids)}).all()
     out: dict[str, ARQState | StoreError] = {
         u: NotFoundError(f"Accelerator request not found: {u}") for u in arq_uuids}
     todo, bound = [], []
@@ -314,9 +317,7 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
             out[row.uuid] = StateConflict(f"Cannot move accelerator requests to {S.BOUND}: "
                                           f"{row.uuid} is {row.state}")
     targets = [] if not todo else session.execute(
-        select(Deployable.id, Deployable.uuid, Deployable.rp_uuid, Device.hostname, Device.uuid, Device.status)
-        .join(Device, Device.id == Deployable.device_id)
-        .where(Deployable.rp_uuid.in_(sorted({r.device_rp_uuid for r in todo if r.device_rp_uuid})))).all()
+        _FINISH_TARGETS, {"rps": sorted({r.device_rp_uuid for r in todo if r.device_rp_uuid})}).all()
     by_target = {(rp, host): (dep_id, dep_uuid, dev_uuid, status)
                  for dep_id, dep_uuid, rp, host, dev_uuid, status in targets}
     failed: list[tuple[Any, str]] = []
@@ -340,21 +341,33 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
                 out[row.uuid] = reached
     now = utcnow()
     if bound:
-        _write_all(session, update(_arqs).where(_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
-                   .values(state=reached.value, attach_handle_id=bindparam("b_handle"),
-                           deployable_id=bindparam("b_dep"), bind_error=None,
-                           nova_event_pending=bindparam("b_event"), updated_at=now), bound)
+        _write_all(session, _CLAIMED_WRITE[reached], [{**b, "b_now": now} for b in bound])
     if failed:
         for row, error in failed:
             log.info("bind of ARQ %s failed: %s", row.uuid, error)
             out[row.uuid] = S.BIND_FAILED
         standalone_allocations.mark(session, [row.instance_uuid for row, _ in failed if row.standalone])
-        _write_all(session, update(_arqs).where(_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
-                   .values(state=S.BIND_FAILED.value, bind_error=bindparam("b_error"),
-                           nova_event_pending=bindparam("b_event"), updated_at=now),
-                   [{"b_id": row.id, "b_error": error, "b_event": row.instance_uuid is not None}
-                    for row, error in failed])
+        _write_all(session, _FAILED_WRITE, [{"b_id": row.id, "b_error": error, "b_event": row.instance_uuid is not None,
+                                             "b_now": now} for row, error in failed])
     return out
+
+
+# The bind completion's statements, built once (see _LOCK_BY_UUID).
+_FINISH_ROWS = (select(*_BIND_COLUMNS).where(_arqs.c.uuid.in_(bindparam("uuids", expanding=True)))
+                .order_by(_arqs.c.id).with_for_update())
+_FINISH_TARGETS = (select(Deployable.id, Deployable.uuid, Deployable.rp_uuid, Device.hostname, Device.uuid,
+                          Device.status)
+                   .join(Device, Device.id == Deployable.device_id)
+                   .where(Deployable.rp_uuid.in_(bindparam("rps", expanding=True))))
+_STILL_STARTED = (_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
+_CLAIMED_WRITE = {  # the ARQ holds its handle: Bound, or (hold_handle) still BindStarted
+    reached: update(_arqs).where(*_STILL_STARTED).values(
+        state=reached.value, attach_handle_id=bindparam("b_handle"), deployable_id=bindparam("b_dep"),
+        bind_error=None, nova_event_pending=bindparam("b_event"), updated_at=bindparam("b_now"))
+    for reached in (S.BOUND, S.BIND_STARTED)}
+_FAILED_WRITE = update(_arqs).where(*_STILL_STARTED).values(
+    state=S.BIND_FAILED.value, bind_error=bindparam("b_error"), nova_event_pending=bindparam("b_event"),
+    updated_at=bindparam("b_now"))
 
 
 def _write_all(session: Session, stmt, params: list[dict]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, select
 
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, ExtARQ, Host,
@@ -36,22 +36,27 @@ def load(session: Session, arq_uuid: str) -> BindPlan | None:
     return load_many(session, [arq_uuid]).get(arq_uuid)
 
 
+# Built once: building these selects cost more than running them (a binder runs them per batch).
+_PLAN_ROWS = (
+    select(ExtARQ.uuid, ExtARQ.state, ExtARQ.hostname, ExtARQ.instance_uuid, ExtARQ.device_rp_uuid,
+           ExtARQ.standalone, ExtARQ.device_profile_group_id, DeviceProfile.groups, Deployable.id,
+           Deployable.name, Deployable.driver_name, Deployable.bitstream_id, Device.hostname, Host.state)
+    .outerjoin(DeviceProfile, DeviceProfile.id == ExtARQ.device_profile_id)
+    .outerjoin(Deployable, Deployable.rp_uuid == ExtARQ.device_rp_uuid)
+    .outerjoin(Device, Device.id == Deployable.device_id)
+    .outerjoin(Host, Host.hostname == Device.hostname)
+    .where(ExtARQ.uuid.in_(bindparam("uuids", expanding=True)))
+    .order_by(ExtARQ.id, Deployable.id))
+_ATTACH_TYPES = (select(AttachHandle.deployable_id, func.min(AttachHandle.attach_type))
+                 .where(AttachHandle.deployable_id.in_(bindparam("deployables", expanding=True)))
+                 .group_by(AttachHandle.deployable_id))
+
+
 def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
     """The plans of these ARQs (those that exist), in two queries whatever their number."""
-    rows = session.execute(
-        select(ExtARQ.uuid, ExtARQ.state, ExtARQ.hostname, ExtARQ.instance_uuid, ExtARQ.device_rp_uuid,
-               ExtARQ.standalone, ExtARQ.device_profile_group_id, DeviceProfile.groups, Deployable.id,
-               Deployable.name, Deployable.driver_name, Deployable.bitstream_id, Device.hostname, Host.state)
-        .outerjoin(DeviceProfile, DeviceProfile.id == ExtARQ.device_profile_id)
-        .outerjoin(Deployable, Deployable.rp_uuid == ExtARQ.device_rp_uuid)
-        .outerjoin(Device, Device.id == Deployable.device_id)
-        .outerjoin(Host, Host.hostname == Device.hostname)
-        .where(ExtARQ.uuid.in_(arq_uuids))
-        .order_by(ExtARQ.id, Deployable.id)).all()
-    dep_ids = {r[8] for r in rows if r[8] is not None}
-    attach_types = dict(session.execute(
-        select(AttachHandle.deployable_id, func.min(AttachHandle.attach_type))
-        .where(AttachHandle.deployable_id.in_(dep_ids)).group_by(AttachHandle.deployable_id)).all()) if dep_ids else {}
+    rows = session.execute(_PLAN_ROWS, {"uuids": list(arq_uuids)}).all()
+    dep_ids = sorted({r[8] for r in rows if r[8] is not None})
+    attach_types = dict(session.execute(_ATTACH_TYPES, {"deployables": dep_ids}).all()) if dep_ids else {}
     plans: dict[str, BindPlan] = {}
     for (uuid, state, hostname, instance, rp_uuid, standalone, group_id, groups, dep_id, dep_name, driver,
          loaded, dev_host, host_state) in rows:
