@@ -12,13 +12,14 @@ import asyncio
 import itertools
 import logging
 import os
+import socket
 import time
 from typing import Any
 
 import ray
 
 from rayborg.actors import metrics
-from rayborg.actors.runtime_config import RuntimeConfig
+from rayborg.actors.runtime_config import PLACEMENT_SYNC_NAME, RuntimeConfig
 
 log = logging.getLogger("rayborg.placement_sync")
 
@@ -150,7 +151,8 @@ class PlacementSync:
                 delay = min(delay * 2, MAX_BACKOFF)
 
     def status(self) -> dict[str, Any]:
-        return {"name": "rayborg:placement-sync", "pid": os.getpid(), "reports_applied": self.reports_applied,
+        return {"name": PLACEMENT_SYNC_NAME, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "hostname": socket.gethostname(), "reports_applied": self.reports_applied,
                 "placement": self.config.placement_url or ("keystone" if self.placement else None),
                 "placement_down_since": self.placement_down_since, "last_push": self.last_push,
                 "reports": sorted(self._reports.values()),

@@ -60,6 +60,8 @@ def test_each_host_reports_its_own_tree_and_removal_propagates(cluster_runtime, 
 
 def test_placement_down_daemon_keeps_going_and_converges(cluster_runtime, placement_server):
     store, roots, placement = cluster_runtime
+    # All three first: a host that has not reported yet also "matches" (nothing in either place).
+    wait_for(lambda: {h for h, _ in _devices(store)} == set(TREES), what="3 hosts reporting")
     wait_for(lambda: store_matches_placement(store, placement), what="first sync")
     placement_server.stop()
     try:

@@ -2,13 +2,16 @@
 their devices, Placement gets them under the right compute nodes, binds go Bound and Nova hears."""
 
 import random
+import socket
 
 import pytest
 import ray
 from sqlmodel import select
 
 from rayborg.actors.placement_client import PlacementClient, provider_uuid
-from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig, host_agent_name
+from rayborg.actors.runtime_config import (NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig, binder_name,
+                                           host_agent_name)
+from rayborg.actors.supervisor import head_node_id
 from rayborg.store import arq_state
 from rayborg.store.engine import Store
 from rayborg.store.migrate import upgrade
@@ -64,7 +67,14 @@ def test_every_host_reports_into_store_and_placement(runtime):
     # The first reconcile marks lost a host the store had up but that is no Ray node any more.
     wait_for(lambda: store.query(lambda s: {h.hostname: h.state for h in s.exec(select(Host))}) == {
         "host-a": "up", "host-b": "up", "host-c": "up", "host-gone": "lost"}, what="host-gone marked lost")
-    assert ray.get(ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE).status.remote())["reports_applied"] >= 3
+    sync = ray.get(ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE).status.remote())
+    assert sync["reports_applied"] >= 3
+    # What the dashboard and `rayborg status` show of the singletons: what they are and where they run
+    # (the head node, with the SQLite store).
+    binder = ray.get(ray.get_actor(binder_name(0), namespace=NAMESPACE).status.remote())
+    head = head_node_id()
+    assert (sync["name"], sync["node_id"], sync["hostname"]) == (PLACEMENT_SYNC_NAME, head, socket.gethostname())
+    assert (binder["name"], binder["node_id"], binder["hostname"]) == (binder_name(0), head, socket.gethostname())
 
 
 def test_bind_through_binder_reaches_bound_and_nova_hears(runtime, nova):
