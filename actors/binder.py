@@ -308,26 +308,30 @@ class Binder:
     async def _resume(self) -> None:
         from rayborg.store import bind_plan
 
-        mine = [u for u, inst in await asyncio.to_thread(self.store.query, bind_plan.in_flight)
-                if binder_index(inst, self.config.binder_count) == self.index]
+        mine = self._mine(await asyncio.to_thread(self.store.query, bind_plan.in_flight))
         if mine:
             log.info("binder %d: resuming %d binds left in BindStarted", self.index, len(mine))
             await self.bind(mine)
         self._nova_wake.set()
 
+    def _mine(self, arqs: list[tuple[str, str | None]]) -> list[str]:
+        """The uuids of these (uuid, instance) pairs whose instance this binder owns."""
+        return [u for u, instance in arqs if binder_index(instance, self.config.binder_count) == self.index]
+
     async def _redrive_loop(self) -> None:
         """Take up again the binds this binder owns that sit in BindStarted with nobody working on
         them (a batch that failed on a store error, a submit lost between front door and binder):
         without this they would wait for the binder's next restart."""
+        from rayborg.store import bind_plan
+
         while True:
             await asyncio.sleep(self.config.redrive_interval)
             try:
-                idle = await asyncio.to_thread(self.store.query, _idle_binds, self.config.redrive_interval)
+                idle = await asyncio.to_thread(self.store.query, bind_plan.in_flight, self.config.redrive_interval)
             except Exception:  # noqa: BLE001 - the store is unreachable: next round
                 log.exception("binder %d: could not look for idle binds", self.index)
                 continue
-            mine = [u for u, inst in idle
-                    if binder_index(inst, self.config.binder_count) == self.index and u not in self._active]
+            mine = [u for u in self._mine(idle) if u not in self._active]
             if mine:
                 log.warning("binder %d: re-driving %d binds idle in BindStarted", self.index, len(mine))
                 self.redriven += len(mine)
@@ -402,19 +406,6 @@ def _plan_and_finish(session, arq_uuids: list[str], placement: bool) -> tuple[di
     quick = [u for u, plan in plans.items() if plan.state == "BindStarted" and not (
         plan.error or plan.bitstream_id or plan.attach_type == "MDEV" or (plan.standalone and placement))]
     return plans, arq_state.finish_binds(session, quick) if quick else {}
-
-
-def _idle_binds(session, idle_seconds: float) -> list[tuple[str, str | None]]:
-    """(uuid, instance) of the ARQs in BindStarted whose row has not changed for `idle_seconds`."""
-    from datetime import timedelta
-
-    from sqlmodel import select
-
-    from rayborg.store.tables import ARQState, ExtARQ, utcnow
-
-    cutoff = utcnow() - timedelta(seconds=idle_seconds)
-    return list(session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid).where(
-        ExtARQ.state == ARQState.BIND_STARTED.value, ExtARQ.updated_at < cutoff)))
 
 
 def _record_bitstream(session, deployable_id: int, bitstream_id: str) -> None:

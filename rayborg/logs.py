@@ -102,11 +102,3 @@ def setup(fmt: str | None = None, level: int | str = logging.INFO) -> logging.Ha
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return handler
 
-
-def setup_worker() -> None:
-    """For Ray worker processes (`runtime_env={"worker_process_setup_hook": "rayborg.logs.setup_worker"}`):
-    the format from $RAYBORG_LOG_FORMAT, level from $RAYBORG_LOG_LEVEL (default INFO)."""
-    try:
-        setup(None, os.environ.get("RAYBORG_LOG_LEVEL", "INFO").upper())
-    except ValueError:  # a bad value must not stop an actor from starting; the CLI reports it
-        setup("text", logging.INFO)

@@ -268,10 +268,7 @@ def finish_bind(session: Session, arq_uuid: str) -> ARQState:
 
     Raises NotFoundError if the ARQ is gone and StateConflict if it is no longer BindStarted (it was
     unbound or deleted meanwhile)."""
-    outcome = _finish(session, [arq_uuid])[arq_uuid]
-    if isinstance(outcome, StoreError):
-        raise outcome
-    return outcome
+    return _finish_one(session, arq_uuid, hold=False)
 
 
 def hold_handle(session: Session, arq_uuid: str) -> ARQState:
@@ -280,7 +277,11 @@ def hold_handle(session: Session, arq_uuid: str) -> ARQState:
     before the work is done finds the ARQ BindStarted again and resumes with the same handle, and
     Nova hears Bound only once the device exists. BindStarted (holding a handle; also when it held
     one already) or BindFailed; raises like `finish_bind`. `finish_bind` completes it."""
-    outcome = _finish(session, [arq_uuid], hold=True)[arq_uuid]
+    return _finish_one(session, arq_uuid, hold=True)
+
+
+def _finish_one(session: Session, arq_uuid: str, hold: bool) -> ARQState:
+    outcome = _finish(session, [arq_uuid], hold=hold)[arq_uuid]
     if isinstance(outcome, StoreError):
         raise outcome
     return outcome
@@ -306,11 +307,15 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
         u: NotFoundError(f"Accelerator request not found: {u}") for u in arq_uuids}
     todo, bound = [], []
     reached = S.BIND_STARTED if hold else S.BOUND
+
+    def claimed(row, handle_id: int, deployable_id: int) -> None:
+        bound.append({"b_id": row.id, "b_handle": handle_id, "b_dep": deployable_id,
+                      "b_event": row.instance_uuid is not None and not hold})
+        out[row.uuid] = reached
+
     for row in rows:
         if row.state == S.BIND_STARTED.value and row.attach_handle_id is not None:  # held: keep it
-            bound.append({"b_id": row.id, "b_handle": row.attach_handle_id, "b_dep": row.deployable_id,
-                          "b_event": row.instance_uuid is not None and not hold})
-            out[row.uuid] = reached
+            claimed(row, row.attach_handle_id, row.deployable_id)
         elif row.state == S.BIND_STARTED.value:
             todo.append(row)
         else:
@@ -336,9 +341,7 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
             if handle_id is None:
                 failed.append((row, f"No free attach handle on deployable {dep_uuid}"))
             else:
-                bound.append({"b_id": row.id, "b_handle": handle_id, "b_dep": dep_id,
-                              "b_event": row.instance_uuid is not None and not hold})
-                out[row.uuid] = reached
+                claimed(row, handle_id, dep_id)
     now = utcnow()
     if bound:
         _write_all(session, _CLAIMED_WRITE[reached], [{**b, "b_now": now} for b in bound])

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, select
 
 from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, ExtARQ, Host,
-                                  HostState)
+                                  HostState, utcnow)
 
 RESOLVED = (ARQState.BOUND.value, ARQState.BIND_FAILED.value, ARQState.DELETING.value)
 
@@ -79,10 +80,13 @@ def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
     return plans
 
 
-def in_flight(session: Session) -> list[tuple[str, str | None]]:
-    """(uuid, instance) of every ARQ still in BindStarted."""
-    return list(session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid)
-                             .where(ExtARQ.state == ARQState.BIND_STARTED.value)))
+def in_flight(session: Session, idle_seconds: float | None = None) -> list[tuple[str, str | None]]:
+    """(uuid, instance) of every ARQ still in BindStarted (only those whose row has not changed for
+    `idle_seconds`, when given)."""
+    stmt = select(ExtARQ.uuid, ExtARQ.instance_uuid).where(ExtARQ.state == ARQState.BIND_STARTED.value)
+    if idle_seconds is not None:
+        stmt = stmt.where(ExtARQ.updated_at < utcnow() - timedelta(seconds=idle_seconds))
+    return list(session.exec(stmt))
 
 
 def pending_events(session: Session) -> dict[str, list[tuple[str, str]]]:
