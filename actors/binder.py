@@ -2,7 +2,7 @@
 
 A bind: program the FPGA through the HostAgent when the profile group names a bitstream, claim an
 attach handle (one atomic statement, in `store/arq_state.py`), create the mdev for vGPU handles,
-mark Bound or BindFailed, then tell Nova with one call per instance. Nothing lives only in memory:
+mark Bound or BindFailed, then tell Nova (the events of many instances in one call). Nothing lives only in memory:
 after a restart the binder finishes the binds it owned that are still in BindStarted and re-sends
 the Nova events still marked pending, with backoff while Nova fails.
 """
@@ -28,6 +28,7 @@ MAX_BACKOFF = 30.0
 BIND_PLACEMENT_ATTEMPTS = 3  # Placement unreachable this many times in a row fails a standalone bind
 ALLOCATION_POLL_S = 5.0
 BIND_BATCH = 256  # ARQs finished in one transaction at most
+NOVA_BATCH = 500  # events in one os-server-external-events call at most (an instance's are never split)
 
 
 def binder_index(instance_uuid: str | None, count: int) -> int:
@@ -350,19 +351,26 @@ class Binder:
             await self._nova_wake.wait()
             self._nova_wake.clear()
             pending = await asyncio.to_thread(self.store.query, bind_plan.pending_events)
-            failed = False
+            batches: list[list[BoundEvent]] = [[]]
             for instance, arqs in pending.items():
-                if self.nova is None or binder_index(instance, self.config.binder_count) != self.index:
+                if binder_index(instance, self.config.binder_count) != self.index:
                     continue
+                if len(batches[-1]) >= NOVA_BATCH:
+                    batches.append([])
+                batches[-1].extend(BoundEvent(instance, u, s) for u, s in arqs)
+            failed = False
+            for batch in filter(None, batches):
                 try:
-                    await asyncio.to_thread(self.nova.send_bound_events, instance,
-                                            [BoundEvent(instance, u, s) for u, s in arqs])
+                    refused = await asyncio.to_thread(self.nova.send_bound_events, batch)
                 except NovaError as exc:
-                    log.warning("Nova event for instance %s not delivered (%s): retrying", instance, exc)
+                    log.warning("Nova events not delivered (%s): retrying", exc)
                     failed = True
                     continue
-                await asyncio.to_thread(self.store.transact, bind_plan.clear_events, [u for u, _ in arqs])
-                self.events_sent += len(arqs)
+                delivered = [e.arq_uuid for e in batch if e.instance_uuid not in refused]
+                failed = failed or bool(refused)
+                if delivered:
+                    await asyncio.to_thread(self.store.transact, bind_plan.clear_events, delivered)
+                self.events_sent += len(delivered)
             if failed:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)

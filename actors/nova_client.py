@@ -1,10 +1,13 @@
 """Tells Nova that ARQs are resolved: `accelerator-request-bound` external events.
 
-One POST per instance carrying one event per ARQ (`tag` = ARQ uuid, `status` = completed|failed),
-as Nova's compute manager waits for them. Nova answers 200, or 207 with a code per event; a 207
-where every code is 422 means the instance has no host yet, which Nova itself handles by checking
-Cyborg before it waits, so that counts as delivered; so does a 404 "No instances found" (no such
-instance: nobody waits). Anything else is an error the caller retries.
+One event per ARQ (`tag` = ARQ uuid, `status` = completed|failed), as Nova's compute manager waits
+for them, and the events of many instances in one POST (Nova takes a list of events for any servers,
+as Neutron's notifier sends them; one call per instance was most of a binder's work under load).
+Nova answers 200, or 207 with a code per event. Per instance: 200 is delivered; 422 (the instance
+has no host yet, which Nova handles by checking Cyborg before it waits) and 404 (no such instance,
+deleted or the consumer of a standalone bind: nobody waits) count as delivered too; any other code
+leaves that instance's events to retry. A 404 "No instances found" for the whole call drops them
+all; anything else is an error the caller retries.
 """
 
 from __future__ import annotations
@@ -48,25 +51,38 @@ class NovaClient:
         self._api = adapter.Adapter(session, service_type="compute", endpoint_override=url,
                                     default_microversion=COMPUTE_MICROVERSION, raise_exc=False)
 
-    def send_bound_events(self, instance_uuid: str, events: list[BoundEvent]) -> None:
-        """One call for one instance; raises NovaError when Nova did not take the events."""
+    def send_bound_events(self, events: list[BoundEvent]) -> set[str]:
+        """One call for the events of any number of instances; returns the instances whose events
+        Nova did not take (to retry), and raises NovaError when it took none of them."""
+        instances = {e.instance_uuid for e in events}
+        what = f"{len(instances)} instance(s)"
         body = {"events": [e.as_json() for e in events]}
         try:
             resp = self._api.post("/os-server-external-events", json=body)
         except ClientException as exc:
-            raise NovaError(f"Nova unreachable for instance {instance_uuid}: {exc}") from exc
+            raise NovaError(f"Nova unreachable for {what}: {exc}") from exc
         if resp.status_code == 200:
-            return
+            return set()
         if resp.status_code == 404 and NO_INSTANCE in resp.text:
-            # Nova knows no such instance (deleted meanwhile, or the consumer of a standalone bind
-            # that Nova never saw): nobody waits for these events, and a retry could never succeed.
-            log.info("Nova: no instance %s; %d event(s) dropped", instance_uuid, len(events))
-            return
+            # Nova knows none of these instances (deleted meanwhile, or the consumers of standalone
+            # binds that Nova never saw): nobody waits for these events, and a retry could never succeed.
+            log.info("Nova: no instance among %s; %d event(s) dropped", sorted(instances), len(events))
+            return set()
         if resp.status_code == 207:
-            codes = {e.get("code") for e in resp.json().get("events", [])}
-            if codes <= {200, 422}:
-                if 422 in codes:
-                    log.info("Nova: instance %s has no host yet (422); it will poll the ARQs", instance_uuid)
-                return
-            raise NovaError(f"Nova refused events for instance {instance_uuid}: codes {sorted(codes)}")
-        raise NovaError(f"Nova answered {resp.status_code} for instance {instance_uuid}: {resp.text[:200]}")
+            answered = resp.json().get("events", [])
+            refused: set[str] = set()
+            for event in answered:
+                code, instance = event.get("code"), event.get("server_uuid")
+                if code == 422:
+                    log.info("Nova: instance %s has no host yet (422); it will poll the ARQs", instance)
+                elif code == 404:
+                    log.info("Nova: no instance %s; its event for ARQ %s dropped", instance, event.get("tag"))
+                elif code != 200:
+                    log.warning("Nova refused the event of instance %s (code %s)", instance, code)
+                    refused.add(instance)
+            if len(answered) != len(events):  # an answer that does not say: retry them all
+                refused = instances
+            if refused == instances:
+                raise NovaError(f"Nova refused the events of {what}: {resp.text[:200]}")
+            return refused
+        raise NovaError(f"Nova answered {resp.status_code} for {what}: {resp.text[:200]}")

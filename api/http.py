@@ -146,12 +146,13 @@ _STORE_ERRORS: list[tuple[type[StoreError], type[ApiError]]] = [
 
 async def call_store(request: web.Request, fn: Callable[..., Any], *args, write: bool = False,
                      **kwargs) -> Any:
-    """Run a store function off the event loop (in a write transaction if `write`), turning the
-    store's refusals into API errors."""
+    """Run a store function off the event loop (in a write transaction if `write`, shared with the
+    other requests' writes queued meanwhile: `Store.agroup_transact`), turning the store's
+    refusals into API errors."""
     s = store(request)
     try:
         if write:
-            return await s.atransact(fn, *args, **kwargs)
+            return await s.agroup_transact(fn, *args, **kwargs)
         return await s.aquery(fn, *args, **kwargs)
     except StoreError as exc:
         for store_error, api_error in _STORE_ERRORS:

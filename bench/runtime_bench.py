@@ -97,7 +97,7 @@ def bind_throughput(arqs: int, db_url: str, concurrency: int = 50) -> dict:
         t0 = time.perf_counter()
         instance = str(uuidlib.uuid4())
         target = arq_state.BindTarget(host, deps[i % len(deps)], instance, "p")
-        await store.atransact(arq_state.start_bind, {arq: target})
+        await store.agroup_transact(arq_state.start_bind, {arq: target})
         state = (await binder.bind([arq], {arq: instance}))[arq]
         return state, time.perf_counter() - t0
 

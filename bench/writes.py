@@ -3,9 +3,12 @@
   * device profile create + delete (one client, N pairs);
   * ARQ create from a 2-accelerator profile, then bind (PATCH as Nova sends it, with a service role)
     polled until Bound, unbind, delete: create->Bound latency (one client, N cycles);
-  * the same cycle from C concurrent clients for D seconds: binds/s.
+  * the same cycle from C concurrent clients for D seconds: ARQs bound/s of whole cycles;
+  * a bind burst as Nova makes it: N instances' ARQs created beforehand, then one bind PATCH per
+    instance from 50 concurrent clients, done when the Nova stand-in has every ARQ's event (Nova
+    waits for that event, it does not poll): ARQs bound/s and PATCH -> event latency.
 
-    python bench/writes.py URL [--cycles 30] [--clients 10] [--duration 10]
+    python bench/writes.py URL [--cycles 30] [--clients 10] [--duration 10] [--burst 500 --nova NOVA]
 
 Prints one JSON object. Status codes are recorded as they come: Cyborg answers a bind PATCH with 500
 when it cannot notify Nova although the ARQs are Bound, so Bound is read back, not inferred.
@@ -82,13 +85,8 @@ async def bind_cycle(c: Client, slot: int) -> dict:
         return out
     arqs = [a["uuid"] for a in body["arqs"]]
     instance = str(uuid.uuid4())
-    patch = {}
-    for j, arq in enumerate(arqs):
-        dep = DEPLOYABLES[(2 * slot + j) % len(DEPLOYABLES)]
-        patch[arq] = [{"path": "/hostname", "op": "add", "value": dep["hostname"]},
-                      {"path": "/device_rp_uuid", "op": "add", "value": dep["rp_uuid"]},
-                      {"path": "/instance_uuid", "op": "add", "value": instance}]
-    out["bind_status"], _ = await c.call("bind", "PATCH", "/v2/accelerator_requests", patch, service=True)
+    out["bind_status"], _ = await c.call("bind", "PATCH", "/v2/accelerator_requests",
+                                         bind_patch(arqs, instance, slot), service=True)
     deadline = time.perf_counter() + BIND_WAIT_S
     states: list[str] = []
     pause = POLL_FIRST_S
@@ -111,7 +109,95 @@ async def bind_cycle(c: Client, slot: int) -> dict:
     return out
 
 
-async def run(base: str, cycles: int, clients: int, duration: float) -> dict:
+def bind_patch(arqs: list[str], instance: str, slot: int) -> dict:
+    """Nova's bind PATCH for one instance's ARQs, on deployables chosen round-robin."""
+    patch = {}
+    for j, arq in enumerate(arqs):
+        dep = DEPLOYABLES[(len(arqs) * slot + j) % len(DEPLOYABLES)]
+        patch[arq] = [{"path": "/hostname", "op": "add", "value": dep["hostname"]},
+                      {"path": "/device_rp_uuid", "op": "add", "value": dep["rp_uuid"]},
+                      {"path": "/instance_uuid", "op": "add", "value": instance}]
+    return patch
+
+
+async def bind_burst(session: aiohttp.ClientSession, base: str, nova: str, instances: int,
+                     clients: int = 50) -> dict:
+    """Bind `instances` x 2 ARQs created beforehand, one PATCH per instance from `clients` concurrent
+    clients; done when the Nova stand-in has the events of all of them, or they are listed resolved
+    (or 60 s have passed); an ARQ counts as bound when its event arrived or it was seen resolved."""
+    c = Client(session, base)
+    sem = asyncio.Semaphore(10)
+
+    async def create() -> list[str]:
+        async with sem:
+            status, body = await c.call("burst create", "POST", "/v2/accelerator_requests",
+                                        {"device_profile_name": dataset.WRITE_PROFILE})
+            return [a["uuid"] for a in body["arqs"]] if status == 201 else []
+
+    groups = [g for g in await asyncio.gather(*(create() for _ in range(instances))) if g]
+    work = list(enumerate(groups))
+    sent: dict[str, float] = {}
+    patch_s: list[float] = []
+
+    async def client() -> None:
+        while work:
+            slot, arqs = work.pop()
+            t = time.time()
+            for arq in arqs:
+                sent[arq] = t
+            await c.call("burst bind", "PATCH", "/v2/accelerator_requests",
+                         bind_patch(arqs, str(uuid.uuid4()), slot), service=True)
+            patch_s.append(time.time() - t)
+
+    t0 = time.time()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    patches_done = time.time() - t0
+    # Done when every ARQ's event reached the Nova stand-in, or (a deployment that cannot tell Nova)
+    # its instance's ARQs are listed as resolved; polled every 0.5 s, and only for those instances.
+    arrived: dict[str, float] = {}
+    polled: set[str] = set()
+    instance_of: dict[str, str] = {}
+    deadline, next_poll = t0 + 60, time.time() + 0.5
+    while len(arrived) < len(sent) and time.time() < deadline:
+        async with session.post(nova + "/_arrivals", json=[u for u in sent if u not in arrived]) as r:
+            arrived.update(await r.json())
+        if time.time() >= next_poll:
+            next_poll = time.time() + 0.5
+            for arqs in groups:
+                if all(u in arrived for u in arqs):
+                    continue
+                st, lst = await c.call("burst poll", "GET", "/v2/accelerator_requests?instance="
+                                       + instance_of.setdefault(arqs[0], await _instance_of(c, arqs[0])))
+                if st == 200 and lst and all(a["state"] in ("Bound", "BindFailed") for a in lst["arqs"]):
+                    now = time.time()
+                    for u in arqs:
+                        if u not in arrived:
+                            arrived[u] = now
+                            polled.add(u)
+        if len(arrived) < len(sent):
+            await asyncio.sleep(0.02)
+    _, listed = await c.call("burst list", "GET", "/v2/accelerator_requests")
+    states = Counter(a["state"] for a in (listed or {}).get("arqs", []) if a["uuid"] in sent)
+    for arqs in groups:  # leave the deployment as it was
+        await c.call("burst delete", "DELETE", f"/v2/accelerator_requests?arqs={','.join(arqs)}", service=True)
+    last = max(arrived.values(), default=t0)
+    return {"instances": len(groups), "arqs": len(sent), "clients": clients, "nova_events": len(arrived) - len(polled),
+            "seen_resolved_by_polling": len(polled),
+            "states": dict(states), "patches_seconds": round(patches_done, 3),
+            "seconds_to_last_event": round(last - t0, 3),
+            "binds_per_s": round(min(len(arrived), states.get("Bound", 0)) / (last - t0), 1) if arrived else 0.0,
+            "patch_p50_ms": pct(patch_s, 0.5), "patch_p99_ms": pct(patch_s, 0.99),
+            "bind_to_event_p50_ms": pct([arrived[u] - sent[u] for u in arrived], 0.5),
+            "bind_to_event_p99_ms": pct([arrived[u] - sent[u] for u in arrived], 0.99)}
+
+
+async def _instance_of(c: Client, arq: str) -> str:
+    _, body = await c.call("burst show", "GET", f"/v2/accelerator_requests/{arq}")
+    return (body or {}).get("instance_uuid") or ""
+
+
+async def run(base: str, cycles: int, clients: int, duration: float, burst: int = 0,
+              nova: str | None = None) -> dict:
     if urlsplit(base).hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit("writes only targets 127.0.0.1")
     timeout = aiohttp.ClientTimeout(total=30)
@@ -157,6 +243,8 @@ async def run(base: str, cycles: int, clients: int, duration: float) -> dict:
             "binds_per_s": round(2 * len(bound) / elapsed, 1),
             "create_to_bound_p50_ms": pct(bound, 0.5), "create_to_bound_p99_ms": pct(bound, 0.99),
             "bind_status": dict(Counter(str(r.get("bind_status")) for r in results))}
+        if burst and nova:
+            res["bind_burst"] = await bind_burst(session, base, nova, burst)
         res["status_codes"] = dict(sorted(c.codes.items()))
         res["create_to_bound_p50_ms_all"] = statistics.median(bound) * 1000 if bound else None
     return res
@@ -168,9 +256,13 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=30)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--burst", type=int, default=0, help="instances (2 ARQs each) in the bind burst (max 600)")
+    ap.add_argument("--nova", help="the Nova stand-in's root, e.g. http://127.0.0.1:8774 (for the burst)")
     args = ap.parse_args()
+    if args.nova and urlsplit(args.nova).hostname not in ("127.0.0.1", "localhost"):
+        raise SystemExit("writes only targets 127.0.0.1")
     out = asyncio.run(run(args.url.rstrip("/"), min(args.cycles, 1000), min(args.clients, 100),
-                          min(args.duration, 60.0)))
+                          min(args.duration, 60.0), min(args.burst, 600), args.nova and args.nova.rstrip("/")))
     json.dump(out, sys.stdout)
     print()
 

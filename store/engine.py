@@ -127,6 +127,7 @@ class Store:
         # that hands over at once, instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 ...
         # 100 ms between tries however soon the lock is free (other processes still meet it there).
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        self._group: GroupCommit | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -176,6 +177,18 @@ class Store:
     async def atransact(self, fn: Callable[..., T], *args, **kwargs) -> T:
         return await asyncio.to_thread(self.transact, fn, *args, **kwargs)
 
+    async def agroup_transact(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """`atransact` for concurrent callers of one event loop (the front door's requests): on
+        SQLite, the calls that arrive while a transaction runs share the next one (group commit),
+        each in a savepoint of its own, so that one caller's error undoes only its own changes.
+        SQLite has one writer at a time, so every commit other writers wait for is latency; PostgreSQL
+        runs transactions side by side and gets plain `atransact`."""
+        if not self.is_sqlite:
+            return await self.atransact(fn, *args, **kwargs)
+        if self._group is None:
+            self._group = GroupCommit(self)
+        return await self._group.run(fn, *args, **kwargs)
+
     async def aquery(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """A read for the event loop. On SQLite it runs inline: WAL readers never wait for writers,
         so a read is pure CPU, and the hop to a thread and back cost more (about 40 % of a small
@@ -187,3 +200,60 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+GROUP_MAX = 64  # calls in one group-commit transaction at most
+
+
+class GroupCommit:
+    """Runs queued write calls in shared transactions, one transaction in flight at a time (SQLite
+    allows no more), each call in a savepoint: its exception reaches only its caller, its changes are
+    undone alone, and the others commit. The identity map is emptied between calls, so that no call
+    sees another's objects as they were before that call's own statements ran."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._queue: list[tuple[Callable, tuple, dict, asyncio.Future]] = []
+        self._draining = False
+
+    async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((fn, args, kwargs, fut))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
+                try:
+                    outcomes = await asyncio.to_thread(self.store.transact, _each_in_savepoint,
+                                                       [(fn, args, kwargs) for fn, args, kwargs, _ in batch])
+                except BaseException as exc:  # the transaction itself failed: every call in it did
+                    outcomes = [(False, exc)] * len(batch)
+                for (*_, fut), (ok, value) in zip(batch, outcomes):
+                    if fut.done():  # the caller went away (request cancelled)
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._draining = False
+
+
+def _each_in_savepoint(session: Session, calls: list[tuple[Callable, tuple, dict]]) -> list[tuple[bool, object]]:
+    outcomes: list[tuple[bool, object]] = []
+    for fn, args, kwargs in calls:
+        try:
+            with session.begin_nested():
+                outcomes.append((True, fn(session, *args, **kwargs)))
+        except Exception as exc:  # noqa: BLE001 - delivered to the caller it belongs to
+            if _is_sqlite_locked(exc):
+                raise  # the whole transaction is retried (Store.transact)
+            outcomes.append((False, exc))
+        finally:
+            session.expunge_all()
+    return outcomes

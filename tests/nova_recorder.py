@@ -1,5 +1,6 @@
 """A small real HTTP server that plays Nova's `os-server-external-events` for tests: it records
-every call and can be told to fail (HTTP status) for the next N calls."""
+every call and can be told to fail (HTTP status) for the next N calls, or to answer some instances'
+events with another code (207 Multi-Status, as Nova does)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class NovaRecorder:
         self.fail_next = 0
         self.fail_status = 503
         self.fail_body: dict | None = None  # JSON body of the failing answers (None: empty)
+        self.event_codes: dict[str, int] = {}  # server_uuid -> code of its events (others: 200)
         self._lock = threading.Lock()
         recorder = self
 
@@ -41,8 +43,10 @@ class NovaRecorder:
                         return
                     self.end_headers()
                     return
-                out = json.dumps({"events": [dict(e, code=200) for e in body.get("events", [])]}).encode()
-                self.send_response(200)
+                events = [dict(e, code=recorder.event_codes.get(e.get("server_uuid"), 200))
+                          for e in body.get("events", [])]
+                out = json.dumps({"events": events}).encode()
+                self.send_response(207 if any(e["code"] != 200 for e in events) else 200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
@@ -64,5 +68,7 @@ class NovaRecorder:
         self._server.server_close()
 
     def delivered_events(self) -> list[dict]:
+        """The events Nova took (200 or, in a 207, a code of 200)."""
         with self._lock:
-            return [e for c in self.calls if not c["failed"] for e in c["body"]["events"]]
+            return [e for c in self.calls if not c["failed"] for e in c["body"]["events"]
+                    if self.event_codes.get(e.get("server_uuid"), 200) == 200]
