@@ -30,7 +30,8 @@ class NovaRecorder:
                     failing = recorder.fail_next > 0
                     if failing:
                         recorder.fail_next -= 1
-                    recorder.calls.append({"path": self.path, "body": body, "failed": failing,
+                    codes = [recorder.event_codes.get(e.get("server_uuid"), 200) for e in body.get("events", [])]
+                    recorder.calls.append({"path": self.path, "body": body, "failed": failing, "codes": codes,
                                            "headers": dict(self.headers)})
                 if failing:
                     self.send_response(recorder.fail_status)
@@ -43,8 +44,7 @@ class NovaRecorder:
                         return
                     self.end_headers()
                     return
-                events = [dict(e, code=recorder.event_codes.get(e.get("server_uuid"), 200))
-                          for e in body.get("events", [])]
+                events = [dict(e, code=code) for e, code in zip(body.get("events", []), codes)]
                 out = json.dumps({"events": events}).encode()
                 self.send_response(207 if any(e["code"] != 200 for e in events) else 200)
                 self.send_header("Content-Type", "application/json")
@@ -70,5 +70,5 @@ class NovaRecorder:
     def delivered_events(self) -> list[dict]:
         """The events Nova took (200 or, in a 207, a code of 200)."""
         with self._lock:
-            return [e for c in self.calls if not c["failed"] for e in c["body"]["events"]
-                    if self.event_codes.get(e.get("server_uuid"), 200) == 200]
+            return [e for c in self.calls if not c["failed"]
+                    for e, code in zip(c["body"]["events"], c["codes"]) if code == 200]

@@ -245,3 +245,21 @@ def test_100_concurrent_binds_on_10_devices_over_3_hosts(runtime, placement, nov
     states = list(assert_recovered(store, placement, nova).values())
     assert states.count("Bound") == 10 and states.count("BindFailed") == 90
     assert len(nova.delivered_events()) >= 100
+
+
+def test_nova_refusing_one_instance_retries_only_that_instance(runtime, placement, nova):
+    """Events of several instances go in one call; Nova's 207 refusing one instance's events (409
+    here) has only those sent again, and the others are never sent twice."""
+    store, config, _ = runtime({"host-a": "fpga:2x1"})
+    deps = _deployables(store, 2)
+    arqs = _start_binds(store, deps)  # both owned by binder 0
+    instances = store.query(lambda s: [a.instance_uuid for a in arq_state.lock_arqs(s, arqs)])
+    refused = instances[1]
+    nova.event_codes = {refused: 409}
+    assert ray.get(_actor(binder_name(0)).bind.remote(arqs)) == {u: "Bound" for u in arqs}
+    wait_for(lambda: any(e["server_uuid"] == refused for c in nova.calls for e in c["body"]["events"]),
+             what="the refused instance's first attempt")
+    nova.event_codes = {}
+    assert_recovered(store, placement, nova)
+    sent = [e["server_uuid"] for c in nova.calls for e in c["body"]["events"]]
+    assert sent.count(instances[0]) == 1 and sent.count(refused) >= 2
