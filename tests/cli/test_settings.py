@@ -8,7 +8,8 @@ import pytest
 
 import rayborg.serve
 from rayborg.cli import main as cli
-from rayborg.settings import SettingsError, load_settings
+from rayborg.runtime import runtime_config
+from rayborg.settings import Settings, SettingsError, load_settings
 
 FILE = """
 [rayborg]
@@ -160,3 +161,19 @@ def test_driver_options_from_the_environment(config, monkeypatch):
     assert s.driver_options == {"spdk": {"socket": "/run/spdk.sock", "timeout": "3"},
                                 "pmem": {"pmem_namespaces": "ns0:ns200_0"}, "xilinx_fpga": {"program_timeout": 30}}
     assert s.dev_root == "/env/dev"
+
+
+# How many binder actors `rayborg serve` starts: one on SQLite (a single writer), two on PostgreSQL,
+# or what the operator says.
+@pytest.mark.parametrize(("url", "given", "expected"), [
+    ("sqlite:////tmp/x.db", None, 1), ("postgresql://u@db/rayborg", None, 2),
+    ("sqlite:////tmp/x.db", 3, 3), ("postgresql://u@db/rayborg", 1, 1)])
+def test_binder_count_defaults_by_database(url, given, expected):
+    settings = Settings(database_url=url, binder_count=given, _env_file=None)
+    assert settings.binders == expected
+    assert runtime_config(settings).binder_count == expected
+
+
+def test_binder_count_must_be_positive():
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Settings(binder_count=0, _env_file=None)
