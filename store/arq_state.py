@@ -124,7 +124,8 @@ def lock_arqs(session: Session, uuids: Iterable[str], project_id: str | None = N
     return list(session.execute(_LOCK_BY_UUID_IN_PROJECT, {"uuids": list(uuids), "project_id": project_id}))
 
 
-def _lock_all(session: Session, uuids: list[str], project_id: str | None) -> list[ExtARQ]:
+def lock_all(session: Session, uuids: list[str], project_id: str | None) -> list[ExtARQ]:
+    """`lock_arqs`, raising NotFoundError (naming them) when some are not there or not visible."""
     arqs = lock_arqs(session, uuids, project_id)
     missing = sorted(set(uuids) - {a.uuid for a in arqs})
     if missing:
@@ -179,7 +180,7 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     ConflictError) when no free deployable matches an ARQ's profile group."""
     if any(t.hostname is None and t.device_rp_uuid is not None for t in binds.values()):
         raise InvalidError("Fields absent in patch hostname")
-    arqs = _lock_all(session, list(binds), project_id)
+    arqs = lock_all(session, list(binds), project_id)
     _require_state(arqs, S.BIND_STARTED)
     instances = sorted({t.instance_uuid for t in binds.values()})
     _lock_instances(session, instances)
@@ -390,7 +391,7 @@ def _bind_failed(session: Session, arq: ExtARQ, error: str) -> ARQState:
 
 def fail_bind(session: Session, arq_uuid: str, error: str) -> ARQState:
     """BindStarted|Bound -> BindFailed (e.g. programming failed), releasing a handle already claimed."""
-    arq = _lock_all(session, [arq_uuid], None)[0]
+    arq = lock_all(session, [arq_uuid], None)[0]
     _require_state([arq], S.BIND_FAILED)
     if arq.attach_handle_id is not None:
         release_handle(session, arq.attach_handle_id)
@@ -407,7 +408,11 @@ _CLEARED = {"hostname": None, "device_rp_uuid": None, "instance_uuid": None, "at
 def unbind(session: Session, arq_uuids: list[str], project_id: str | None = None) -> dict[str, ARQState]:
     """Release each ARQ's attach handle and clear where it was bound: Unbound, or UnbindFailed when
     its handle was not in use any more. All ARQs are checked before anything changes."""
-    arqs = _lock_all(session, arq_uuids, project_id)
+    return unbind_locked(session, lock_all(session, arq_uuids, project_id))
+
+
+def unbind_locked(session: Session, arqs: list[Any]) -> dict[str, ARQState]:
+    """`unbind` of rows the caller has already locked (`lock_all`)."""
     _require_state(arqs, S.UNBOUND)
     standalone_allocations.mark_arqs(session, arqs)
     states: dict[str, ARQState] = {}
@@ -427,11 +432,23 @@ def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_u
     """Delete ARQs by uuid or by instance, releasing their attach handles first; the uuids that were
     not found (or not visible). `allow_bound=False` (no service token) refuses, before any change,
     when one of them is bound to an instance."""
-    if instance_uuid is not None:
-        stmt = select(*_arqs.c).where(_arqs.c.instance_uuid == instance_uuid)
-        arqs = list(session.execute(visible_to(stmt, project_id).order_by(_arqs.c.id).with_for_update()))
-    else:
-        arqs = lock_arqs(session, arq_uuids or [], project_id)
+    return delete_locked(session, lock_for_delete(session, arq_uuids, instance_uuid, project_id), arq_uuids,
+                         allow_bound)
+
+
+def lock_for_delete(session: Session, arq_uuids: list[str] | None, instance_uuid: str | None,
+                    project_id: str | None) -> list[Any]:
+    """The ARQs to delete, by uuid or (when `instance_uuid` is given) by instance, that `project_id`
+    (None: any) may see, row-locked in id order."""
+    if instance_uuid is None:
+        return lock_arqs(session, arq_uuids or [], project_id)
+    stmt = select(*_arqs.c).where(_arqs.c.instance_uuid == instance_uuid)
+    return list(session.execute(visible_to(stmt, project_id).order_by(_arqs.c.id).with_for_update()))
+
+
+def delete_locked(session: Session, arqs: list[Any], asked: list[str] | None, allow_bound: bool = True) -> list[str]:
+    """`delete_arqs` of rows the caller has already locked (`lock_for_delete`); the uuids of `asked`
+    that are not among them."""
     if not allow_bound:
         bound = next((a for a in arqs if a.instance_uuid), None)
         if bound is not None:
@@ -445,7 +462,7 @@ def delete_arqs(session: Session, arq_uuids: list[str] | None = None, instance_u
             release_handle(session, arq.attach_handle_id)
         session.execute(_arqs.delete().where(_arqs.c.id == arq.id))
     found = {a.uuid for a in arqs}
-    return [u for u in dict.fromkeys(arq_uuids or []) if u not in found]
+    return [u for u in dict.fromkeys(asked or []) if u not in found]
 
 
 def fail_stuck_binds(session: Session) -> list[str]:

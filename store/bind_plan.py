@@ -133,33 +133,22 @@ class Releasing:
 
 
 def releasing(session: Session, arq_uuids: list[str]) -> Releasing:
-    """What these ARQs hold. Pass only ARQs the caller has locked and may change (`_lock_visible`):
-    the binder removes what this names, whoever owns it."""
+    """What these ARQs hold. Pass only ARQs the caller has locked and may change: the binder removes
+    what this names, whoever owns it. Reading it from the locked rows, not from the request, keeps
+    another project's ARQs (not changed: 404, or nothing to delete) out of it, and the locks keep a
+    concurrent bind from changing what they hold before they are released."""
     stmt = select(ExtARQ.instance_uuid).where(ExtARQ.standalone.is_(True), ExtARQ.instance_uuid.is_not(None),
                                               ExtARQ.uuid.in_(arq_uuids))
     return Releasing(mdevs=mdev_handles(session, arq_uuids), consumers=sorted(set(session.exec(stmt))))
-
-
-def _lock_visible(session: Session, arq_uuids: list[str] | None, instance_uuid: str | None,
-                  project_id: str | None) -> list[str]:
-    """Row-lock the ARQs (by uuid or by instance) of `project_id` (None: any), id order as the state
-    machine locks; their uuids. Reading what is released from these, not from the request, keeps
-    another project's ARQs (not changed: 404, or nothing to delete) out of what the binder removes,
-    and the locks keep a concurrent bind from changing what they hold before they are released."""
-    from rayborg.store import arq_state
-
-    if instance_uuid is None:
-        return [a.uuid for a in arq_state.lock_arqs(session, arq_uuids or [], project_id)]
-    stmt = select(ExtARQ.uuid).where(ExtARQ.instance_uuid == instance_uuid)
-    return list(session.scalars(arq_state.visible_to(stmt, project_id).order_by(ExtARQ.id).with_for_update()))
 
 
 def unbind_releasing(session: Session, arq_uuids: list[str], project_id: str | None) -> Releasing:
     """Unbind (`arq_state.unbind`) in the same transaction that reads what the ARQs let go of."""
     from rayborg.store import arq_state
 
-    held = releasing(session, _lock_visible(session, arq_uuids, None, project_id))
-    arq_state.unbind(session, arq_uuids, project_id)  # NotFound (all rolled back) when one is not visible
+    arqs = arq_state.lock_all(session, arq_uuids, project_id)  # NotFound when one is not visible
+    held = releasing(session, [a.uuid for a in arqs])
+    arq_state.unbind_locked(session, arqs)
     return held
 
 
@@ -169,9 +158,6 @@ def delete_releasing(session: Session, arq_uuids: list[str] | None, instance_uui
     also the uuids that were not found."""
     from rayborg.store import arq_state
 
-    locked = _lock_visible(session, arq_uuids, instance_uuid, project_id)
-    held = releasing(session, locked)
-    # By instance: exactly the ARQs locked above (one bound to it since is not in `held`).
-    missing = arq_state.delete_arqs(session, locked if instance_uuid is not None else arq_uuids, None,
-                                    project_id, allow_bound=allow_bound)
-    return held, missing
+    arqs = arq_state.lock_for_delete(session, arq_uuids, instance_uuid, project_id)
+    held = releasing(session, [a.uuid for a in arqs])
+    return held, arq_state.delete_locked(session, arqs, arq_uuids, allow_bound)
