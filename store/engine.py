@@ -15,6 +15,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,7 +128,7 @@ class Store:
         # that hands over at once, instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 ...
         # 100 ms between tries however soon the lock is free (other processes still meet it there).
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
-        self._group: GroupCommit | None = None
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = weakref.WeakKeyDictionary()
 
     @property
     def is_sqlite(self) -> bool:
@@ -185,9 +186,11 @@ class Store:
         runs transactions side by side and gets plain `atransact`."""
         if not self.is_sqlite:
             return await self.atransact(fn, *args, **kwargs)
-        if self._group is None:
-            self._group = GroupCommit(self)
-        return await self._group.run(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(loop)
+        if group is None:  # one queue per event loop: a queue must never outlive the loop it waits on
+            group = self._groups[loop] = GroupCommit(self)
+        return await group.run(fn, *args, **kwargs)
 
     async def aquery(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """A read for the event loop. On SQLite it runs inline: WAL readers never wait for writers,

@@ -109,3 +109,20 @@ async def test_a_failing_transaction_fails_every_call_in_it(sqlite_url, monkeypa
     assert await store.agroup_transact(_add, "after") == "after"  # the queue is not left stuck
     store.dispose()
 
+
+
+def test_each_event_loop_gets_its_own_queue(sqlite_url):
+    """A queue left behind by a closed event loop (a test's, a script's) never holds up the next."""
+    from rayborg.store.engine import Store
+
+    store = Store(sqlite_url)
+    upgrade(store.engine)
+
+    async def stranded():
+        asyncio.ensure_future(store.agroup_transact(_add, "first"))  # never awaited: its loop ends
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(stranded())
+    loop.close()
+    assert asyncio.run(asyncio.wait_for(store.agroup_transact(_add, "second"), 10)) == "second"
+    store.dispose()
