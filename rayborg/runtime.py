@@ -25,7 +25,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         keystone=keystone, sysfs_root=settings.sysfs_root, dev_root=settings.dev_root,
         drivers=settings.enabled_drivers, driver_options=settings.driver_options,
         fake_devices=settings.fake_devices, report_interval=settings.report_interval,
-        binder_count=settings.binders, log_format=logs.resolve_format(), log_level=settings.log_level)
+        binder_count=settings.binder_count, log_format=logs.resolve_format(), log_level=settings.log_level)
 
 
 @dataclass
@@ -105,4 +105,4 @@ def connect_runtime(settings: Settings, store, address: str) -> Runtime:
     from rayborg.api.ray_binder import RayBinder
 
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    return Runtime(supervisor=None, binder=RayBinder(store, settings.binders), started_ray=False)
+    return Runtime(supervisor=None, binder=RayBinder(store, settings.binder_count), started_ray=False)

@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     # (a string: drivers parse their options from strings too).
     driver_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     report_interval: float = 60.0
-    # None: 1 on SQLite (one writer at a time: a second binder only waits for the lock, and costs
-    # ~80 MiB; measured, 1,078 vs 1,093 binds/s), 2 on PostgreSQL. See `binders`.
-    binder_count: int | None = Field(default=None, ge=1)
+    # One binder keeps the store busy on 2 cores: measured with bench/writes.py's bind burst, SQLite
+    # 1,078 binds/s with one and 1,093 with two; PostgreSQL 636 with one and 481 with two (the
+    # binders' claims skip each other's locked handles and retry). A second one also costs ~80 MiB.
+    binder_count: int = Field(default=1, ge=1)
     placement_url: str | None = None
     placement_token: str | None = "admin"   # a fixed token (Placement's noauth2) when no Keystone
     nova_url: str | None = None
@@ -84,13 +85,6 @@ class Settings(BaseSettings):
     # Run the Ray actors (HostAgents, PlacementSync, binders); off: API and store only.
     actors: bool = True
     log_level: str = "INFO"
-
-    @property
-    def binders(self) -> int:
-        """How many binder actors run: `binder_count`, or the default for the database."""
-        if self.binder_count is not None:
-            return self.binder_count
-        return 1 if self.database_url.startswith("sqlite") else 2
 
     @field_validator("database_url")
     @classmethod

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nova-url", help="Nova endpoint for accelerator-request-bound events")
     p.add_argument("--report-interval", type=float, help="seconds between full discovery sweeps (default 60)")
     p.add_argument("--binders", type=int, dest="binder_count",
-                   help="binder actors (default: 1 on SQLite, where one keeps its single writer busy; 2 on PostgreSQL)")
+                   help="binder actors (default 1: one keeps the database busy; more pay off only with PostgreSQL "
+                   "on a host with cores to spare)")
     p.add_argument("--sysfs-root", help="where drivers read sysfs (default /sys)")
     p.set_defaults(func=run)
 

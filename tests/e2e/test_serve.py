@@ -119,7 +119,7 @@ def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
         assert status == 200
         names = {a["name"] for a in actors["data"]["result"]["result"] if a["state"] == "ALIVE"}
         assert {f"rayborg:host:{host}", "rayborg:placement-sync", "rayborg:binder:0"} <= names
-        assert "rayborg:binder:1" not in names  # one binder on SQLite
+        assert "rayborg:binder:1" not in names  # one binder by default
     finally:
         assert server.stop() == 0
 
