@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rayborg.drivers import gpu_check
 from rayborg.drivers.registry import DRIVERS, REAL_DRIVERS, check_names, check_option_sections, discover_host
 
 EPILOG = f"""\
@@ -28,6 +29,8 @@ examples:
                                                     driver options (on top of settings' driver_options)
   rayborg --config /etc/rayborg/rayborg.toml discover
                                                     roots, drivers and driver options of that config
+  rayborg discover --drivers nvidia_gpu --compare-nvidia-smi --out /tmp/gpu-check
+                                                    on a GPU host: check against nvidia-smi, capture a fixture
 """
 
 
@@ -52,6 +55,16 @@ def register(subparsers) -> None:
                    help="set one driver option (repeatable; VALUE is JSON when it parses as JSON, else a "
                         "string); overrides the same key of settings' driver_options")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    g = p.add_argument_group("checking the GPU drivers on a GPU host")
+    g.add_argument("--compare-nvidia-smi", action="store_true",
+                   help="compare the NVIDIA GPUs found with `nvidia-smi -q -x` (address, vendor/device ids, "
+                        "model): exit 0 when they agree, 1 when they differ, 2 when nvidia-smi is missing or "
+                        "fails; drivers default to nvidia_gpu,nvidia_vgpu and the host name to 'gpu-host'")
+    g.add_argument("--nvidia-smi", metavar="PATH", help="the nvidia-smi to run (default: nvidia-smi on PATH)")
+    g.add_argument("--out", metavar="DIR",
+                   help="with --compare-nvidia-smi: write DIR/report.json, DIR/nvidia-smi.xml (serials and "
+                        "UUIDs replaced), DIR/comparison.json, and the sysfs files the drivers read as DIR/sysfs "
+                        "and DIR/tree.json (a fixture; both are re-discovered to prove it)")
     p.set_defaults(func=run)
 
 
@@ -80,6 +93,10 @@ def parse_driver_option(text: str) -> tuple[str, str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    compare = args.compare_nvidia_smi
+    if not compare and (args.out or args.nvidia_smi):
+        print("rayborg discover: --out and --nvidia-smi need --compare-nvidia-smi", file=sys.stderr)
+        return 2
     settings = _settings()
     sysfs_root = args.sysfs_root or (settings.sysfs_root if settings else "/sys")
     dev_root = args.dev_root or (settings.dev_root if settings else "/dev")
@@ -87,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.drivers:
             names = check_names(args.drivers.split(","))
+        elif compare:  # the drivers that own NVIDIA GPUs, whatever the settings enable
+            names = list(gpu_check.NVIDIA_DRIVERS)
         else:
             names = check_names(settings.enabled_drivers or REAL_DRIVERS) if settings else list(REAL_DRIVERS)
         for text in args.driver_option:
@@ -114,14 +133,30 @@ def run(args: argparse.Namespace) -> int:
             return 2
         names = [*dict.fromkeys([*names, "fake"])]
         options.setdefault("fake", {})["spec"] = args.fake
+    # a capture is meant to be committed: a placeholder host name, unless one is asked for
+    hostname = args.hostname or (gpu_check.HOST_PLACEHOLDER if compare else socket.gethostname())
+
+    def discover_at(sysfs: Path):
+        return discover_host(hostname, sysfs_root=sysfs, drivers=names, dev_root=dev_root, options=options)
+
     with _expanded(root) as root:
-        report = discover_host(args.hostname or socket.gethostname(), sysfs_root=root,
-                               drivers=names, dev_root=dev_root, options=options)
+        report = discover_at(root)
+        if compare:
+            return _compare_nvidia_smi(args, report, root, discover_at)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
         print_table(report)
     return 0
+
+
+def _compare_nvidia_smi(args: argparse.Namespace, report, root: Path, rediscover) -> int:
+    try:
+        return gpu_check.check(report, root, tool=args.nvidia_smi or "nvidia-smi", out=args.out, as_json=args.json,
+                     rediscover=rediscover)
+    except gpu_check.CheckError as exc:
+        print(f"rayborg discover: {exc}", file=sys.stderr)
+        return 2
 
 
 @contextlib.contextmanager
