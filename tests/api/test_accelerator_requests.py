@@ -10,6 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 from rayborg.store.tables import AttachHandle
 
@@ -24,12 +25,6 @@ JSON = {"Content-Type": "application/json"}
 ARQ_FIELDS = {"uuid", "state", "device_profile_name", "device_profile_group_id", "hostname", "device_rp_uuid",
               "instance_uuid", "project_id", "attach_handle_type", "attach_handle_uuid", "attach_handle_info",
               "created_at", "updated_at", "links"}
-
-
-async def fault(resp) -> str:
-    inner = json.loads((await resp.json())["error_message"])
-    assert inner["faultcode"] == "Client"
-    return inner["faultstring"]
 
 
 @pytest.fixture
@@ -106,8 +101,7 @@ async def test_create_accepts_and_ignores_client_extras(client, tree, extra):
                                   {"device_profile_name": "dp", "device_profile_group_id": "first"}])
 async def test_create_rejects_bad_bodies(client, tree, body):
     resp = await client.post("/v2/accelerator_requests", json=body)
-    assert resp.status == 400
-    await fault(resp)
+    await cyborg_fault(resp, 400)
     assert await listed(client, headers={}) == []
 
 
@@ -120,7 +114,7 @@ async def test_create_bad_transport_and_unknown_profile(client, tree):
     resp = await client.post("/v2/accelerator_requests", data=big, headers=JSON)
     assert resp.status == 413
     resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "nope"})
-    assert resp.status == 404 and "nope" in await fault(resp)
+    assert "nope" in await cyborg_fault(resp, 404)
     resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "dp"},
                              headers={V: "accelerator 2.4"})
     assert resp.status == 406
@@ -148,8 +142,7 @@ async def test_projects_are_isolated_and_admins_see_all(client, tree):
     ("/v2/accelerator_requests?state=Bound", 400)])
 async def test_list_and_show_bad_input(client, tree, url, status):
     resp = await client.get(url)
-    assert resp.status == status
-    await fault(resp)
+    await cyborg_fault(resp, status)
 
 
 async def test_list_by_instance_and_resolved(client, store, tree):
@@ -211,7 +204,7 @@ async def test_sdk_single_uuid_patch_forms(client, tree):
     assert [(await show(client, x["uuid"]))["state"] for x in (a, b)] == ["Bound", "Bound"]
     resp = await patch(client, {a["uuid"]: UNBIND_OPS}, status=400,
                        url=f"/v2/accelerator_requests/{b['uuid']}")
-    assert "in the path" in await fault(resp)
+    assert "in the path" in await cyborg_fault(resp, 400)
     await patch(client, {a["uuid"]: UNBIND_OPS}, status=400, url="/v2/accelerator_requests/not-a-uuid")
 
 
@@ -219,7 +212,7 @@ async def test_bind_and_unbind_need_a_service_token(client, tree):
     (arq,) = await create(client)
     for ops in (bind_ops(tree, str(uuid.uuid4())), UNBIND_OPS):
         resp = await patch(client, {arq["uuid"]: ops}, status=403, headers=MEMBER)
-        assert await fault(resp) == SERVICE_TOKEN_MSG
+        assert await cyborg_fault(resp, 403) == SERVICE_TOKEN_MSG
     assert (await show(client, arq["uuid"]))["state"] == "Initial"
 
 
@@ -260,7 +253,7 @@ def _ops_with(tree, instance, **change):
 async def test_bad_patches_are_400_and_change_nothing(client, tree, make_body, needle):
     (arq,) = await create(client)
     resp = await patch(client, make_body(arq["uuid"], tree, str(uuid.uuid4())), status=400)
-    assert needle in await fault(resp)
+    assert needle in await cyborg_fault(resp, 400)
     assert (await show(client, arq["uuid"]))["state"] == "Initial"
 
 
@@ -279,7 +272,7 @@ async def test_patch_with_one_unknown_arq_changes_nothing(client, tree):
     ghost = str(uuid.uuid4())
     resp = await patch(client, {arq["uuid"]: bind_ops(tree, str(uuid.uuid4())),
                                 ghost: bind_ops(tree, str(uuid.uuid4()))}, status=404)
-    assert ghost in await fault(resp)
+    assert ghost in await cyborg_fault(resp, 404)
     await client.app["binder"].drain()
     assert (await show(client, arq["uuid"]))["state"] == "Initial"
 
@@ -290,9 +283,9 @@ async def test_wrong_state_and_busy_instance(client, tree):
     await patch(client, {a["uuid"]: bind_ops(tree, instance)})
     await client.app["binder"].drain()
     resp = await patch(client, {a["uuid"]: bind_ops(tree, str(uuid.uuid4()))}, status=409)  # already Bound
-    assert "Bound" in await fault(resp)
+    assert "Bound" in await cyborg_fault(resp, 409)
     resp = await patch(client, {b["uuid"]: bind_ops(tree, instance)}, status=400)
-    assert "already has accelerator requests" in await fault(resp)
+    assert "already has accelerator requests" in await cyborg_fault(resp, 400)
     await patch(client, {a["uuid"]: UNBIND_OPS})
     await patch(client, {a["uuid"]: UNBIND_OPS}, status=409)  # Unbound -> Unbound is no transition
     assert (await show(client, b["uuid"]))["state"] == "Initial"
@@ -302,7 +295,7 @@ async def test_project_id_in_bind_needs_2_1_and_admin(client, tree):
     (arq,) = await create(client, headers=ADMIN_NOVA)
     ops = [*bind_ops(tree, str(uuid.uuid4())), {"op": "add", "path": "/project_id", "value": "p7"}]
     resp = await patch(client, {arq["uuid"]: ops}, status=406, headers=ADMIN_NOVA)
-    assert "2.1" in await fault(resp)
+    assert "2.1" in await cyborg_fault(resp, 406)
     await patch(client, {arq["uuid"]: ops}, status=403, headers={**NOVA, V: "accelerator 2.1"})
     await patch(client, {arq["uuid"]: ops}, headers={**ADMIN_NOVA, V: "accelerator 2.1"})
     await client.app["binder"].drain()
@@ -321,7 +314,7 @@ async def test_delete_by_arqs_is_not_idempotent(client, store, tree):
     assert resp.status == 204 and await resp.read() == b""
     assert handles_in_use(store) == set()
     resp = await client.delete(f"/v2/accelerator_requests?arqs={b['uuid']},{c['uuid']}", headers=NOVA)
-    assert resp.status == 404 and b["uuid"] in await fault(resp)
+    assert b["uuid"] in await cyborg_fault(resp, 404)
     assert await listed(client) == []  # c was deleted before the 404
 
 
@@ -341,7 +334,7 @@ async def test_delete_by_instance_is_idempotent_and_needs_service(client, store,
     await patch(client, {a["uuid"]: bind_ops(tree, instance) for a in arqs[:2]})
     await client.app["binder"].drain()
     resp = await client.delete(f"/v2/accelerator_requests?instance={instance}", headers=MEMBER)
-    assert resp.status == 403 and await fault(resp) == SERVICE_TOKEN_MSG
+    assert await cyborg_fault(resp, 403) == SERVICE_TOKEN_MSG
     for _ in range(2):
         resp = await client.delete(f"/v2/accelerator_requests?instance={instance}", headers=NOVA)
         assert resp.status == 204
@@ -355,8 +348,7 @@ async def test_deleting_a_bound_arq_needs_service(client, tree):
     await patch(client, {a["uuid"]: bind_ops(tree, instance)})
     await client.app["binder"].drain()
     resp = await client.delete(f"/v2/accelerator_requests?arqs={b['uuid']},{a['uuid']}", headers=MEMBER)
-    assert resp.status == 403
-    message = await fault(resp)
+    message = await cyborg_fault(resp, 403)
     assert a["uuid"] in message and instance in message
     assert len(await listed(client)) == 2  # nothing deleted
     resp = await client.delete(f"/v2/accelerator_requests?arqs={b['uuid']}", headers=MEMBER)
@@ -368,8 +360,7 @@ async def test_deleting_a_bound_arq_needs_service(client, tree):
 async def test_delete_bad_queries(client, tree, query):
     await create(client)
     resp = await client.delete(f"/v2/accelerator_requests{query}")
-    assert resp.status == 400
-    await fault(resp)
+    await cyborg_fault(resp, 400)
     assert len(await listed(client)) == 1
 
 
@@ -438,7 +429,7 @@ async def test_another_projects_unbind_and_delete_release_nothing_of_the_owner(r
     assert resp.status == 204
     for url in (f"/v2/accelerator_requests?arqs={arq['uuid']}", f"/v2/accelerator_requests/{arq['uuid']}"):
         resp = await client.delete(url, headers=other_nova)
-        assert resp.status == 404 and arq["uuid"] in await fault(resp)
+        assert arq["uuid"] in await cyborg_fault(resp, 404)
     assert (await show(client, arq["uuid"]))["state"] == "Bound"
     assert [h for h in binder.held if h.mdevs or h.consumers] == []
 

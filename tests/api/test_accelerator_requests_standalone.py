@@ -8,6 +8,7 @@ import json
 import uuid
 
 import pytest
+from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 from sqlalchemy import select, update
 
@@ -16,12 +17,6 @@ from rayborg.store.tables import AttachHandle, Device, DeviceStatus, Host, HostS
 
 MEMBER = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member"}
 NOVA = {**MEMBER, "X-Service-Roles": "service"}
-
-
-async def fault(resp) -> str:
-    inner = json.loads((await resp.json())["error_message"])
-    assert inner["faultcode"] == "Client"
-    return inner["faultstring"]
 
 
 async def create(client, name: str) -> list[dict]:
@@ -128,7 +123,7 @@ async def test_required_and_forbidden_traits_are_respected(client, store):
     assert shown_not_b["device_rp_uuid"] == plain.rp_uuids[0]
     (want_c,) = await create(client, "c")
     resp = await patch(client, {want_c["uuid"]: ops(str(uuid.uuid4()))}, status=409)
-    message = await fault(resp)
+    message = await cyborg_fault(resp, 409)
     assert want_c["uuid"] in message and "CUSTOM_C" in message and "FPGA" in message
     assert unchanged(await show(client, want_c["uuid"]))
 
@@ -142,7 +137,7 @@ async def test_no_free_device_is_409_and_changes_nothing(client, store):
     await settle(client, [first])
     for hostname in ("host1", None, "host9"):
         resp = await patch(client, {second["uuid"]: ops(str(uuid.uuid4()), hostname=hostname)}, status=409)
-        message = await fault(resp)
+        message = await cyborg_fault(resp, 409)
         assert second["uuid"] in message and "resource class FPGA" in message
         assert "required traits CUSTOM_FPGA_INTEL" in message and "forbidden traits CUSTOM_SLOW" in message
         assert (f"on host {hostname}" if hostname else "on any host") in message
@@ -159,7 +154,7 @@ async def test_n_arqs_on_a_host_with_n_minus_one_free_handles(client, store):
     assert len(arqs) == 3
     instance = str(uuid.uuid4())
     resp = await patch(client, {a["uuid"]: ops(instance, hostname="host1") for a in arqs}, status=409)
-    assert "on host host1" in await fault(resp)
+    assert "on host host1" in await cyborg_fault(resp, 409)
     assert all(unchanged(a) for a in await settle(client, arqs))
     assert handles_in_use(store) == set()
     # Without the host they fit (first fit: host1's two handles, then host2); all distinct handles.
@@ -189,7 +184,7 @@ async def test_handles_promised_to_binds_in_flight_are_not_free(client, store):
     target = arq_state.BindTarget("host1", tree.rp_uuids[0], str(uuid.uuid4()), "p1")
     store.transact(arq_state.start_bind, {nova_arq["uuid"]: target})
     resp = await patch(client, {mine["uuid"]: ops(str(uuid.uuid4()))}, status=409)
-    assert mine["uuid"] in await fault(resp)
+    assert mine["uuid"] in await cyborg_fault(resp, 409)
     assert unchanged(await show(client, mine["uuid"]))
     # Same within one PATCH: an ARQ with a named RP speaks for that handle before the choice.
     store.transact(arq_state.unbind, [nova_arq["uuid"]])
@@ -215,7 +210,7 @@ async def test_disabled_devices_and_lost_hosts_are_not_chosen(client, store):
     store.transact(lambda s: s.execute(update(Host).where(Host.hostname == "host1")
                                        .values(state=HostState.LOST.value)))
     resp = await patch(client, {arq["uuid"]: ops(str(uuid.uuid4()))}, status=409)
-    assert arq["uuid"] in await fault(resp)
+    assert arq["uuid"] in await cyborg_fault(resp, 409)
     assert (await show(client, arq["uuid"]))["state"] == "Unbound"
     assert handles_in_use(store) == set()
 
@@ -246,13 +241,13 @@ async def test_an_rp_without_host_or_no_instance_is_still_400(client, store):
     tree = add_device(store, "host1")
     (arq,) = await create(client, "dp")
     resp = await patch(client, {arq["uuid"]: ops(str(uuid.uuid4()), rp=tree.rp_uuids[0])}, status=400)
-    assert await fault(resp) == "Fields absent in patch hostname"
+    assert await cyborg_fault(resp, 400) == "Fields absent in patch hostname"
     host_only = [{"op": "add", "path": "/hostname", "value": "host1"}]
     resp = await patch(client, {arq["uuid"]: host_only}, status=400)
-    assert await fault(resp) == "Fields absent in patch device_rp_uuid, instance_uuid"
+    assert await cyborg_fault(resp, 400) == "Fields absent in patch device_rp_uuid, instance_uuid"
     resp = await patch(client, {arq["uuid"]: host_only + [
         {"op": "add", "path": "/device_rp_uuid", "value": tree.rp_uuids[0]}]}, status=400)
-    assert await fault(resp) == "Fields absent in patch instance_uuid"
+    assert await cyborg_fault(resp, 400) == "Fields absent in patch instance_uuid"
     assert unchanged(await show(client, arq["uuid"]))
 
 

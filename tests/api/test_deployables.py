@@ -20,10 +20,6 @@ def tree(store):
     return add_device(store, hostname="host1", deployables=2, traits=("CUSTOM_FPGA_INTEL", "CUSTOM_X"))
 
 
-def fault(body) -> str:
-    return json.loads(body["error_message"])["faultstring"]
-
-
 def requests(store):
     return store.query(lambda s: [(r.image_uuid, r.state) for r in s.exec(select(ProgramRequest))])
 
@@ -92,7 +88,7 @@ async def test_program_errors(client, store, tree):
     resp = await client.patch(f"/v2/deployables/{uuid}/program", data=b"x", headers={"Content-Type": "text/xml"})
     await cyborg_fault(resp, 415)
     resp = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM, headers=MEMBER)
-    assert resp.status == 403 and fault(await resp.json()).endswith("cyborg:deployable:program")
+    assert (await cyborg_fault(resp, 403)).endswith("cyborg:deployable:program")
     manager = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM,
                                  headers=dict(MEMBER, **{"X-Roles": "manager"}))
     assert manager.status == 403
@@ -125,6 +121,6 @@ async def test_bad_reads(client, tree, url, status, message):
 async def test_policy_for_reads(client, tree):
     for url, rule in (("/v2/deployables", "get_all"), (f"/v2/deployables/{tree.deployable_uuids[0]}", "get_one")):
         resp = await client.get(url, headers=MEMBER)
-        assert resp.status == 403 and fault(await resp.json()).endswith(f"cyborg:deployable:{rule}")
+        assert (await cyborg_fault(resp, 403)).endswith(f"cyborg:deployable:{rule}")
         resp = await client.get(url, headers=dict(MEMBER, **{"X-Roles": "manager"}))
         assert resp.status == 200

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from cyborg_errors import cyborg_fault
 from factories import add_profile
 from rayborg.store import arq_state
 
@@ -15,13 +16,6 @@ MEMBER = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member"}
 GROUPS = [{"resources:FPGA": "1", "trait:CUSTOM_FPGA_INTEL": "required",
            "accel:bitstream_id": "d5ca2f11-3108-4426-a11c-a959987565df"},
           {"resources:PGPU": "2", "trait:CUSTOM_GPU_NVIDIA_T4": "forbidden"}]
-
-
-async def fault(resp) -> str:
-    body = await resp.json()
-    inner = json.loads(body["error_message"])
-    assert inner["faultcode"] == ("Client" if resp.status < 500 else "Server")
-    return inner["faultstring"]
 
 
 async def create(client, status=201, headers=None, **profile):
@@ -83,8 +77,7 @@ async def test_create_strips_spaces_accepts_null_description_and_given_uuid(clie
 ])
 async def test_create_rejects_invalid_profiles(client, profile, needle):
     resp = await client.post("/v2/device_profiles", json=[profile])
-    assert resp.status == 400
-    assert needle in await fault(resp)
+    assert needle in await cyborg_fault(resp, 400)
     assert (await (await client.get("/v2/device_profiles")).json())["device_profiles"] == []
 
 
@@ -96,21 +89,19 @@ async def test_create_rejects_invalid_profiles(client, profile, needle):
 ])
 async def test_create_rejects_wrong_body_shapes(client, body, needle):
     resp = await client.post("/v2/device_profiles", json=body)
-    assert resp.status == 400
-    assert needle in await fault(resp)
+    assert needle in await cyborg_fault(resp, 400)
 
 
 async def test_create_rejects_malformed_json_content_type_and_oversized_body(client):
     resp = await client.post("/v2/device_profiles", data=b'[{"name": ',
                              headers={"Content-Type": "application/json"})
-    assert resp.status == 400 and "JSON" in await fault(resp)
+    assert "JSON" in await cyborg_fault(resp, 400)
     resp = await client.post("/v2/device_profiles", data=b"name=dp",
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status == 415
     big = json.dumps([{"name": "dp", "groups": GROUPS, "description": "x" * (2 * 1024 * 1024)}])
     resp = await client.post("/v2/device_profiles", data=big, headers={"Content-Type": "application/json"})
-    assert resp.status == 413
-    await fault(resp)
+    await cyborg_fault(resp, 413)
 
 
 async def test_create_duplicate_name_or_uuid_is_409(client):
@@ -121,11 +112,11 @@ async def test_create_duplicate_name_or_uuid_is_409(client):
 
 async def test_create_and_delete_need_admin(client):
     resp = await client.post("/v2/device_profiles", json=[{"name": "dp", "groups": GROUPS}], headers=MEMBER)
-    assert resp.status == 403
-    assert await fault(resp) == "Access was denied to the following resource: cyborg:device_profile:create"
+    message = await cyborg_fault(resp, 403)
+    assert message == "Access was denied to the following resource: cyborg:device_profile:create"
     await create(client, name="dp")
     resp = await client.delete("/v2/device_profiles/dp", headers=MEMBER)
-    assert resp.status == 403 and "cyborg:device_profile:delete" in await fault(resp)
+    assert "cyborg:device_profile:delete" in await cyborg_fault(resp, 403)
     resp = await client.get("/v2/device_profiles?name=dp", headers=MEMBER)  # reads are open to members
     assert len((await resp.json())["device_profiles"]) == 1
 
@@ -142,7 +133,7 @@ async def test_list_filters_by_comma_names_and_pages(client):
     assert await names("?name=nope") == []
     assert await names(f"?limit=1&marker={uuids[0]}") == ["b"]
     resp = await client.get("/v2/device_profiles?hostname=x")
-    assert resp.status == 400 and await fault(resp) == 'Unknown argument: "hostname"'
+    assert await cyborg_fault(resp, 400) == 'Unknown argument: "hostname"'
 
 
 async def test_show_by_uuid_at_every_version_and_by_name_from_2_2(client):
@@ -154,14 +145,14 @@ async def test_show_by_uuid_at_every_version_and_by_name_from_2_2(client):
     assert resp.status == 200 and (await resp.json())["device_profile"]["uuid"] == body["uuid"]
     for headers in ({}, {V: "accelerator 2.1"}):
         resp = await client.get("/v2/device_profiles/dp", headers=headers)
-        assert resp.status == 406
-        assert await fault(resp) == "Request not acceptable. The minimal required API version should be 2.2"
+        message = await cyborg_fault(resp, 406)
+        assert message == "Request not acceptable. The minimal required API version should be 2.2"
     resp = await client.get("/v2/device_profiles/dp", headers={V: "accelerator 2.9"})
     assert resp.status == 406
     resp = await client.get(f"/v2/device_profiles/{uuid.uuid4()}")
     assert resp.status == 404
     resp = await client.get("/v2/device_profiles/nope", headers={V: "accelerator 2.2"})
-    assert resp.status == 404 and "nope" in await fault(resp)
+    assert "nope" in await cyborg_fault(resp, 404)
 
 
 @pytest.mark.parametrize("form", ["uuid", "path-names", "value", "name"])
@@ -192,14 +183,13 @@ async def test_delete_unknown_is_404_and_deletes_nothing(client):
 async def test_delete_needs_exactly_one_selector(client, url):
     await create(client, name="a")
     resp = await client.delete(url)
-    assert resp.status == 400
-    await fault(resp)
+    await cyborg_fault(resp, 400)
 
 
 async def test_delete_profile_in_use_is_409(client, store):
     add_profile(store, "used")
     store.transact(arq_state.create_arqs, "used", "p1")
     resp = await client.delete("/v2/device_profiles/used")
-    assert resp.status == 409 and "in use" in await fault(resp)
+    assert "in use" in await cyborg_fault(resp, 409)
     resp = await client.get("/v2/device_profiles?name=used")
     assert len((await resp.json())["device_profiles"]) == 1

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from cyborg_errors import cyborg_fault
 from factories import add_device
 from sqlmodel import select
 
@@ -18,10 +19,6 @@ def trees(store):
     return [add_device(store, hostname="host1", type="FPGA", vendor="0x8086", bus=0x5e),
             add_device(store, hostname="host2", type="GPU", vendor="0x10de", model="T4", rc="PGPU",
                        traits=("CUSTOM_GPU_NVIDIA",), bus=0x3b)]
-
-
-def fault(body) -> str:
-    return json.loads(body["error_message"])["faultstring"]
 
 
 async def test_list_all_and_fields(client, trees):
@@ -76,8 +73,7 @@ async def test_policy(client, trees):
                               ("POST", f"/v2/devices/{uuid}/disable", "cyborg:device:disable"),
                               ("POST", f"/v2/devices/{uuid}/enable", "cyborg:device:enable")):
         resp = await client.request(method, url, headers=MEMBER)
-        assert resp.status == 403
-        assert fault(await resp.json()) == f"Access was denied to the following resource: {rule}"
+        assert await cyborg_fault(resp, 403) == f"Access was denied to the following resource: {rule}"
         assert (await client.request(method, url, headers=ADMIN)).status == 200
 
 
@@ -89,8 +85,7 @@ async def test_policy(client, trees):
     ("POST", "/v2/devices/nope/enable", 400), ("DELETE", "/v2/devices/4cd3925c-04dd-4618-a0ab-c861f6c06803", 405)])
 async def test_bad_input(client, trees, method, url, status):
     resp = await client.request(method, url)
-    assert resp.status == status
-    assert json.loads((await resp.json())["error_message"])["faultcode"] == "Client"
+    await cyborg_fault(resp, status)
 
 
 async def test_limit_and_marker(client, trees):
