@@ -23,7 +23,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         database_url=settings.database_url, placement_url=settings.placement_url,
         placement_token=settings.placement_token, nova_url=settings.nova_url, nova_token=settings.nova_token,
         keystone=keystone, sysfs_root=settings.sysfs_root, dev_root=settings.dev_root,
-        drivers=settings.enabled_drivers, driver_options=settings.driver_options,
+        drivers=settings.enabled_drivers, driver_options=settings.resolved_driver_options(),
         fake_devices=settings.fake_devices, report_interval=settings.report_interval,
         binder_count=settings.binder_count, log_format=logs.resolve_format(), log_level=settings.log_level)
 

@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     actors: bool = True
     log_level: str = "INFO"
 
+    def resolved_driver_options(self) -> dict[str, dict[str, Any]]:
+        """driver_options as the drivers get them: a Glance bitstream source that names no
+        credentials of its own ("auth_url" or "token") uses the [keystone] service user, the one
+        Placement and Nova calls use, so an operator configures that user once."""
+        options = {name: dict(values) for name, values in self.driver_options.items()}
+        source = options.get("bitstreams") or {}
+        if source.get("glance_url") and not (source.get("auth_url") or source.get("token")) \
+                and self.keystone.auth_url:
+            options["bitstreams"] = self.keystone.model_dump(exclude_none=True) | source
+        return options
+
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, url: str) -> str:

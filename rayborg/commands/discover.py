@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings()
     sysfs_root = args.sysfs_root or (settings.sysfs_root if settings else "/sys")
     dev_root = args.dev_root or (settings.dev_root if settings else "/dev")
-    options = {k: dict(v) for k, v in (settings.driver_options if settings else {}).items()}
+    options = settings.resolved_driver_options() if settings else {}
     try:
         if args.drivers:
             names = check_names(args.drivers.split(","))

@@ -106,8 +106,12 @@ async def test_create_rejects_malformed_json_content_type_and_oversized_body(cli
 
 async def test_create_duplicate_name_or_uuid_is_409(client):
     first = await create(client, name="dp")
-    assert "already exists" in str(await create(client, status=409, name="dp"))
-    await create(client, status=409, name="other", uuid=first["uuid"])
+    resp = await client.post("/v2/device_profiles", json=[{"name": "dp", "groups": GROUPS}])
+    assert "already exists" in await cyborg_fault(resp, 409)
+    resp = await client.post("/v2/device_profiles", json=[{"name": "other", "uuid": first["uuid"], "groups": GROUPS}])
+    assert "already exists" in await cyborg_fault(resp, 409)
+    resp = await client.get("/v2/device_profiles")
+    assert [p["name"] for p in (await resp.json())["device_profiles"]] == ["dp"]  # nothing half-written
 
 
 async def test_create_and_delete_need_admin(client):

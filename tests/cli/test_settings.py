@@ -173,3 +173,25 @@ def test_binder_count(given, expected):
 def test_binder_count_must_be_positive():
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         Settings(binder_count=0, _env_file=None)
+
+
+# A Glance bitstream source without credentials of its own uses the [keystone] service user.
+def test_glance_source_takes_the_keystone_service_user():
+    from rayborg.settings import KeystoneOptions
+
+    keystone = KeystoneOptions(auth_url="http://ks/v3", username="cyborg", password="pw", project_name="service",
+                               region_name="R1")
+    glance = {"glance_url": "http://glance:9292", "download_dir": "/var/tmp/bs"}
+    s = Settings(keystone=keystone, driver_options={"bitstreams": glance, "spdk": {"socket": "/s"}}, _env_file=None)
+    options = runtime_config(s).for_host("h1")["options"]
+    assert options["bitstreams"] == {"auth_url": "http://ks/v3", "username": "cyborg", "password": "pw",
+                                     "project_name": "service", "user_domain_id": "default",
+                                     "project_domain_id": "default", "region_name": "R1", **glance}
+    assert options["spdk"] == {"socket": "/s"} and s.driver_options["bitstreams"] == glance  # settings untouched
+    # a source with its own credentials, a local directory, or no [keystone] user: as configured
+    for source in ({**glance, "token": "t"}, {**glance, "auth_url": "http://other/v3", "username": "u"},
+                   {"dir": "/srv/bs"}):
+        s = Settings(keystone=keystone, driver_options={"bitstreams": source}, _env_file=None)
+        assert runtime_config(s).driver_options["bitstreams"] == source
+    assert Settings(driver_options={"bitstreams": glance}, _env_file=None).resolved_driver_options() == \
+        {"bitstreams": glance}
