@@ -49,6 +49,37 @@ def upsert_host(session: Session, hostname: str) -> Host:
     return host
 
 
+@dataclass
+class _HostRows:
+    """The host's stored tree, read in one query per table: a report of N devices then costs a
+    few queries instead of four per device (a batch of programmings re-reports hosts many times)."""
+
+    cpids: dict[int, ControlPathID]
+    deployables: dict[int, dict[str, Deployable]]
+    attributes: dict[int, list[Attribute]]
+    handles: dict[int, list[AttachHandle]]
+
+    @classmethod
+    def load(cls, session: Session, hostname: str) -> _HostRows:
+        def of_host(table, *joins):
+            query = select(table)
+            for target, on in joins:
+                query = query.join(target, on)
+            return session.exec(query.where(Device.hostname == hostname).order_by(table.id))
+
+        via_device = (Device, Deployable.device_id == Device.id)
+        rows = cls({}, {}, {}, {})
+        for cpid in of_host(ControlPathID, (Device, ControlPathID.device_id == Device.id)):
+            rows.cpids.setdefault(cpid.device_id, cpid)
+        for dep in of_host(Deployable, via_device):
+            rows.deployables.setdefault(dep.device_id, {})[dep.name] = dep
+        for attr in of_host(Attribute, (Deployable, Attribute.deployable_id == Deployable.id), via_device):
+            rows.attributes.setdefault(attr.deployable_id, []).append(attr)
+        for handle in of_host(AttachHandle, (Deployable, AttachHandle.deployable_id == Deployable.id), via_device):
+            rows.handles.setdefault(handle.deployable_id, []).append(handle)
+        return rows
+
+
 def apply_report(session: Session, report: HostReport) -> ReportDiff:
     diff = ReportDiff(report.hostname)
     host = upsert_host(session, report.hostname)
@@ -56,11 +87,12 @@ def apply_report(session: Session, report: HostReport) -> ReportDiff:
 
     existing = {d.std_board_info_key: d for d in
                 session.exec(select(Device).where(Device.hostname == report.hostname))}
+    stored = _HostRows.load(session, report.hostname)
     for reported in report.devices:
         device = existing.pop(reported.key, None)
-        _apply_device(session, report.hostname, reported, device, diff)
+        _apply_device(session, report.hostname, reported, device, stored, diff)
     for gone in existing.values():
-        for dep in session.exec(select(Deployable).where(Deployable.device_id == gone.id)):
+        for dep in stored.deployables.get(gone.id, {}).values():
             _tombstone(session, dep, report.hostname, diff)
         session.delete(gone)
         diff.devices_removed += 1
@@ -76,7 +108,7 @@ def _tombstone(session: Session, dep: Deployable, hostname: str, diff: ReportDif
 
 
 def _apply_device(session: Session, hostname: str, reported: DriverDevice, device: Device | None,
-                  diff: ReportDiff) -> None:
+                  stored: _HostRows, diff: ReportDiff) -> None:
     fields = {"type": reported.type, "vendor": reported.vendor, "model": reported.model,
               "std_board_info": reported.std_board_info_json(),
               "vendor_board_info": reported.vendor_board_info}
@@ -89,7 +121,7 @@ def _apply_device(session: Session, hostname: str, reported: DriverDevice, devic
             setattr(device, k, v)
         device.updated_at = utcnow()
 
-    cpid = session.exec(select(ControlPathID).where(ControlPathID.device_id == device.id)).first()
+    cpid = stored.cpids.get(device.id)
     cpid_info = reported.controlpath_id.info_json()
     if cpid is None:
         cpid = ControlPathID(device_id=device.id, cpid_type=reported.controlpath_id.cpid_type,
@@ -99,12 +131,12 @@ def _apply_device(session: Session, hostname: str, reported: DriverDevice, devic
     elif (cpid.cpid_type, cpid.cpid_info) != (reported.controlpath_id.cpid_type, cpid_info):
         cpid.cpid_type, cpid.cpid_info = reported.controlpath_id.cpid_type, cpid_info
 
-    existing = {d.name: d for d in session.exec(select(Deployable).where(Deployable.device_id == device.id))}
+    existing = dict(stored.deployables.get(device.id, {}))
     ids: dict[str, int] = {}
     for top in reported.deployables:
         for dep, parent in _flatten(top):
             row = existing.pop(dep.name, None)
-            row = _apply_deployable(session, device.id, dep, row, diff)
+            row = _apply_deployable(session, device.id, dep, row, stored, diff)
             ids[dep.name] = row.id
             row.parent_id = ids[parent.name] if parent else None
             row.root_id = ids[top.name]
@@ -114,7 +146,7 @@ def _apply_device(session: Session, hostname: str, reported: DriverDevice, devic
 
 
 def _apply_deployable(session: Session, device_id: int, dep: DriverDeployable, row: Deployable | None,
-                      diff: ReportDiff) -> Deployable:
+                      stored: _HostRows, diff: ReportDiff) -> Deployable:
     if row is None:
         row = Deployable(name=dep.name, device_id=device_id, num_accelerators=dep.num_accelerators,
                          driver_name=dep.driver_name, bitstream_id=dep.bitstream_id,
@@ -129,18 +161,19 @@ def _apply_deployable(session: Session, device_id: int, dep: DriverDeployable, r
             row.num_accelerators, row.driver_name, row.bitstream_id = after
             row.placement_dirty, row.updated_at = True, utcnow()
             diff.changed.append(dep.name)
-    if _apply_attributes(session, row.id, dep.attributes) and dep.name not in diff.added:
+    if _apply_attributes(session, row.id, stored.attributes.get(row.id, []), dep.attributes) \
+            and dep.name not in diff.added:
         row.placement_dirty = True
         if dep.name not in diff.changed:
             diff.changed.append(dep.name)
-    _apply_handles(session, row.id, dep)
+    _apply_handles(session, row.id, stored.handles.get(row.id, []), dep)
     return row
 
 
-def _apply_attributes(session: Session, deployable_id: int, reported: dict[str, str]) -> bool:
+def _apply_attributes(session: Session, deployable_id: int, rows: list[Attribute],
+                      reported: dict[str, str]) -> bool:
     """Driver-owned keys (`rc`, `traitN` and whatever the driver reports) follow the report;
     keys an operator added through the API are left alone. True when something changed."""
-    rows = list(session.exec(select(Attribute).where(Attribute.deployable_id == deployable_id)))
     by_key = {r.key: r for r in rows}
     changed = False
     for key, value in reported.items():
@@ -158,9 +191,8 @@ def _apply_attributes(session: Session, deployable_id: int, reported: dict[str, 
     return changed
 
 
-def _apply_handles(session: Session, deployable_id: int, dep: DriverDeployable) -> None:
-    rows = {(r.attach_type, r.attach_info): r for r in
-            session.exec(select(AttachHandle).where(AttachHandle.deployable_id == deployable_id))}
+def _apply_handles(session: Session, deployable_id: int, stored: list[AttachHandle], dep: DriverDeployable) -> None:
+    rows = {(r.attach_type, r.attach_info): r for r in stored}
     for handle in dep.attach_handles:
         key = (handle.attach_type, handle.info_json())
         if rows.pop(key, None) is None:
