@@ -349,7 +349,10 @@ def measure_writes(dep: Deployment, cycles: int, clients: int, duration: float, 
         out = subprocess.run([sys.executable, str(BENCH / "writes.py"), dep.base_url, "--cycles", str(cycles),
                               "--clients", str(clients), "--duration", str(duration), "--burst", str(burst),
                               "--nova", nova_url.removesuffix("/v2.1")],
-                             check=True, capture_output=True, text=True, timeout=900)
+                             capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:  # one deployment's failed write run must not lose the rest of the results
+        print(f"  {dep.name}: writes.py failed (exit {out.returncode}):\n{out.stderr[-3000:]}", flush=True)
+        return {"failed": f"writes.py exit {out.returncode}: {out.stderr.strip().splitlines()[-1:]}"}
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res.update(pss_idle_mib=idle, pss_load_mib=sampler.peak, processes=len(dep.pids()),
                startup_s=round(dep.startup_s, 2) if dep.startup_s else None)
@@ -688,6 +691,9 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"work directory kept: {work}")
+    for name, w in res.get("writes", {}).items():
+        if w.get("failed"):
+            res["notes"].append(f"{name}'s write benchmark failed, its write rows are empty: {w['failed']}")
     res["environment"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     res["total_s"] = round(time.perf_counter() - t0, 1)
     if max(float(x) for x in (res["environment"]["loadavg_before"] + " " + res["environment"]["loadavg_after"]).split()) \

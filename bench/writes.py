@@ -55,14 +55,23 @@ class Client:
         self.service = dict(self.headers, **dataset.SERVICE_HEADERS_EXTRA)
 
     async def call(self, op: str, method: str, path: str, body=None, service: bool = False):
-        async with self.s.request(method, self.base + path, headers=self.service if service else self.headers,
-                                  data=None if body is None else json.dumps(body)) as r:
-            text = await r.text()
-            self.codes[f"{op} {r.status}"] += 1
-            try:
-                return r.status, json.loads(text) if text else None
-            except ValueError:
-                return r.status, None
+        """(status, parsed JSON body); (None, None) when no answer came (client timeout, reset):
+        counted as "<op> timeout"/"<op> failed", as the read load counts them, not a crash."""
+        try:
+            async with self.s.request(method, self.base + path, data=None if body is None else json.dumps(body),
+                                      headers=self.service if service else self.headers) as r:
+                text = await r.text()
+        except asyncio.TimeoutError:
+            self.codes[f"{op} timeout"] += 1
+            return None, None
+        except aiohttp.ClientError:
+            self.codes[f"{op} failed"] += 1
+            return None, None
+        self.codes[f"{op} {r.status}"] += 1
+        try:
+            return r.status, json.loads(text) if text else None
+        except ValueError:
+            return r.status, None
 
 
 async def profile_pair(c: Client, i: int) -> bool:
