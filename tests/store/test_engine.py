@@ -139,3 +139,40 @@ def test_plain_postgresql_url_works(postgres_server):
     store.transact(lambda s: s.add(_device("pg")))
     assert store.query(lambda s: s.exec(select(Device.std_board_info_key)).all()) == ["pg"]
     store.dispose()
+
+
+async def test_event_loop_reads_keep_one_sqlite_connection_and_see_every_commit(sqlite_url):
+    from sqlalchemy import select as sa_select
+
+    from rayborg.store.prepared import Prepared, raw_read
+
+    store = Store(sqlite_url)
+    upgrade(store.engine)
+    count = Prepared(sa_select(func.count()).select_from(Device))
+
+    @raw_read
+    def devices(reader) -> int:
+        return reader.all(count)[0][0]
+
+    def add(session, key):
+        session.add(_device(key))
+
+    assert await store.aquery(devices) == 0
+    kept = store.engine.pool.checkedout()
+    for i in range(20):  # each commit, from another connection, is seen by the next read: no stale snapshot
+        store.transact(add, f"k{i}")
+        assert await store.aquery(devices) == i + 1
+    assert kept == store.engine.pool.checkedout() == 1  # the one kept connection, not one per read
+    with store.engine.connect() as conn:  # and it pins no WAL snapshot: a full checkpoint completes
+        assert conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0] == 0
+
+    @raw_read
+    def broken(reader):
+        return reader.all(Prepared(sa_select(text("no_such_column")).select_from(Device)))
+
+    with pytest.raises(Exception, match="no_such_column"):
+        await store.aquery(broken)
+    assert store.engine.pool.checkedout() == 0  # a connection that failed is dropped, not kept
+    assert await store.aquery(devices) == 20
+    store.dispose()
+    assert store._kept_readers == []
