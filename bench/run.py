@@ -13,7 +13,9 @@ Then, one deployment and one endpoint at a time, bench/loadgen.py (its own proce
 Writes (unless --reads-only; needs Debian's rabbitmq-server): Cyborg with RabbitMQ + its conductor (and a
 real Placement from shared/tools/run-placement), rayborg as `rayborg serve` with its Ray actors, both
 sending bind events to bench/nova_standin.py; bench/writes.py measures profile create+delete,
-create->Bound and ARQs bound/s, and the PSS of each whole deployment.
+create->Bound and ARQs bound/s, and the PSS of each whole deployment. Last, rayborg's Placement sync
+cost against that Placement (--sync-hosts simulated hosts x 8 devices: first report, unchanged
+re-report, one device added).
 Prints a table and writes bench/results/results.{json,md} and bench/results/reads.png.
 Figures, not assertions: compare runs on the same machine only.
 """
@@ -382,18 +384,35 @@ def warm(dep: Deployment) -> None:
                 raise RuntimeError(f"{dep.name} {path}: HTTP {status} (see {dep.log})")
 
 
-def measure(dep: Deployment, clients: int, duration: float) -> dict:
-    warm(dep)
-    out = {"pss_idle_mib": dep.front_pss(), "processes": len(process_tree(dep.proc.pid)), "endpoints": {}}
-    peak = 0.0
-    for key, _label, path in ENDPOINTS:
-        with PssSampler(dep, front_only=True) as sampler:
-            out["endpoints"][key] = load(dep.base_url + path, clients, duration)
-        peak = max(peak, sampler.peak)
-        e = out["endpoints"][key]
-        print(f"  {dep.name:8s} {key:16s} {e['req_s']:9.1f} req/s  p50 {e['p50_ms']} ms  p99 {e['p99_ms']} ms  "
-              f"errors {e['errors']}", flush=True)
-    out["pss_load_mib"] = peak
+def measure(deps: list[Deployment], clients: int, duration: float, rounds: int = 1) -> dict[str, dict]:
+    """Each endpoint of each deployment under load `rounds` times, the deployments taking turns
+    within a round so that all of them see the same machine; per endpoint, the median round by
+    req/s is kept (with its own p50/p99) and every round's req/s is listed. Rounds matter on a
+    shared 2-core VM: the same deployment measured twice can differ by 2x."""
+    out: dict[str, dict] = {}
+    peaks: dict[str, float] = {}
+    for dep in deps:
+        warm(dep)
+        out[dep.name] = {"pss_idle_mib": dep.front_pss(), "processes": len(process_tree(dep.proc.pid)),
+                         "endpoints": {}}
+        peaks[dep.name] = 0.0
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for n in range(rounds):
+        for key, _label, path in ENDPOINTS:
+            for dep in deps:
+                with PssSampler(dep, front_only=True) as sampler:
+                    e = load(dep.base_url + path, clients, duration)
+                peaks[dep.name] = max(peaks[dep.name], sampler.peak)
+                runs.setdefault((dep.name, key), []).append(e)
+                print(f"  {dep.name:8s} {key:16s} {e['req_s']:9.1f} req/s  p50 {e['p50_ms']} ms  "
+                      f"p99 {e['p99_ms']} ms  errors {e['errors']}" + (f"  (round {n + 1})" if rounds > 1 else ""),
+                      flush=True)
+    for (name, key), results in runs.items():
+        median = sorted(results, key=lambda e: e["req_s"])[(len(results) - 1) // 2]
+        out[name]["endpoints"][key] = {**median, "rounds_req_s": [e["req_s"] for e in results],
+                                       "errors": sum(e["errors"] for e in results)}
+    for dep in deps:
+        out[dep.name]["pss_load_mib"] = peaks[dep.name]
     return out
 
 
@@ -434,12 +453,35 @@ def build_rows(res: dict) -> list[dict]:
     rows.append({"metric": "memory under read load: peak PSS MiB, API server only", "rayborg": rb["pss_load_mib"],
                  "cyborg": cy["pss_load_mib"] if cy else None, "floor": fl["pss_load_mib"],
                  "ratio": ratio(rb["pss_load_mib"], cy["pss_load_mib"] if cy else None), "target": "", "met": None})
-    rows += write_rows(res)
+    rows += write_rows(res) + sync_rows(res.get("placement_sync"))
     st = res["rayborg_startup_s"]
     rows.append({"metric": "startup: `rayborg serve` to first 200 on /v2, s (median)",
                  "rayborg": round(statistics.median(st), 2), "cyborg": res.get("cyborg_startup_s"), "floor": None,
                  "ratio": ratio(statistics.median(st), res.get("cyborg_startup_s")), "target": "", "met": None})
     return rows
+
+
+SYNC_ONE_CHANGE_MAX_CALLS = 10  # "O(1)": one changed device costs a handful of calls, whatever the cluster
+
+
+def sync_rows(sync: dict | None) -> list[dict]:
+    """rayborg's Placement sync cost (bench/runtime_bench.placement_sync_cost); Cyborg has no column:
+    its agents report through the conductor, which this run does not simulate for 100 hosts."""
+    if not sync:
+        return []
+    size = f"{sync['hosts']} hosts x {sync['devices_per_host']} devices"
+    first, same, one = sync["first_sync"], sync["unchanged_rereport"], sync["one_device_changed"]
+
+    def row(metric, value, target="", met=None):
+        return {"metric": f"Placement sync: {metric}", "rayborg": value, "cyborg": None, "floor": None,
+                "ratio": None, "target": target, "met": met}
+
+    return [row(f"first report of {size}: Placement calls", first["calls"]),
+            row(f"first report of {size}: wall s", first["seconds"]),
+            row("unchanged re-report of every host: Placement writes", same["writes"], "0", same["writes"] == 0),
+            row("unchanged re-report of every host: Placement calls", same["calls"]),
+            row("one device added on one host: Placement calls", one["calls"],
+                f"O(1): <= {SYNC_ONE_CHANGE_MAX_CALLS}", one["calls"] <= SYNC_ONE_CHANGE_MAX_CALLS)]
 
 
 CREATE_TO_BOUND_TARGET_MS = 20.0
@@ -548,7 +590,9 @@ def markdown(res: dict, t: list[list[str]]) -> str:
     lines = ["# rayborg vs OpenStack Cyborg 17", "",
              (f"Run {res['started']} on {env['cpus']} CPUs ({env['machine']}), Python {env['python']}; "
               f"load average {env['loadavg_before']} before, {env['loadavg_after']} after. "
-              f"{res['clients']} concurrent clients, {res['duration_s']} s per endpoint, one deployment at a time; "
+              f"{res['clients']} concurrent clients, {res['duration_s']} s per endpoint, one deployment at a time"
+              + (f" (rayborg and the floor: {res['rounds']} rounds taking turns, the median round by req/s "
+                 "shown; Cyborg: one)" if res.get("rounds", 1) > 1 else "") + "; "
               "the load generator (one aiohttp process) shares the same cores as the servers."), "",
              f"- rayborg: `rayborg serve --no-actors --workers {res['rayborg_workers']}` on SQLite.",
              (f"- Cyborg {res.get('cyborg_version', '-')}: API under gunicorn, 2 workers x 4 threads, SQLite "
@@ -562,7 +606,10 @@ def markdown(res: dict, t: list[list[str]]) -> str:
               "that reached Bound per second of such cycles from concurrent clients."),
              ("- A request counts as an error on a non-200 answer or after 30 s without one (client timeout); "
               "requests still open when the window closes are awaited and counted."),
-             "- Memory is the PSS of each deployment's process tree (`/proc/<pid>/smaps_rollup`).", "",
+             "- Memory is the PSS of each deployment's process tree (`/proc/<pid>/smaps_rollup`).",
+             ("- Placement sync (`bench/runtime_bench.py`'s `placement_sync_cost`, rayborg only): the store "
+              "and Placement push of simulated hosts against the same real Placement (one gunicorn worker), "
+              "first report, then every host again unchanged, then one host with one more device."), "",
              "| " + " | ".join(t[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(t[0]) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in t[1:]]
     if res.get("notes"):
@@ -616,6 +663,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per endpoint (max 60)")
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="load rounds per read endpoint for rayborg and the floor (the median is kept); "
+                         "Cyborg gets one, its ratios are far from the targets")
     ap.add_argument("--rayborg-workers", type=int, default=2,
                     help="front-door processes (default 2, as many as Cyborg's gunicorn workers)")
     ap.add_argument("--startup-runs", type=int, default=3)
@@ -624,6 +674,8 @@ def main() -> int:
     ap.add_argument("--write-cycles", type=int, default=30,
                     help="sequential create->bind->unbind->delete cycles (and profile create+delete pairs)")
     ap.add_argument("--write-clients", type=int, default=10, help="concurrent clients for binds/s")
+    ap.add_argument("--sync-hosts", type=int, default=100,
+                    help="simulated hosts (8 devices each) for the Placement sync cost; 0 skips it")
     ap.add_argument("--burst", type=int, default=600, help="instances (2 ARQs each) in rayborg's bind burst")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -655,13 +707,13 @@ def main() -> int:
         deps.append(rb)
         res["rayborg_startup_s"] = [round(s, 3) for s in startup]
         print(f"  rayborg serve -> first 200 on /v2: {', '.join(f'{s:.2f}' for s in startup)} s", flush=True)
-        res["rayborg"] = measure(rb, args.clients, args.duration)
-        rb.stop()
-
         print("starting the floor ...", flush=True)
         fl = start_floor(work, floor_db, args.rayborg_workers)
         deps.append(fl)
-        res["floor"] = measure(fl, args.clients, args.duration)
+        print(f"reads: rayborg and the floor taking turns, {args.rounds} round(s) ...", flush=True)
+        both = measure([rb, fl], args.clients, args.duration, args.rounds)
+        res["rayborg"], res["floor"], res["rounds"] = both[rb.name], both[fl.name], args.rounds
+        rb.stop()
         fl.stop()
 
         venv = version = None
@@ -684,7 +736,7 @@ def main() -> int:
             cy = start_cyborg(work, venv, writes)
             deps.append(cy)
             res["cyborg_startup_s"] = round(cy.startup_s, 2)
-            res["cyborg"] = measure(cy, args.clients, args.duration)
+            res["cyborg"] = measure([cy], args.clients, args.duration)[cy.name]
             if writes:
                 res["writes"]["cyborg"] = measure_writes(cy, args.write_cycles, args.write_clients, args.duration,
                                                          CYBORG_BURST, writes["nova_url"])
@@ -702,6 +754,15 @@ def main() -> int:
             res["writes"]["rayborg"] = measure_writes(rf, args.write_cycles, args.write_clients, args.duration,
                                                       args.burst, writes["nova_url"])
             rf.stop()
+            if args.sync_hosts > 0:
+                print(f"Placement sync cost, {args.sync_hosts} hosts x 8 devices ...", flush=True)
+                from runtime_bench import placement_sync_cost
+
+                res["placement_sync"] = placement_sync_cost(writes["placement_url"], args.sync_hosts, 8,
+                                                            f"sqlite:///{work / 'sync.db'}")
+                print(f"  first {res['placement_sync']['first_sync']}; unchanged "
+                      f"{res['placement_sync']['unchanged_rereport']}; one device "
+                      f"{res['placement_sync']['one_device_changed']}", flush=True)
     finally:
         for d in deps:
             d.stop()
