@@ -129,8 +129,8 @@ class Store:
         # 100 ms between tries however soon the lock is free (other processes still meet it there).
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = weakref.WeakKeyDictionary()
-        self._thread_reader = threading.local()  # see _kept_reader
-        self._kept_readers: list = []
+        self._thread_reader = threading.local()  # see _kept_read
+        self._kept_readers: weakref.WeakSet = weakref.WeakSet()
 
     @property
     def is_sqlite(self) -> bool:
@@ -209,24 +209,27 @@ class Store:
         """A `@raw_read` on a SQLite connection this thread keeps: a pool checkout and its
         reset-on-return cost about twice the read itself (21 of 32 us showing one ARQ). Nothing is
         held between reads: the connections run without implicit transactions
-        (isolation_level=None), so each SELECT sees the latest commit and no snapshot pins the WAL."""
+        (isolation_level=None), so each SELECT sees the latest commit and no snapshot pins the WAL.
+        The connection is detached from the pool: it takes no pool slot, and it is closed when its
+        thread ends (the thread-local goes) or at `dispose`."""
         conn = getattr(self._thread_reader, "conn", None)
         if conn is None:
             conn = self._thread_reader.conn = self.engine.raw_connection()
-            self._kept_readers.append(conn)
+            conn.detach()
+            self._kept_readers.add(conn)
         try:
             return fn(RawReader(conn, self.engine.dialect), *args, **kwargs)
         except sqlite3.Error:
             self._thread_reader.conn = None  # a connection in doubt is not used again
-            self._kept_readers.remove(conn)
+            self._kept_readers.discard(conn)
             conn.invalidate()
             raise
 
     def dispose(self) -> None:
-        for conn in self._kept_readers:
+        for conn in list(self._kept_readers):
             with contextlib.suppress(Exception):
                 conn.close()
-        self._kept_readers.clear()
+        self._kept_readers = weakref.WeakSet()
         self._thread_reader = threading.local()
         self.engine.dispose()
 

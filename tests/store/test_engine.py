@@ -142,6 +142,11 @@ def test_plain_postgresql_url_works(postgres_server):
 
 
 async def test_event_loop_reads_keep_one_sqlite_connection_and_see_every_commit(sqlite_url):
+    import asyncio
+    import gc
+    import threading
+
+    from sqlalchemy import event
     from sqlalchemy import select as sa_select
 
     from rayborg.store.prepared import Prepared, raw_read
@@ -149,6 +154,8 @@ async def test_event_loop_reads_keep_one_sqlite_connection_and_see_every_commit(
     store = Store(sqlite_url)
     upgrade(store.engine)
     count = Prepared(sa_select(func.count()).select_from(Device))
+    checkouts = []
+    event.listen(store.engine, "checkout", lambda conn, _record, _proxy: checkouts.append(conn))
 
     @raw_read
     def devices(reader) -> int:
@@ -158,12 +165,14 @@ async def test_event_loop_reads_keep_one_sqlite_connection_and_see_every_commit(
         session.add(_device(key))
 
     assert await store.aquery(devices) == 0
-    kept = store.engine.pool.checkedout()
-    for i in range(20):  # each commit, from another connection, is seen by the next read: no stale snapshot
+    store.transact(add, "k0")
+    checkouts.clear()
+    for i in range(1, 21):  # each commit, from another connection, is seen by the next read: no stale snapshot
         store.transact(add, f"k{i}")
         assert await store.aquery(devices) == i + 1
-    assert kept == store.engine.pool.checkedout() == 1  # the one kept connection, not one per read
-    with store.engine.connect() as conn:  # and it pins no WAL snapshot: a full checkpoint completes
+    assert len(checkouts) == 20  # the writes' only: the kept connection served every read
+    assert store.engine.pool.checkedout() == 0  # and it holds no pool slot
+    with store.engine.connect() as conn:  # nor a WAL snapshot: a full checkpoint completes
         assert conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0] == 0
 
     @raw_read
@@ -172,7 +181,15 @@ async def test_event_loop_reads_keep_one_sqlite_connection_and_see_every_commit(
 
     with pytest.raises(Exception, match="no_such_column"):
         await store.aquery(broken)
-    assert store.engine.pool.checkedout() == 0  # a connection that failed is dropped, not kept
-    assert await store.aquery(devices) == 20
+    assert len(store._kept_readers) == 0  # a connection that failed is dropped, not kept
+    assert await store.aquery(devices) == 21
+
+    # Threads that come and go (each with its own loop) leave no connection behind.
+    threads = [threading.Thread(target=lambda: asyncio.run(store.aquery(devices))) for _ in range(40)]
+    for t in threads:
+        t.start()
+        t.join()
+    gc.collect()
+    assert len(store._kept_readers) == 1 and store.engine.pool.checkedout() == 0  # only this thread's
     store.dispose()
-    assert store._kept_readers == []
+    assert len(store._kept_readers) == 0
