@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, update
 from sqlmodel import select
 
@@ -111,6 +112,8 @@ async def test_a_failing_transaction_fails_every_call_in_it(sqlite_url, monkeypa
 
 
 
+# The stranded call's drain task never starts, by design: its loop closes first.
+@pytest.mark.filterwarnings("ignore:coroutine 'GroupCommit._drain' was never awaited:RuntimeWarning")
 def test_each_event_loop_gets_its_own_queue(sqlite_url):
     """A queue left behind by a closed event loop (a test's, a script's) never holds up the next."""
     from rayborg.store.engine import Store
