@@ -22,7 +22,7 @@ from functools import lru_cache
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlmodel import Session
 
 from rayborg.store import standalone_allocations
@@ -230,30 +230,60 @@ def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindT
     return chosen
 
 
-_MINE_AND_FREE = (_handles.c.deployable_id == bindparam("deployable"), _handles.c.in_use.is_(False))
-_CLAIM = (update(_handles)
-          .where(_handles.c.id.in_(select(_handles.c.id).where(*_MINE_AND_FREE).order_by(_handles.c.id)
-                                   .limit(bindparam("count")).with_for_update(skip_locked=True)),
-                 _handles.c.in_use.is_(False))
-          .values(in_use=True, updated_at=bindparam("now")).returning(_handles.c.id))
-_ANY_FREE = select(exists().where(*_MINE_AND_FREE))
+# Claiming for many deployables at once (a binder's batch spreads over many): one UPDATE picks up
+# to n free handles of each wanted deployable, re-checking `in_use` so that two binders can never
+# get the same one. PostgreSQL picks per deployable in a LATERAL subquery, skipping handles other
+# transactions are claiming right now (row locks cannot go with window functions); SQLite has one
+# writer at a time and numbers each deployable's free handles with a window function instead.
+_NOW = bindparam("now", type_=_handles.c.updated_at.type)
+_CLAIM_MANY = {
+    "postgresql": text("""
+        UPDATE attach_handles SET in_use = true, updated_at = :now
+        WHERE id IN (SELECT pick.id
+                     FROM unnest(CAST(:deps AS integer[]), CAST(:counts AS integer[])) AS want(dep, n)
+                     CROSS JOIN LATERAL (SELECT h.id FROM attach_handles h
+                                         WHERE h.deployable_id = want.dep AND NOT h.in_use
+                                         ORDER BY h.id LIMIT want.n FOR UPDATE SKIP LOCKED) AS pick)
+          AND NOT in_use
+        RETURNING id, deployable_id"""),
+    "sqlite": text("""
+        UPDATE attach_handles SET in_use = 1, updated_at = :now
+        WHERE id IN (SELECT id FROM (
+                       SELECT h.id, want.value AS n,
+                              row_number() OVER (PARTITION BY h.deployable_id ORDER BY h.id) AS nth
+                       FROM attach_handles h JOIN json_each(:wants) AS want
+                         ON h.deployable_id = CAST(want.key AS INTEGER)
+                       WHERE NOT h.in_use)
+                     WHERE nth <= n)
+          AND NOT in_use
+        RETURNING id, deployable_id"""),
+}
+_CLAIM_MANY = {name: stmt.bindparams(_NOW) for name, stmt in _CLAIM_MANY.items()}
+_WITH_FREE = (select(_handles.c.deployable_id).distinct()
+              .where(_handles.c.deployable_id.in_(bindparam("deps", expanding=True)), _handles.c.in_use.is_(False)))
 
 
-def claim_handles(session: Session, deployable_id: int, count: int) -> list[int]:
-    """Mark up to `count` free attach handles of the deployable in use, atomically; their ids
-    (fewer when fewer are free).
+def claim_handles(session: Session, wanted: dict[int, int]) -> dict[int, list[int]]:
+    """Mark up to `wanted[deployable_id]` free attach handles of each deployable in use, atomically;
+    deployable id -> the claimed handle ids, ascending (fewer when fewer are free).
 
-    One UPDATE picks and claims them, re-checking `in_use` so that two binders can never get the
-    same one; on PostgreSQL the pick skips handles other transactions are claiming right now, and
-    is retried while such handles may still come free."""
-    claimed: list[int] = []
+    On PostgreSQL the pick skips handles that other transactions are claiming right now; a
+    deployable left short while it still has free handles (such a claim rolled back) is tried again."""
+    dialect = session.get_bind().dialect.name
+    claimed: dict[int, list[int]] = {dep: [] for dep in wanted}
+    short = {dep: n for dep, n in wanted.items() if n > 0}
     for _ in range(CLAIM_ATTEMPTS):
-        claimed += session.execute(_CLAIM, {"deployable": deployable_id, "count": count - len(claimed),
-                                            "now": utcnow()}).scalars().all()
-        if len(claimed) >= count or not session.execute(_ANY_FREE, {"deployable": deployable_id}).scalar():
+        params = ({"deps": list(short), "counts": list(short.values())} if dialect == "postgresql"
+                  else {"wants": json.dumps(short)})
+        for handle_id, dep in session.execute(_CLAIM_MANY[dialect], {**params, "now": utcnow()}).all():
+            claimed[dep].append(handle_id)
+        short = {dep: wanted[dep] - len(claimed[dep]) for dep in short if len(claimed[dep]) < wanted[dep]}
+        if short:
+            short = {dep: short[dep] for dep in session.execute(_WITH_FREE, {"deps": list(short)}).scalars()}
+        if not short:
             break
         time.sleep(CLAIM_BACKOFF_S)  # lost a race while others' claims are in flight: try again
-    return sorted(claimed)
+    return {dep: sorted(ids) for dep, ids in claimed.items()}
 
 
 def release_handle(session: Session, handle_id: int) -> bool:
@@ -336,9 +366,9 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
             failed.append((row, f"Device {target[2]} is in maintenance"))
         else:
             wanting[target].append(row)
+    handles = claim_handles(session, {dep_id: len(waiting) for (dep_id, *_), waiting in wanting.items()})
     for (dep_id, dep_uuid, _, _), waiting in wanting.items():
-        handles = claim_handles(session, dep_id, len(waiting))
-        for row, handle_id in zip_longest(waiting, handles[:len(waiting)]):
+        for row, handle_id in zip_longest(waiting, handles[dep_id]):
             if handle_id is None:
                 failed.append((row, f"No free attach handle on deployable {dep_uuid}"))
             else:

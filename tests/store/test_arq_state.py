@@ -256,3 +256,43 @@ def test_fifty_concurrent_binds_on_five_handles(store):
     assert sorted(claimed) == sorted(tree.handle_ids)  # every handle once, none twice
     assert handles_in_use(store) == set(tree.handle_ids)
     assert all(r.attach_handle_id is None for r in rows if r.state == ARQState.BIND_FAILED)
+
+
+def test_one_batch_claims_on_many_deployables(store):
+    """finish_binds claims for all the deployables of a batch at once: each gets its own handles,
+    in id order, and a deployable that runs out fails only its own surplus ARQs."""
+    tree = add_device(store, deployables=3, handles_per_deployable=2)
+    arqs = new_arqs(store, 5)
+    on = [0, 0, 0, 1, 2]  # three ARQs want the first deployable's two handles
+    store.transact(arq_state.start_bind, {u: BindTarget("host1", tree.rp_uuids[d], str(uuid.uuid4()), "proj")
+                                          for u, d in zip(arqs, on, strict=True)})
+    out = store.transact(arq_state.finish_binds, arqs)
+    assert [out[u] for u in arqs] == ["Bound", "Bound", "BindFailed", "Bound", "Bound"]
+    rows = arqs_by_uuid(store)
+    assert "No free attach handle on deployable" in rows[arqs[2]].bind_error
+    by_dep = store.query(lambda s: {h.id: h.deployable_id for h in s.scalars(select(AttachHandle))})
+    held = [rows[u].attach_handle_id for u in arqs if out[u] == "Bound"]
+    assert len(set(held)) == 4 and handles_in_use(store) == set(held)
+    assert [by_dep[h] for h in held] == [rows[u].deployable_id for u in arqs if out[u] == "Bound"]
+    first = sorted(h for h, d in by_dep.items() if d == rows[arqs[0]].deployable_id)
+    assert [rows[arqs[0]].attach_handle_id, rows[arqs[1]].attach_handle_id] == first
+
+
+def test_concurrent_batches_over_many_deployables(store):
+    """Four binders' batches race for the same 12 handles on 4 deployables: every handle is
+    claimed exactly once (PostgreSQL: the picks skip each other's locked rows and retry)."""
+    tree = add_device(store, deployables=4, handles_per_deployable=3)
+    arqs = new_arqs(store, 40)
+    store.transact(arq_state.start_bind, {u: BindTarget("host1", tree.rp_uuids[i % 4], str(uuid.uuid4()), "proj")
+                                          for i, u in enumerate(arqs)})
+    barrier = threading.Barrier(4)
+
+    def finish(batch: list[str]) -> dict[str, str]:
+        barrier.wait()
+        return store.transact(arq_state.finish_binds, batch)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [r for out in pool.map(finish, [arqs[i::4] for i in range(4)]) for r in out.values()]
+    assert results.count("Bound") == 12 and results.count("BindFailed") == 28
+    claimed = [r.attach_handle_id for r in arqs_by_uuid(store).values() if r.state == ARQState.BOUND]
+    assert sorted(claimed) == sorted(tree.handle_ids) and handles_in_use(store) == set(tree.handle_ids)
