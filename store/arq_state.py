@@ -235,9 +235,8 @@ def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindT
 # get the same one. PostgreSQL picks per deployable in a LATERAL subquery, skipping handles other
 # transactions are claiming right now (row locks cannot go with window functions); SQLite has one
 # writer at a time and numbers each deployable's free handles with a window function instead.
-_NOW = bindparam("now", type_=_handles.c.updated_at.type)
-_CLAIM_MANY = {
-    "postgresql": text("""
+_CLAIM_MANY_SQL = {
+    "postgresql": """
         UPDATE attach_handles SET in_use = true, updated_at = :now
         WHERE id IN (SELECT pick.id
                      FROM unnest(CAST(:deps AS integer[]), CAST(:counts AS integer[])) AS want(dep, n)
@@ -245,8 +244,8 @@ _CLAIM_MANY = {
                                          WHERE h.deployable_id = want.dep AND NOT h.in_use
                                          ORDER BY h.id LIMIT want.n FOR UPDATE SKIP LOCKED) AS pick)
           AND NOT in_use
-        RETURNING id, deployable_id"""),
-    "sqlite": text("""
+        RETURNING id, deployable_id""",
+    "sqlite": """
         UPDATE attach_handles SET in_use = 1, updated_at = :now
         WHERE id IN (SELECT id FROM (
                        SELECT h.id, want.value AS n,
@@ -256,9 +255,10 @@ _CLAIM_MANY = {
                        WHERE NOT h.in_use)
                      WHERE nth <= n)
           AND NOT in_use
-        RETURNING id, deployable_id"""),
+        RETURNING id, deployable_id""",
 }
-_CLAIM_MANY = {name: stmt.bindparams(_NOW) for name, stmt in _CLAIM_MANY.items()}
+_CLAIM_MANY = {dialect: text(sql).bindparams(bindparam("now", type_=_handles.c.updated_at.type))
+               for dialect, sql in _CLAIM_MANY_SQL.items()}
 _WITH_FREE = (select(_handles.c.deployable_id).distinct()
               .where(_handles.c.deployable_id.in_(bindparam("deps", expanding=True)), _handles.c.in_use.is_(False)))
 
