@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     token_cache_seconds: int = 300
     policy_file: str | None = None
     max_body_bytes: int = 1024 * 1024
+    # Input limits (issue 14). A profile group's `resources:RC` amount is 1..max_group_amount; all the
+    # amounts of a profile add up to at most max_profile_amount (the ARQs one POST creates).
+    max_group_amount: int = Field(default=64, ge=1)
+    max_profile_amount: int = Field(default=128, ge=1)
+    # Slow clients: seconds to receive a request's headers, and its body; connections served at once
+    # (further ones wait in the kernel's backlog until one closes).
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
     api_workers: int = 1
     sysfs_root: str = "/sys"
     dev_root: str = "/dev"
