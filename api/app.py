@@ -151,6 +151,11 @@ def create_app(settings, store, binder=None) -> web.Application:
         from rayborg.api.local_binder import LocalBinder
 
         binder = LocalBinder(store)
+
+        async def _resume_binds(app: web.Application) -> None:  # binds a previous process left
+            await app["binder"].start()
+
+        app.on_startup.append(_resume_binds)
     app["binder"] = binder
     for prefix in MOUNT_PREFIXES:
         for method, path, handler in ROUTES:
