@@ -11,7 +11,7 @@ profiles, 200 devices, 1,000 ARQs):
 Then, one deployment and one endpoint at a time, bench/loadgen.py (its own process) sends GETs from
 50 concurrent clients for 10 s, while the PSS of each deployment's processes is sampled.
 Writes (unless --reads-only; needs Debian's rabbitmq-server): Cyborg with RabbitMQ + its conductor (and a
-real Placement from shared/tools/run-placement), rayborg as `rayborg serve` with its Ray actors, both
+real Placement from tests/service_starters.py), rayborg as `rayborg serve` with its Ray actors, both
 sending bind events to bench/nova_standin.py; bench/writes.py measures profile create+delete,
 create->Bound and ARQs bound/s, and the PSS of each whole deployment. Last, rayborg's Placement sync
 cost against that Placement (--sync-hosts simulated hosts x 8 devices: first report, unchanged
@@ -43,7 +43,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(REPO / "tests"))
 import dataset
+from service_starters import Placement
 
 ENDPOINTS = [  # (key, label, path)
     ("device_profiles", "list device profiles (20)", "/v2/device_profiles"),
@@ -328,20 +330,16 @@ def start_rayborg_full(work: Path, db_url: str, nova_url: str) -> Deployment:
 
 
 def start_helper_services(work: Path) -> tuple[list, dict]:
-    """A real Placement (shared/tools/run-placement; Cyborg's conductor needs it at start) and the Nova
+    """A real Placement (tests/service_starters.py; Cyborg's conductor needs it at start) and the Nova
     stand-in (bench/nova_standin.py) that both deployments send bind events to."""
     stops = []
     nova_port = free_port()
     nova = spawn([sys.executable, str(BENCH / "nova_standin.py"), str(nova_port)], work / "nova.log")
     stops.append(lambda: stop_process(nova, 5))
     wait_port(nova_port, 30, nova)
-    placement_port = free_port()
-    script = REPO.parent / "shared" / "tools" / "run-placement"
-    url = subprocess.run(["bash", str(script), str(placement_port), "--background"], check=True,
-                         capture_output=True, text=True, timeout=600).stdout.strip().splitlines()[-1]
-    stops.append(lambda: subprocess.run(["bash", str(script), str(placement_port), "--stop"], check=False,
-                                        capture_output=True,
-                                        timeout=60))
+    placement = Placement().start()
+    stops.append(placement.stop)
+    url = placement.url
     return stops, {"placement_url": url, "nova_url": f"http://127.0.0.1:{nova_port}/v2.1"}
 
 

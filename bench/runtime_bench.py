@@ -2,7 +2,7 @@
 
     python bench/runtime_bench.py [--hosts 100] [--devices 8] [--arqs 1000]
 
-Starts its own real Placement (shared/tools/run-placement) and a local Ray, prints a table and
+Starts its own real Placement (tests/service_starters.py) and a local Ray, prints a table and
 writes bench/results/runtime.json. Figures, not assertions: compare runs on the same machine.
 """
 

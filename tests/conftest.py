@@ -71,7 +71,7 @@ async def client(aiohttp_client, app):
 
 @pytest.fixture(scope="session")
 def placement_server():
-    """A real OpenStack Placement on loopback (installed on first use by shared/tools/run-placement)."""
+    """A real OpenStack Placement on loopback (tests/service_starters.py installs it on first use)."""
     from placement_server import PlacementServer
 
     server = PlacementServer().start()

@@ -1,25 +1,12 @@
-"""External servers for tests: a real Keystone (shared/tools/run-keystone) with users and tokens, and
+"""External servers for tests: a real Keystone (tests/service_starters.py) with users and tokens, and
 `rayborg serve` subprocesses (re-exported from serve_process)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
+from service_starters import PASSWORD, Keystone, ServiceUnavailable  # noqa: F401  (PASSWORD re-exported)
 from serve_process import ServeProcess, free_port  # noqa: F401  (one place to import servers from)
-
-REPO = Path(__file__).resolve().parent.parent
-KEYSTONE_URL = "http://127.0.0.1:15000/v3"  # run-keystone's fixed address
-PASSWORD = "secret"
-
-
-def shared_tools() -> Path:
-    env = os.environ.get("RAYBORG_SHARED")
-    return Path(env) / "tools" if env else REPO.parent / "shared" / "tools"
-
 
 class KeystoneUnavailable(RuntimeError):
     """Keystone could not be installed or started (e.g. no package index reachable)."""
@@ -39,45 +26,22 @@ MEMBER = User("rayborg-member", "rayborg-member-project")
 
 
 class KeystoneServer:
-    """Keystone 30 on 127.0.0.1:15000. Stops it at the end only if this object started it."""
+    """A real Keystone on a free loopback port (tests/service_starters.py), stopped by `stop`."""
 
     def __init__(self) -> None:
-        self.work = Path(os.environ.get("KEYSTONE_WORK") or Path(os.environ.get("TMPDIR", "/tmp"))
-                         / "rayborg-keystone")
-        self.url = KEYSTONE_URL
-        self._started_here = False
+        self._service = Keystone()
+        self.url = self._service.auth_url
 
-    def start(self, timeout: float = 900) -> KeystoneServer:
-        self._started_here = not self._answers()
+    def start(self) -> KeystoneServer:
         try:
-            subprocess.run(["bash", str(shared_tools() / "run-keystone")], check=True, capture_output=True,
-                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            log = self.work / "install.log"
-            detail = log.read_text()[-2000:] if log.is_file() else ""
-            raise KeystoneUnavailable(f"run-keystone failed: {exc}\n{getattr(exc, 'stderr', '')}\n{detail}") \
-                from None
-        if not self._answers():
-            raise KeystoneUnavailable(f"Keystone does not answer at {self.url}")
+            self._service.start()
+        except ServiceUnavailable as exc:
+            raise KeystoneUnavailable(str(exc)) from None
         self.ensure_member_user()
         return self
 
     def stop(self) -> None:
-        pid_file = self.work / "pid"
-        if self._started_here and pid_file.is_file():
-            try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
-
-    def _answers(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(self.url, timeout=3) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        self._service.stop()
 
     def session(self, user: User = ADMIN, system_scope: bool = False):
         """A keystoneauth1 session authenticated as `user` (project-scoped unless `system_scope`)."""
