@@ -52,6 +52,10 @@ def commands_of(config: dict, lists=COMMAND_LISTS):
                 yield key, env, argv
 
 
+def _is_ray_start(argv: list[str]) -> bool:
+    return len(argv) >= 2 and Path(argv[0]).name == "ray" and argv[1] == "start"
+
+
 def _is_rayborg(argv: list[str]) -> bool:
     return bool(argv) and (Path(argv[0]).name == "rayborg" or argv[1:3] == ["-m", "rayborg"])
 
@@ -88,14 +92,14 @@ def auth_problems(config: dict) -> list[str]:
     autoscaler hands its file_mounts on to each worker it starts), and no token sits in the file."""
     problems, modes, paths = [], set(), set()
     joining = [(key, env, argv) for key, env, argv in commands_of(config, START_LISTS)
-               if argv[:2] == ["ray", "start"] or (_is_rayborg(argv) and "serve" in argv)]
-    kinds = {(key, argv[0]) for key, _, argv in joining}
+               if _is_ray_start(argv) or (_is_rayborg(argv) and "serve" in argv)]
+    kinds = {(key, Path(argv[0]).name) for key, _, argv in joining}
     for needed in (("head_start_ray_commands", "ray"), ("worker_start_ray_commands", "ray"),
                    ("head_start_ray_commands", "rayborg")):
         if needed not in kinds:
             problems.append(f"no {needed[1]} command in {needed[0]}")
     for key, env, argv in joining:
-        what = f"{key}: {argv[0]} {argv[1]}"
+        what = f"{key}: {Path(argv[0]).name} {argv[1]}"
         mode = env.get("RAY_AUTH_MODE")
         if mode is None:
             problems.append(f"{what} leaves RAY_AUTH_MODE unset (Ray then guesses per process)")
@@ -143,7 +147,7 @@ def test_every_rayborg_command_line_parses_with_the_real_cli():
 
 
 def test_every_ray_start_command_line_parses_with_rays_cli():
-    starts = [(key, argv) for key, _, argv in commands_of(_config(), START_LISTS) if argv[:2] == ["ray", "start"]]
+    starts = [(key, argv) for key, _, argv in commands_of(_config(), START_LISTS) if _is_ray_start(argv)]
     assert {key for key, _ in starts} == set(START_LISTS)
     for key, argv in starts:
         params = _ray_start_context(argv).params
@@ -155,16 +159,16 @@ def test_nodes_and_daemon_agree_about_token_auth():
     config = _config()
     assert auth_problems(config) == []
     modes = {env["RAY_AUTH_MODE"] for _, env, argv in commands_of(config, START_LISTS)
-             if argv[:2] == ["ray", "start"]}
+             if _is_ray_start(argv)}
     assert modes == {"token"}
 
 
 def test_the_checks_catch_the_mistakes_they_are_for():
     config = _config()
-    # `--config` is an option of `rayborg`, not of `serve` (the file's old head command).
+    # A misspelt option of `serve`.
     broken = copy.deepcopy(config)
-    broken["head_start_ray_commands"][-1] = ("nohup rayborg serve --address auto --host 0.0.0.0 --config "
-                                             "~/.config/rayborg/rayborg.toml > ~/rayborg-serve.log 2>&1 &")
+    broken["head_start_ray_commands"][-1] = ("nohup ~/rayborg-venv/bin/rayborg serve --adress auto --host 0.0.0.0 "
+                                             "> ~/rayborg-serve.log 2>&1 &")
     assert len(rayborg_problems(broken)) == 1 and "exits 2" in rayborg_problems(broken)[0]
     # The token is never shipped: workers could not join a token-auth head.
     broken = copy.deepcopy(config)
@@ -180,6 +184,60 @@ def test_the_checks_catch_the_mistakes_they_are_for():
     assert any("differs" in p for p in auth_problems(broken))
     with pytest.raises(Exception, match="(?i)no such option"):
         _ray_start_context(["ray", "start", "--adress=x:6379"])
+
+
+VENV = "~/rayborg-venv"
+
+
+def install_problems(config: dict) -> list[str]:
+    """rayborg is installed into a virtualenv (PEP 668 systems refuse `pip install --user`), every
+    `ray`/`rayborg`/`pip` the file runs is that venv's, and the copy of the checkout leaves out local
+    virtualenvs and caches."""
+    problems = []
+    setup = [argv for _, _, argv in commands_of(config, ("setup_commands",))]
+    if not any(argv[1:4] == ["-m", "venv", VENV] for argv in setup):
+        problems.append(f"no `python3 -m venv {VENV}` in setup_commands")
+    for key, _, argv in commands_of(config):
+        name = Path(argv[0]).name
+        if name in ("ray", "rayborg", "pip", "pip3") and not argv[0].startswith(VENV + "/bin/"):
+            problems.append(f"{key}: {shlex.join(argv)!r} does not run the venv's {name}")
+        if "--user" in argv and "install" in argv:
+            problems.append(f"{key}: {shlex.join(argv)!r} installs with --user")
+    if not any(name == "pip" and "install" in argv and "~/rayborg" in argv
+               for argv in setup for name in [Path(argv[0]).name]):
+        problems.append("setup_commands never installs the shipped checkout ~/rayborg")
+    excluded = set(config.get("rsync_exclude") or [])
+    for needed in (".venv", "**/__pycache__"):
+        if needed not in excluded:
+            problems.append(f"rsync_exclude misses {needed}: the copy would carry it to every node")
+    return problems
+
+
+def test_rayborg_is_installed_into_a_venv_and_the_copy_leaves_out_venvs_and_caches():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = _config()
+    assert install_problems(config) == []
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)  # rsync_exclude / rsync_filter are keys of Ray's schema
+    assert ".gitignore" in prepared["rsync_filter"]
+    broken = copy.deepcopy(config)
+    broken["setup_commands"] = ["python3.11 -m pip install --user --upgrade ~/rayborg"]
+    found = install_problems(broken)
+    assert any("installs with --user" in p for p in found) and any("no `python3 -m venv" in p for p in found)
+    broken = copy.deepcopy(config)
+    broken["worker_start_ray_commands"][0] = "ray stop"
+    assert any("does not run the venv's ray" in p for p in install_problems(broken))
+    broken = copy.deepcopy(config)
+    broken["rsync_exclude"].remove(".venv")
+    assert install_problems(broken) == ["rsync_exclude misses .venv: the copy would carry it to every node"]
+
+
+def test_the_daemons_config_file_is_shipped_and_named_by_serve():
+    config = _config()
+    serve = next(argv for _, _, argv in commands_of(config, START_LISTS) if _is_rayborg(argv) and "serve" in argv)
+    named = serve[serve.index("--config") + 1]
+    assert _norm(named) in {_norm(remote) for remote in config["file_mounts"]}
 
 
 def test_shell_lines_split_into_simple_commands():
