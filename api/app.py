@@ -13,7 +13,7 @@ from rayborg.api import microversion
 from rayborg.api.auth import make_auth
 from rayborg.api.errors import ApiError, BadRequest, error_response
 from rayborg.api.handlers import (accelerator_requests, attributes, deployables, device_profiles, devices,
-                                  root)
+                                  metrics as metrics_handler, root)
 from rayborg.api.policy import PolicyEnforcer
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # Also served under this prefix, where Nova's deployments usually mount the service, so that
 # `http://host:6666/accelerator` works without a reverse proxy.
 MOUNT_PREFIXES = ("", "/accelerator")
-PUBLIC_PATHS = frozenset({"/", "/v2", "/v2/openapi.json"})
+PUBLIC_PATHS = frozenset({"/", "/v2", "/v2/openapi.json", "/metrics"})  # /metrics: see metrics_public
 
 # The whole API at a glance: (method, path, handler).
 ROUTES: list[tuple[str, str, object]] = [
@@ -53,6 +53,7 @@ ROUTES: list[tuple[str, str, object]] = [
     ("POST", "/v2/attributes", attributes.create_attribute),
     ("GET", "/v2/attributes/{uuid}", attributes.show_attribute),
     ("DELETE", "/v2/attributes/{uuid}", attributes.delete_attribute),
+    ("GET", "/metrics", metrics_handler.get_metrics),
 ]
 
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
+    # GET /metrics answers anyone (as Prometheus targets usually do); false: callers the `admin_api`
+    # policy rule allows only.
+    metrics_public: bool = True
     api_workers: int = 1
     sysfs_root: str = "/sys"
     dev_root: str = "/dev"

@@ -105,6 +105,12 @@ def pending_events(session: Session) -> dict[str, list[tuple[str, str]]]:
             if inst not in busy and all(s in RESOLVED for _, s in arqs)}
 
 
+def pending_event_count(session: Session) -> int:
+    """ARQs whose Nova event is still owed (the outbox's size, for the metrics gauge)."""
+    return session.scalar(select(func.count()).select_from(ExtARQ)
+                          .where(ExtARQ.nova_event_pending == True)) or 0  # noqa: E712
+
+
 def clear_events(session: Session, arq_uuids: list[str]) -> None:
     session.execute(update(ExtARQ).where(ExtARQ.uuid.in_(arq_uuids)).values(nova_event_pending=False))
 

@@ -210,6 +210,7 @@ CASES = [
     Case("GET", "/", None, 200, static("GET", "/")),
     Case("GET", "/v2", None, 200, static("GET", "/v2")),
     Case("GET", "/v2/openapi.json", None, 200, static("GET", "/v2/openapi.json")),
+    Case("GET", "/metrics", None, 200, static("GET", "/metrics")),  # public unless metrics_public = false
     Case("GET", "/v2/device_profiles", "cyborg:device_profile:get_all", 200, static("GET", "/v2/device_profiles")),
     Case("GET", "/v2/device_profiles/{name_or_uuid}", "cyborg:device_profile:get_one", 200, _profile_show),
     Case("POST", "/v2/device_profiles", "cyborg:device_profile:create", 201, _profile_create),
