@@ -34,6 +34,7 @@ class Runtime:
     binder: object
     started_ray: bool
     gcs_address: str | None = None
+    dashboard_url: str | None = None  # http://host:port, None when the dashboard is off
 
     async def stop(self) -> None:
         if self.supervisor is not None:
@@ -88,14 +89,18 @@ def start_runtime(settings: Settings, store) -> Runtime:
         kwargs.update(include_dashboard=settings.ray_dashboard, dashboard_host="127.0.0.1",
                       num_cpus=max(os.cpu_count() or 2, 2))
     ctx = ray.init(address=settings.ray_address, **kwargs)
-    log.info("Ray %s (dashboard: %s)", "started locally" if local else f"joined at {settings.ray_address}",
-             getattr(ctx, "dashboard_url", None) or "off")
+    gcs_address = ray.get_runtime_context().gcs_address
+    dashboard = getattr(ctx, "dashboard_url", None)
+    dashboard_url = (dashboard if "://" in dashboard else f"http://{dashboard}") if dashboard else None
+    # Where operators (and `ray status --address`, the CLI's --address) find this daemon's cluster.
+    how = "started locally" if local else f"joined at {settings.ray_address}"
+    log.info("Ray %s (address %s, dashboard %s)", how, gcs_address, dashboard_url or "off")
     config = runtime_config(settings)
     supervisor = Supervisor(config)
     supervisor.start_singletons()
     supervisor.reconcile()
     return Runtime(supervisor=supervisor, binder=RayBinder(store, config.binder_count), started_ray=local,
-                   gcs_address=ray.get_runtime_context().gcs_address)
+                   gcs_address=gcs_address, dashboard_url=dashboard_url)
 
 
 def connect_runtime(settings: Settings, store, address: str) -> Runtime:

@@ -2,20 +2,26 @@
 
 On the embedded default this starts a local Ray inside this process; with `ray_address` it joins
 an existing cluster, where every node gets its HostAgent from the supervisor. Several front-door
-processes may share the port (SO_REUSEPORT): the first one owns Ray's actors, the others only
-connect to them.
+processes of one serve share the port (SO_REUSEPORT): the first one owns Ray's actors, the others only
+connect to them. Before anything starts, serve binds the port (another daemon there: exit) and takes
+the database's lease (another daemon on it: exit); the lease row records where this daemon and its
+Ray cluster are, for the CLI and the Python API (`store/daemon_lease.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 import socket
+import threading
 
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from rayborg import logs
+from rayborg.api import server
 from rayborg.settings import Settings
 
 log = logging.getLogger("rayborg.serve")
@@ -54,64 +60,131 @@ def build_app(settings: Settings, store, runtime=None) -> web.Application:
     return app
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
+def _listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """The listening sockets of this serve's `count` front doors, bound before anything else starts.
+
+    The first is bound without SO_REUSEPORT, so it fails while anything else holds the port, another
+    rayborg included (its first socket is bound the same way); only then does it allow SO_REUSEPORT,
+    for the sockets of this serve's other front doors, among which the kernel spreads connections."""
+    from rayborg.cli import CLIError
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    socks: list[socket.socket] = []
+    try:
+        for i in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts over TIME_WAIT
+            if i:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind((host, port))
+                if count > 1 and not i:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.listen(1024)  # at once: two bound sockets with SO_REUSEADDR only clash here
+            except OSError as exc:
+                raise CLIError(f"cannot listen on {shown}: {exc.strerror or exc} "
+                               f"(another rayborg serve or another program has it)") from None
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
-def _worker(settings_json: str, ray_address: str | None) -> None:
-    """An extra front-door process: same port, its own store handle, the actors of the first."""
+def _exit_with(parent: int) -> None:
+    """An extra front door ends when its serve is gone (killed -9): it must not keep the port."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rayborg-parent-watch", daemon=True).start()
+
+
+def _worker(settings_json: str, ray_address: str | None, sock: socket.socket, parent: int) -> None:
+    """An extra front-door process: its socket on the same port, its own store handle, the actors
+    of the first."""
     from rayborg.runtime import connect_runtime
     from rayborg.store.engine import Store
+
+    _exit_with(parent)
 
     settings = Settings.model_validate_json(settings_json)
     logs.setup(None, settings.log_level)  # the format the parent resolved, from $RAYBORG_LOG_FORMAT
     store = Store(settings.database_url)
     runtime = connect_runtime(settings, store, ray_address) if ray_address else None
     app = build_app(settings, store, runtime)
-    web.run_app(app, sock=_listen_socket(settings.host, settings.port), print=None, access_log=None)
+    server.run(app, sock, settings)  # web.run_app with slow-client guards (api/server.py)
+
+
+def _lease_lost(holder) -> None:
+    log.error("this daemon lost its database lease (%s): stopping, two daemons must not share a database",
+              f"now held by {holder.describe()}" if holder else "taken and let go")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(settings: Settings) -> int:
+    from rayborg.cli import CLIError
+    from rayborg.store import daemon_lease
     from rayborg.store.engine import Store
     from rayborg.store.migrate import upgrade
 
-    revision = upgrade(settings.database_url)
-    log.info("database %s at schema %s", _safe_url(settings.database_url), revision)
-    store = Store(settings.database_url)
+    # Ray's workers run elsewhere: they must open the file this process means.
+    settings = settings.model_copy(update={"database_url": daemon_lease.absolute_url(settings.database_url)})
+    socks = _listen_sockets(settings.host, settings.port, settings.api_workers)
+    try:
+        revision = upgrade(settings.database_url)
+        store = Store(settings.database_url)
+        try:
+            lease = daemon_lease.acquire(store, api_host=settings.host, api_port=settings.port,
+                                         database_url=settings.database_url)
+        except daemon_lease.DaemonRunning as exc:
+            store.dispose()
+            raise CLIError(str(exc)) from None
+        try:
+            lease.keep_alive(_lease_lost)  # from now on: starting Ray may take longer than a lease
+            log.info("database %s at schema %s", _safe_url(settings.database_url), revision)
+            return _serve(settings, store, lease, socks)
+        finally:
+            lease.release()
+            store.dispose()
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _serve(settings: Settings, store, lease, socks: list[socket.socket]) -> int:
     runtime = None
     if settings.actors:
         from rayborg.runtime import start_runtime
 
         runtime = start_runtime(settings, store)
+        lease.update(ray_address=runtime.gcs_address, dashboard_url=runtime.dashboard_url)
     extra = []
     if settings.api_workers > 1:
         ray_address = runtime.gcs_address if runtime else None
         ctx = multiprocessing.get_context("spawn")
-        for _ in range(settings.api_workers - 1):
-            proc = ctx.Process(target=_worker, args=(settings.model_dump_json(), ray_address), daemon=True)
+        for sock in socks[1:]:
+            args = (settings.model_dump_json(), ray_address, sock, os.getpid())
+            proc = ctx.Process(target=_worker, args=args, daemon=True)
             proc.start()
+            sock.close()  # the worker has its own copy now; a worker that dies must take its queue along
             extra.append(proc)
     app = build_app(settings, store, runtime)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info("rayborg serving the Cyborg v2 API on http://%s:%d (database %s, auth %s, %d front-door "
              "process%s, actors %s)", host, settings.port, _safe_url(settings.database_url),
              settings.auth_strategy, settings.api_workers, "es" if settings.api_workers > 1 else "",
-             "on" if runtime else "off")
+             f"on, Ray at {runtime.gcs_address}" if runtime else "off")
     try:
-        web.run_app(app, sock=_listen_socket(settings.host, settings.port), print=None, access_log=None,
-                    shutdown_timeout=5)
+        server.run(app, socks[0], settings)  # web.run_app with slow-client guards (api/server.py)
     finally:
         for proc in extra:
             proc.terminate()
             proc.join(5)
-        store.dispose()
     log.info("rayborg stopped")
     return 0
-

@@ -243,3 +243,26 @@ class ProgramRequest(TimestampMixin, table=True):
     state: str = Field(default="requested", max_length=20)  # requested|programming|done|failed
     error: str | None = Field(default=None)
     project_id: str | None = Field(default=None, max_length=255)
+
+
+class DaemonLease(SQLModel, table=True):
+    """The one `rayborg serve` of this database, and where the CLI and the Python API find it
+    (`store/daemon_lease.py`). A single row: a second daemon reads it and refuses to start."""
+
+    __tablename__ = "daemon_lease"
+
+    name: str = Field(primary_key=True, max_length=16)  # always "daemon"
+    owner: str = Field(max_length=36)  # random per serve: a heartbeat that finds another has lost it
+    hostname: str = Field(max_length=255)
+    # Where `pid` means something (boot id and pid namespace), and the process's start time there,
+    # so that the same machine tells a dead daemon (killed -9) at once, even when its pid is reused.
+    machine: str = Field(max_length=255)
+    pid: int
+    process_start: str = Field(max_length=32)
+    api_host: str = Field(max_length=255)
+    api_port: int
+    ray_address: str | None = Field(default=None, max_length=255)  # GCS host:port; None: --no-actors
+    dashboard_url: str | None = Field(default=None, max_length=255)
+    database_url: str  # as the daemon opened it, password hidden
+    started_at: float  # Unix time, the daemon's clock
+    heartbeat_at: float  # other machines take the lease over when this is older than LEASE_SECONDS

@@ -1,8 +1,10 @@
 """Operator commands on a running rayborg: status, devices, arqs, program, enable, disable.
 
-They join the Ray cluster (`--address`, default `auto`: the local cluster `rayborg serve` or
-`ray start` made) and talk to rayborg's actors through the Python API. Every command prints a table,
-or JSON with `--json`; errors are one line on stderr with exit code 1 (130 after Ctrl-C).
+They talk to the daemon of their settings' database (`--database-url`, else the settings'), on the
+Ray cluster its `rayborg serve` recorded there, through the Python API; `--address` names the
+cluster instead, whose daemon must use that same database. Never whatever Ray cluster runs on this
+machine: with no daemon of their own they say so. Every command prints a table, or JSON with
+`--json`; errors are one line on stderr with exit code 1 (130 after Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import json
 import sys
 from typing import Any
 
-ADDRESS_HELP = "Ray cluster to join (default: auto, the cluster on this machine; or HOST:PORT)"
+ADDRESS_HELP = ("Ray cluster (HOST:PORT) of the daemon; it must use the same database (default: the "
+                "cluster the daemon of the database recorded at its start)")
+DATABASE_HELP = ("database whose daemon to use (default: database_url of the settings, else rayborg.db "
+                 "in the user's data directory)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default="auto", help=ADDRESS_HELP)
+    p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--database-url", help=DATABASE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
 
 
@@ -120,13 +126,17 @@ def _connect(args, admin: bool = False):
     from rayborg.cli import CLIError
     from rayborg.python_api.client import RayborgError, connect
 
+    from rayborg.settings import SettingsError, load_settings
+
     logging.getLogger("ray").setLevel(logging.WARNING)
     try:
-        return connect(args.address, admin=admin)
-    except RayborgError as exc:
+        url = load_settings(database_url=args.database_url).database_url
+        return connect(args.address, admin=admin, database_url=url)
+    except (RayborgError, SettingsError) as exc:
         raise CLIError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - Ray's own connection errors
-        raise CLIError(f"cannot join the Ray cluster at {args.address}: {str(exc).splitlines()[0]}") from None
+        where = f"at {args.address}" if args.address else "of the daemon"
+        raise CLIError(f"cannot join the Ray cluster {where}: {str(exc).splitlines()[0]}") from None
 
 
 def _call(fn, *args, **kwargs):
@@ -170,6 +180,10 @@ def cmd_status(args) -> int:
         _print_json(st)
         return 0
     c = st["cluster"]
+    d = st.get("daemon")
+    if d:
+        print(f"rayborg daemon: pid {d['pid']} on {d['hostname']}, API {d['api_url']}, "
+              f"dashboard {d['dashboard_url'] or 'off'}")
     print(
         f"Ray cluster {c['address']}: {c['nodes']} nodes, {c['cpus']:g} CPUs; database {c['database']}; "
         f"Placement {c['placement'] or 'off'}"

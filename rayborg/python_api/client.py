@@ -1,7 +1,7 @@
 """`rayborg.connect()`: a handle on a running rayborg for programs on the same Ray cluster.
 
     import rayborg
-    rb = rayborg.connect("auto")                       # joins the Ray cluster (or uses ray.init's)
+    rb = rayborg.connect()          # the daemon of the settings' database, on the Ray cluster it recorded
     rb.devices(family="FPGA", state="free")            # one row per deployable
     results = rb.program("<bitstream>", where={"host": "compute-1"}, parallelism_per_host=4)
     with rb.claim("fpga1", count=2) as claim:          # standalone allocation, recorded in Placement
@@ -100,6 +100,7 @@ class Rayborg:
 
         self.namespace = namespace or NAMESPACE
         self.admin = admin
+        self.daemon: dict[str, Any] | None = None  # where `connect` found it (its lease row), if it looked
         self._binders: dict[int, Any] = {}
         self._config = self._op("config")
 
@@ -247,6 +248,7 @@ class Rayborg:
                 "database": self._config["database_url"],
                 "placement": self._config["placement_url"],
             },
+            "daemon": self.daemon,
             "hosts": self.hosts(),
             "devices": summary["devices"],
             "arqs": summary["arqs"],
@@ -495,21 +497,88 @@ class _progress_bar:
 _default: Rayborg | None = None
 
 
-def connect(address: str | None = "auto", namespace: str | None = None, admin: bool = False) -> Rayborg:
-    """Join the Ray cluster at `address` (unless this process is already connected) and return a
-    handle on its rayborg. Raises RayborgError when no rayborg runs there."""
+def connect(address: str | None = None, namespace: str | None = None, admin: bool = False,
+            database_url: str | None = None) -> Rayborg:
+    """A handle on the rayborg daemon of a database: `database_url`, else the one of the settings
+    (config file, RAYBORG_* variables). With no `address`, its Ray cluster is the one that daemon's
+    `rayborg serve` recorded in that database; with an `address` (HOST:PORT), that cluster. Either way
+    the daemon found must use that database: never whatever Ray cluster happens to run on this
+    machine. Raises RayborgError when no daemon of that database runs, or the one at `address` uses
+    another database."""
     import ray
 
     global _default
-    if not ray.is_initialized():
+    url = database_url or _settings_database_url()
+    daemon = _daemon_of(url) if address is None else None
+    if daemon is not None:
+        address = daemon.ray_address
+    joined = not ray.is_initialized()
+    if joined:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         _probe(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except ConnectionError as exc:
             raise RayborgError(f"no Ray cluster at {address!r}: {exc}") from None
-    _default = Rayborg(namespace=namespace, admin=admin)
-    return _default
+    elif daemon is not None and ray.get_runtime_context().gcs_address != daemon.ray_address:
+        raise RayborgError(f"this process is connected to the Ray cluster at "
+                           f"{ray.get_runtime_context().gcs_address}, but the rayborg daemon of database "
+                           f"{_shown(url)} is on the one at {daemon.ray_address}")
+    try:
+        conn = Rayborg(namespace=namespace, admin=admin)
+        theirs = conn.config["database_url"]
+        if not _same_database(theirs, url):
+            raise RayborgError(f"the rayborg on the Ray cluster at {address} uses database {theirs}, not "
+                               f"{_shown(url)} (the database of these settings); refusing to act on "
+                               f"another daemon (to use that one, name its database: --database-url)")
+    except BaseException:
+        if joined:  # leave no connection to a cluster we refused
+            ray.shutdown()
+        raise
+    conn.daemon = daemon.as_dict() if daemon is not None else None
+    _default = conn
+    return conn
+
+
+def _settings_database_url() -> str:
+    from rayborg.settings import SettingsError, load_settings
+
+    try:
+        return load_settings().database_url
+    except SettingsError as exc:
+        raise RayborgError(str(exc)) from None
+
+
+def _shown(url: str) -> str:
+    from rayborg.store.daemon_lease import shown_url
+
+    return shown_url(url)
+
+
+def _same_database(a: str, b: str) -> bool:
+    from rayborg.store.daemon_lease import same_database
+
+    return same_database(a, b)
+
+
+def _daemon_of(url: str):
+    """The running daemon of the database at `url`, as its lease row records it."""
+    from sqlalchemy.exc import DBAPIError
+
+    from rayborg.store.daemon_lease import find
+
+    try:
+        daemon = find(url)
+    except DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise RayborgError(f"cannot read database {_shown(url)}: {reason}") from None
+    if daemon is None:
+        raise RayborgError(f"no rayborg daemon runs for database {_shown(url)} (start one with `rayborg "
+                           f"serve` with these settings, or name the database and Ray cluster of another)")
+    if daemon.ray_address is None:
+        raise RayborgError(f"the rayborg daemon of database {_shown(url)} ({daemon.describe()}) runs without "
+                           f"actors (--no-actors): it has no Ray cluster to talk to")
+    return daemon
 
 
 def _probe(address: str | None) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray
 from sqlmodel import select
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
@@ -18,6 +19,7 @@ from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for
 
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.cli import main
+from rayborg.store import daemon_lease
 from rayborg.store.tables import Deployable
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
@@ -47,7 +49,14 @@ def runtime(ray_cluster, tmp_path_factory):
     start_runtime(config)
     wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 6, what="6 deployables")
     add_profile(store, "cli-gpu", [{"resources:PGPU": "1"}])
+    # What `rayborg serve` does at its start: hold the database's lease, recording its Ray cluster
+    # there; the commands find it through the database of their settings.
+    lease = daemon_lease.acquire(store, api_host="127.0.0.1", api_port=1, database_url=store.url)
+    lease.update(ray_address=ray.get_runtime_context().gcs_address)
+    os.environ["RAYBORG_DATABASE_URL"] = store.url
     yield {"store": store, "address": ray_cluster["cluster"].address}
+    del os.environ["RAYBORG_DATABASE_URL"]
+    lease.release()
     kill_runtime()
     store.dispose()
 
@@ -64,7 +73,7 @@ def test_every_command_explains_itself(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert "--json" in text and "--address" in text and len(text) > 300
+    assert "--json" in text and "--address" in text and "--database-url" in text and len(text) > 300
 
 
 def test_status_table_and_json(runtime, capsys):
@@ -120,10 +129,22 @@ def test_enable_disable(runtime, capsys):
     assert code == 1 and err.strip() == "rayborg enable: no device or deployable named 'no-such-device'"
 
 
+def test_a_cluster_whose_daemon_uses_another_database_is_refused(runtime, capsys, tmp_path):
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    code, out, err = run(capsys, "disable", "host-b_fake_gpu_1", "--address", runtime["address"],
+                         "--database-url", other)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert (f"rayborg disable: the rayborg on the Ray cluster at {runtime['address']} uses database "
+            f"{runtime['store'].url}, not {other} (the database of these settings)") in err
+    code, out, _ = run(capsys, "devices", "--state", "disabled", "--json")
+    assert code == 0 and json.loads(out) == []  # nothing was done to the other daemon's device
+
+
 def test_a_real_process_joins_the_cluster(runtime):
+    """Without --address, a command finds the cluster through the daemon's lease in its database."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     out = subprocess.run(
-        [sys.executable, "-m", "rayborg", "devices", "--address", runtime["address"], "--json"],
+        [sys.executable, "-m", "rayborg", "devices", "--json"],
         capture_output=True,
         text=True,
         timeout=120,

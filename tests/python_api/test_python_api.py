@@ -82,7 +82,7 @@ def runtime(ray_cluster, placement_server, glance, tmp_path_factory):
     )
     add_profile(store, "one-gpu", [{"resources:PGPU": "1", "trait:CUSTOM_FAKE_GPU": "required"}])
     add_profile(store, "one-fpga", [{"resources:FPGA": "1"}])
-    rb = rayborg.connect()
+    rb = rayborg.connect(cluster.address, database_url=store.url)  # no `rayborg serve` here: name both
     yield {
         "rb": rb,
         "store": store,
@@ -281,12 +281,12 @@ def test_claims_of_an_ended_job_are_released(runtime):
     rb = runtime["rb"]
     script = textwrap.dedent("""
         import sys, rayborg
-        c = rayborg.connect(sys.argv[1]).claim("one-gpu", count=2)
+        c = rayborg.connect(sys.argv[1], database_url=sys.argv[2]).claim("one-gpu", count=2)
         print(c.consumer, flush=True)
     """)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     out = subprocess.run(
-        [sys.executable, "-c", script, runtime["address"]],
+        [sys.executable, "-c", script, runtime["address"], runtime["store"].url],
         capture_output=True,
         text=True,
         env=env,
