@@ -7,8 +7,11 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import rayborg.commands as commands_pkg
 from rayborg import __version__
@@ -18,7 +21,9 @@ class CLIError(Exception):
     """An error to print as one readable line (exit code 1), not a traceback."""
 
 
-def _add_logging_options(p: argparse.ArgumentParser, default) -> None:
+def _add_global_options(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--config", metavar="FILE", default=default,
+                   help="TOML config file (default: $RAYBORG_CONFIG or the user's config dir)")
     p.add_argument("-v", "--verbose", action="store_true", default=default,
                    help="log debug messages; print the traceback of an unexpected error")
     p.add_argument("--debug", action="store_true", default=default, help="same as --verbose")
@@ -34,17 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "Run 'rayborg COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"rayborg {__version__}")
-    parser.add_argument("--config", metavar="FILE",
-                        help="TOML config file (default: $RAYBORG_CONFIG or the user's config dir)")
-    _add_logging_options(parser, None)
+    _add_global_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
         module.register(sub)
-    # The logging options also work after the command (`rayborg serve --log-format json`);
+    # These options also work after the command (`rayborg serve --config F --log-format json`);
     # SUPPRESS keeps a sub-command from overwriting what was given before it.
     for command in set(sub.choices.values()):
-        _add_logging_options(command, argparse.SUPPRESS)
+        _add_global_options(command, argparse.SUPPRESS)
     return parser
 
 
@@ -54,35 +57,79 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@contextmanager
+def _exported(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the command and the processes it starts, and restore them after
+    (an in-process caller such as a test must not inherit this command's --config)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
+    except BrokenPipeError:
+        return _cut_off()
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):  # rich's Console exits 1 on a broken pipe
+            return _cut_off()
+        raise
+
+
+def _cut_off() -> int:
+    """Whoever read stdout has gone (`rayborg ... | head`): stop quietly, with the status of a tool
+    that SIGPIPE ended (128 + 13), and point stdout at /dev/null so the flush at exit cannot
+    complain either."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     from rayborg import logs
+    from rayborg.settings import CONFIG_ENV
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.config:
-        os.environ["RAYBORG_CONFIG"] = args.config
     verbose = bool(args.verbose or args.debug)
     try:
-        logs.setup(args.log_format, logging.DEBUG if verbose else logging.INFO)
-        # Front-door worker processes and the Ray actors `serve` starts log the same way.
-        os.environ[logs.ENV] = logs.resolve_format(args.log_format)
+        fmt = logs.resolve_format(args.log_format)
     except ValueError as exc:  # a bad $RAYBORG_LOG_FORMAT
         print(f"rayborg {args.command}: {exc}", file=sys.stderr)
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except CLIError as exc:
-        print(f"rayborg {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"rayborg {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one readable line, the traceback on request
-        if verbose:
-            traceback.print_exc()
-        print(f"rayborg {args.command}: {one_line(exc)}"
-              + ("" if verbose else " (--debug shows the traceback)"), file=sys.stderr)
-        return 1
+    logs.setup(fmt, logging.DEBUG if verbose else logging.INFO)
+
+    def fail(message: str, code: int, exc_info: bool = False) -> int:
+        """The command's last line on stderr: text, or a JSON object with --log-format json."""
+        print(logs.error_line(f"rayborg {args.command}: {message}", fmt, exc_info), file=sys.stderr)
+        return code
+
+    # Front-door worker processes and the Ray actors `serve` starts log the same way.
+    exported = {logs.ENV: fmt} | ({CONFIG_ENV: args.config} if args.config else {})
+    with _exported(exported):
+        try:
+            return int(args.func(args) or 0)
+        except BrokenPipeError:
+            raise
+        except CLIError as exc:
+            return fail(str(exc), 1)
+        except KeyboardInterrupt:
+            return fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - one readable line, the traceback on request
+            if verbose and fmt == "text":
+                traceback.print_exc()
+            return fail(one_line(exc) + ("" if verbose else " (--debug shows the traceback)"), 1,
+                        exc_info=verbose)
 
 
 if __name__ == "__main__":

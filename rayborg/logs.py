@@ -88,6 +88,17 @@ def formatter(fmt: str | None = None) -> logging.Formatter:
     return JsonFormatter() if resolve_format(fmt) == "json" else TextFormatter()
 
 
+def error_line(message: str, fmt: str, exc_info: bool = False) -> str:
+    """The one line a failing command ends with: `message` itself in the text format; in the json
+    format the object a log record of it would be (logger rayborg.cli, level ERROR, the traceback
+    of the exception being handled under "exception" when `exc_info`)."""
+    if fmt != "json":
+        return message
+    record = logging.LogRecord("rayborg.cli", logging.ERROR, __file__, 0, message, None,
+                               sys.exc_info() if exc_info else None)
+    return JsonFormatter().format(record)
+
+
 def setup(fmt: str | None = None, level: int | str = logging.INFO) -> logging.Handler:
     """Install rayborg's stderr handler on the root logger (replacing one an earlier call
     installed, keeping anyone else's) and return it."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
+import socket
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -13,10 +17,24 @@ from pydantic_settings import SettingsError as EnvParseError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from rayborg import logs
 from rayborg.store.engine import default_database_url
 
+ENV_PREFIX = "RAYBORG_"
 CONFIG_ENV = "RAYBORG_CONFIG"
 URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST/DB"
+# RAYBORG_* variables that are not settings. Any other RAYBORG_* name must be a setting: a misspelt
+# one would otherwise be ignored without a word. The CLI exports the first two to the processes
+# `serve` starts (front doors get their settings as JSON, actors a RuntimeConfig: neither reads
+# settings from the environment again); the others belong to the test suite and bench/, so a
+# developer's shell that sets them still runs rayborg (tests/cli/test_strict_settings.py finds any
+# RAYBORG_* name the repository uses that is neither a setting nor listed here).
+OTHER_VARIABLES = (CONFIG_ENV, logs.ENV,
+                   "RAYBORG_SHARED", "RAYBORG_SERVICE_CACHE", "RAYBORG_BENCH_CYBORG_VENV")
+
+
+class SettingsError(ValueError):
+    """The config file or a RAYBORG_* variable is unreadable or invalid (one readable line)."""
 
 
 def default_config_path() -> Path:
@@ -27,6 +45,55 @@ def default_config_path() -> Path:
 
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or default_config_path())
+
+
+def _closest(name: str, valid: list[str]) -> str:
+    return f" (did you mean {difflib.get_close_matches(name, valid, n=1, cutoff=0)[0]!r}?)" if valid else ""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (`KeystoneOptions`, `KeystoneOptions | None`), else None."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """A dict field (driver_options): its keys are checked by its own validator, not here."""
+    return any(get_origin(a) is dict for a in (annotation, *get_args(annotation)))
+
+
+def unknown_keys(model: type[BaseModel], table: Mapping[str, Any], where: str = "") -> Iterator[str]:
+    """Each key of a config table (and of its nested tables such as [keystone]) that `model` lacks,
+    as `'key' (did you mean 'closest'?)`."""
+    for key, value in table.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            name = where + key
+            yield f"unknown key {name!r}" + _closest(name, [where + k for k in model.model_fields])
+        elif (sub := _model_of(field.annotation)) is not None and isinstance(value, Mapping):
+            yield from unknown_keys(sub, value, f"{where}{key}.")
+
+
+def unknown_variables(model: type[BaseModel], environ: Mapping[str, str]) -> Iterator[str]:
+    """Each RAYBORG_* variable that names no setting: RAYBORG_<FIELD>, RAYBORG_<MODEL>__<FIELD>
+    (e.g. RAYBORG_KEYSTONE__AUTH_URL) and RAYBORG_<DICT>__<ANY>[__<ANY>...] are settings; names are
+    matched without regard to case, as pydantic-settings reads them."""
+    valid = list(OTHER_VARIABLES)
+    for name, field in model.model_fields.items():
+        valid.append(f"{ENV_PREFIX}{name.upper()}")
+        if (sub := _model_of(field.annotation)) is not None:
+            valid += [f"{ENV_PREFIX}{name.upper()}__{k.upper()}" for k in sub.model_fields]
+    for variable in environ:
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in valid:
+            continue
+        head, nested, _ = upper[len(ENV_PREFIX):].partition("__")
+        field = model.model_fields.get(head.lower())
+        if nested and field is not None and _is_mapping(field.annotation):
+            continue
+        yield f"unknown environment variable {variable}" + _closest(upper, valid)
 
 
 class KeystoneOptions(BaseModel):
@@ -109,6 +176,24 @@ class Settings(BaseSettings):
             options["bitstreams"] = self.keystone.model_dump(exclude_none=True) | source
         return options
 
+    def check_noauth_exposure(self) -> str | None:
+        """noauth trusts the identity headers and makes a caller without them an admin: fine on
+        loopback, an open door anywhere else. Beyond loopback, raise SettingsError unless noauth was
+        asked for explicitly (flag, RAYBORG_AUTH_STRATEGY or the file); then return the warning to log."""
+        if self.auth_strategy != "noauth":
+            return None
+        why = exposure(self.host)
+        if why is None:
+            return None
+        if "auth_strategy" not in self.model_fields_set:
+            raise SettingsError(
+                f"refusing to start: --host {self.host} {why}, and auth_strategy noauth (the default) makes "
+                "every caller an admin; listen on 127.0.0.1, use --auth-strategy keystone, or ask for noauth "
+                "explicitly (--auth-strategy noauth, RAYBORG_AUTH_STRATEGY=noauth or auth_strategy in the "
+                "config file)")
+        return (f"auth_strategy noauth on {self.host}, which {why}: every caller that reaches it is trusted "
+                "by the X-User-Id/X-Project-Id/X-Roles headers it sends, and one without them is an admin")
+
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, url: str) -> str:
@@ -132,25 +217,69 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
-        return (init_settings, env_settings, TomlFileSource(settings_cls))
+        return (init_settings, EnvironmentCheck(settings_cls), env_settings, TomlFileSource(settings_cls))
+
+
+def exposure(host: str) -> str | None:
+    """Why listening on `host` reaches beyond this machine (None: every address it names is loopback).
+    A name counts by every address it resolves to; one that does not resolve counts as exposed."""
+    bare = host.strip().strip("[]")
+    try:
+        addresses = [ipaddress.ip_address(bare)]
+    except ValueError:
+        if not bare:
+            return "listens on every interface"
+        try:
+            infos = socket.getaddrinfo(bare, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return "does not resolve to a loopback address"
+        addresses = [ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos]
+    if any(a.is_unspecified for a in addresses):
+        return "listens on every interface"
+    # ::ffff:127.0.0.1 is loopback, though Python 3.11's is_loopback says otherwise
+    unmapped = [getattr(a, "ipv4_mapped", None) or a for a in addresses]
+    if addresses and all(a.is_loopback for a in unmapped):
+        return None
+    return "is not a loopback address"
+
+
+class EnvironmentCheck(PydanticBaseSettingsSource):
+    """Contributes nothing: refuses RAYBORG_* variables that name no setting (see OTHER_VARIABLES)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does it all
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        problems = list(unknown_variables(self.settings_cls, os.environ))
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return {}
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
-    """Reads `$RAYBORG_CONFIG` or the user's config dir `rayborg.toml`; a `[rayborg]` table or top level."""
+    """Reads `$RAYBORG_CONFIG` or the user's config dir `rayborg.toml`; a `[rayborg]` table or top
+    level. Only the default file may be missing; every key must name a setting."""
 
     def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does it all
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
         path = config_path()
-        if not path.is_file():
+        if not path.exists():
+            if os.environ.get(CONFIG_ENV):  # named by --config or $RAYBORG_CONFIG: a typo, not "no file"
+                raise SettingsError(f"config file {path} does not exist")
             return {}
         data = tomllib.loads(path.read_text())
-        return data.get("rayborg", data)
-
-
-class SettingsError(ValueError):
-    """The config file or a RAYBORG_* variable is unreadable or invalid (one readable line)."""
+        table, where = data, ""
+        if isinstance(data.get("rayborg"), dict):
+            table, where = data["rayborg"], "rayborg."
+            problems = [f"key {k!r} is outside the [rayborg] table" for k in data if k != "rayborg"]
+        else:
+            problems = []
+        problems += unknown_keys(self.settings_cls, table, where)
+        if problems:
+            raise SettingsError(f"config file {path}: {'; '.join(problems)}")
+        return table
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -21,6 +21,7 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = f"sqlite:///{self.db}"
         self.args = ["serve", "--port", str(self.port), "--database-url", self.database_url, *args]
+        (tmp_path / "none.toml").touch()  # an empty config: the user's own file stays out of the tests
         self.env = dict(os.environ, RAYBORG_CONFIG=str(tmp_path / "none.toml"), RAY_USAGE_STATS_ENABLED="0",
                         **(env or {}))
         self.env.pop("RAY_ADDRESS", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(e.g. RAYBORG_PORT=6666); flags win over the environment, which wins over the file.",
         epilog="examples:\n  rayborg serve                                  # 127.0.0.1:6666, SQLite, noauth\n"
                "  rayborg serve --fake-devices fpga:4,gpu:2       # a demo with simulated devices\n"
-               "  rayborg serve --address auto --host 0.0.0.0     # head of an existing Ray cluster")
+               "  rayborg serve --address auto --host 0.0.0.0 --auth-strategy keystone\n"
+               "                                                 # head of an existing Ray cluster\n\n"
+               "noauth (the default) trusts the identity headers a caller sends and makes one without them\n"
+               "an admin: on an address other than loopback, serve refuses to start with noauth unless it\n"
+               "was asked for explicitly (--auth-strategy noauth, RAYBORG_AUTH_STRATEGY or the config file).")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 6666, Cyborg's)")
     p.add_argument("--database-url", help="SQLAlchemy URL: sqlite:///PATH or postgresql://USER@HOST/DB "
                                           "(default: rayborg.db in the user's data directory)")
     p.add_argument("--public-url", help="base URL that links carry, e.g. https://cloud/accelerator "
                                         "(default: from the request's Host / X-Forwarded-* headers)")
-    p.add_argument("--auth-strategy", choices=["noauth", "keystone"], help="noauth (default) or keystone tokens")
+    p.add_argument("--auth-strategy", choices=["noauth", "keystone"],
+                   help="noauth (default; beyond loopback only when given explicitly) or keystone tokens")
     p.add_argument("--policy-file", help="YAML/JSON policy file overriding the cyborg:* rules")
     p.add_argument("--workers", type=int, dest="api_workers",
                    help="front-door processes sharing the port with SO_REUSEPORT (default 1)")
@@ -53,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
             "binder_count", "sysfs_root")
     try:
         settings = load_settings(**{k: getattr(args, k) for k in keys})
+        warning = settings.check_noauth_exposure()  # before anything starts
     except SettingsError as exc:
         raise CLIError(str(exc)) from None
+    if warning:
+        logging.getLogger("rayborg.serve").warning(warning)
     with database_errors(settings.database_url):
         return serve(settings)

@@ -37,7 +37,9 @@ def config(tmp_path, monkeypatch):
 
 
 def test_defaults_without_a_file(config, monkeypatch):
-    monkeypatch.setenv("RAYBORG_CONFIG", str(config.parent / "missing.toml"))
+    # only the default path may be missing (an explicit one that is missing is an error)
+    monkeypatch.delenv("RAYBORG_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config.parent / "no-config-dir"))
     s = load_settings()
     assert (s.host, s.port, s.auth_strategy, s.api_workers) == ("127.0.0.1", 6666, "noauth", 1)
     assert s.public_url is None
