@@ -3,7 +3,9 @@ recorder, driven through the REST API from discovery to a Bound ARQ and Nova's e
 
 import json
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -60,6 +62,57 @@ def test_serve_with_actors_exits_when_its_process_group_is_terminated(tmp_path):
     finally:
         code = server.stop_group(timeout=60)
     assert code is not None, f"serve hung after SIGTERM:\n{server.log.read_text()[-3000:]}"
+
+
+FIND_THE_DAEMON = textwrap.dedent("""
+    import json, sys, rayborg
+    rb = rayborg.connect()  # the daemon of $RAYBORG_DATABASE_URL
+    out = {"devices": rb.devices(), "daemon": rb.daemon}
+    try:
+        rayborg.connect(sys.argv[1], database_url=sys.argv[2])
+    except rayborg.RayborgError as exc:
+        out["refused"] = str(exc)
+    print(json.dumps(out))
+""")
+
+
+def test_the_cli_and_python_api_find_the_daemon_of_their_database(tmp_path):
+    """Not whatever Ray cluster runs on this machine: the one the daemon of their database recorded
+    in its lease; none of their own is an error, and a daemon of another database is refused."""
+    from rayborg.store import daemon_lease
+
+    server = ServeProcess(tmp_path, "--fake-devices", "fpga:1").start()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    env = {k: v for k, v in server.env.items() if k not in ("RAYBORG_DATABASE_URL", "RAY_AUTH_MODE")}
+    try:
+        daemon = daemon_lease.find(server.database_url)
+        assert (daemon.pid, daemon.api_port, daemon.database_url) == (server.proc.pid, server.port,
+                                                                      server.database_url)
+        log = server.log.read_text()
+        assert f"Ray started locally (address {daemon.ray_address}, dashboard {daemon.dashboard_url})" in log
+        assert daemon.dashboard_url.startswith("http://127.0.0.1:")
+
+        cli = [sys.executable, "-m", "rayborg", "devices", "--json", "--database-url"]
+        out = subprocess.run([*cli, server.database_url], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert [d["family"] for d in json.loads(out.stdout)] == ["FPGA"]
+        out = subprocess.run([*cli, other], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr == (f"rayborg devices: no rayborg daemon runs for database {other} (start one with "
+                              f"`rayborg serve` with these settings, or name the database and Ray cluster of "
+                              f"another)\n")
+
+        out = subprocess.run([sys.executable, "-c", FIND_THE_DAEMON, daemon.ray_address, other],
+                             env=env | {"RAYBORG_DATABASE_URL": server.database_url}, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        found = json.loads(out.stdout)
+        assert len(found["devices"]) == 1 and found["daemon"]["pid"] == server.proc.pid
+        assert found["refused"].startswith(f"the rayborg on the Ray cluster at {daemon.ray_address} uses "
+                                           f"database {server.database_url}, not {other}")
+    finally:
+        assert server.stop() == 0
+    assert daemon_lease.find(server.database_url) is None  # given back at the end
 
 
 def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
