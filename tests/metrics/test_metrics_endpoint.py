@@ -82,3 +82,35 @@ async def test_metrics_can_be_restricted_to_admins(aiohttp_client, database_url,
 async def test_metrics_is_public_by_default(aiohttp_client, settings, store):
     client = await aiohttp_client(create_app(settings, store))
     assert (await scrape(client, headers=MEMBER))[("rayborg_nova_events_pending", frozenset())] == 0
+
+
+FRONT_DOOR = r"""
+import sys
+from rayborg.actors import metrics
+metrics.use_multiprocess(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    metrics.api_request("/v2/devices", "GET", 200, 0.002)
+if sys.argv[3] == "scrape":
+    from prometheus_client import generate_latest
+    class All:
+        def collect(self):
+            return metrics.collect()
+    sys.stdout.write(generate_latest(All()).decode())
+"""
+
+
+def test_front_doors_sharing_the_port_are_counted_together(tmp_path):
+    """--workers N: each front door records into prometheus_client's files in one directory, and
+    whichever answers the scrape reports the sum (the directory is what api/server.run sets up)."""
+    import subprocess
+
+    def front_door(requests: int, then: str) -> str:
+        return subprocess.run([sys.executable, "-c", FRONT_DOOR, str(tmp_path), str(requests), then],
+                              cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60).stdout
+
+    front_door(3, "exit")
+    text = front_door(4, "scrape")
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    labels = frozenset({"route": "/v2/devices", "method": "GET", "status": "200"}.items())
+    assert samples[("rayborg_api_requests_total", labels)] == 7
