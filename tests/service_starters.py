@@ -73,11 +73,11 @@ def service_venv(name: str, requirements: list[str]) -> Path:
     return venv
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -95,9 +95,12 @@ class GunicornService:
 
     name = "service"
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        # `host`: the address to listen on; another than loopback for clients in network namespaces
+        # (tests/cluster/netns.py: the root namespace's bridge address).
+        self.host = host
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
         self.work = Path(tempfile.mkdtemp(prefix=f"rayborg-{self.name}-"))
         self.proc: subprocess.Popen | None = None
 
@@ -108,7 +111,7 @@ class GunicornService:
     def _spawn(self, venv: Path, app: str, env: dict[str, str]) -> None:
         if _get(self.url + "/") is not None:
             raise ServiceUnavailable(f"port {self.port} already answers (not ours): pick another port")
-        cmd = [str(venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
+        cmd = [str(venv / "bin" / "gunicorn"), "--bind", f"{self.host}:{self.port}", "--workers", "1",
                "--worker-class", "sync", "--timeout", "120", "--chdir", str(self.work), app]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -180,8 +183,9 @@ class Keystone(GunicornService):
 
     name = "keystone"
 
-    def __init__(self, port: int | None = None, placement_url: str = DEFAULT_PLACEMENT_URL) -> None:
-        super().__init__(port)
+    def __init__(self, port: int | None = None, placement_url: str = DEFAULT_PLACEMENT_URL,
+                 host: str = "127.0.0.1") -> None:
+        super().__init__(port, host)
         self.placement_url = placement_url
         self.auth_url = f"{self.url}/v3"
 
