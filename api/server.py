@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import glob
 import logging
 import multiprocessing
 import os
@@ -310,6 +311,11 @@ def _metrics_dir(settings) -> str | None:
         return None
     parent = multiprocessing.parent_process()
     owner = parent.pid if parent is not None else os.getpid()
+    if parent is None:  # the directories of daemons killed before they could remove theirs
+        for stale in glob.glob(os.path.join(tempfile.gettempdir(), "rayborg-metrics-*")):
+            pid = stale.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != owner and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(stale, ignore_errors=True)
     return os.path.join(tempfile.gettempdir(), f"rayborg-metrics-{owner}")
 
 
