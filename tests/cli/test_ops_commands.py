@@ -129,6 +129,24 @@ def test_enable_disable(runtime, capsys):
     assert code == 1 and err.strip() == "rayborg enable: no device or deployable named 'no-such-device'"
 
 
+def test_the_daemon_of_another_database_is_never_used_by_default(runtime, capsys, tmp_path, monkeypatch):
+    """Settings that name another database find no daemon of their own here (Ray is joined and
+    this runtime's daemon runs): they say so, and act on nothing."""
+    import rayborg
+
+    other = f"sqlite:///{tmp_path / 'mine.db'}"
+    monkeypatch.setenv("RAYBORG_DATABASE_URL", other)
+    for argv in (["status"], ["disable", "host-b_fake_gpu_1"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == ""
+        assert err.startswith(f"rayborg {argv[0]}: no rayborg daemon runs for database {other} ")
+    with pytest.raises(rayborg.RayborgError, match="no rayborg daemon runs for database"):
+        rayborg.connect()
+    code, out, _ = run(capsys, "devices", "--state", "disabled", "--json",
+                       "--database-url", runtime["store"].url)
+    assert code == 0 and json.loads(out) == []
+
+
 def test_a_cluster_whose_daemon_uses_another_database_is_refused(runtime, capsys, tmp_path):
     other = f"sqlite:///{tmp_path / 'other.db'}"
     code, out, err = run(capsys, "disable", "host-b_fake_gpu_1", "--address", runtime["address"],
