@@ -7,7 +7,9 @@ Config (driver option `spec`, or the `--fake` CLI flag):
     {"fpga": 4, "qat": "2x4"}   the same as a dict, or as JSON text
 Other options: `seed` (int: selects the PCI domain so two fake hosts differ), `fail_program`
 (deployable names whose programming fails, to test error paths), `program_seconds` (how long a
-simulated programming takes, for progress bars, benchmarks and kill-mid-programming tests).
+simulated programming takes, for progress bars, benchmarks and kill-mid-programming tests),
+`program_hold` (a file path: while that file exists, a programming waits, so that a test holds a
+batch mid-way and knows it is there until it removes the file).
 
 Every attach handle is TEST_PCI (Nova ignores those, ussuri nova-cyborg-interaction). FPGAs can be
 "programmed": the bitstream id and function trait show on the next discovery.
@@ -16,6 +18,7 @@ Every attach handle is TEST_PCI (Nova ignores those, ussuri nova-cyborg-interact
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -81,6 +84,7 @@ class FakeDriver(Driver):
         self.domain = int(self.options.get("seed", 0)) % 0x10000
         self.fail_program = set(self.options.get("fail_program", ()))
         self.program_seconds = float(self.options.get("program_seconds", 0))
+        self.program_hold = self.options.get("program_hold")
         self.programmed: dict[str, Bitstream | str] = {}  # deployable name -> bitstream
 
     def discover(self) -> Discovery:
@@ -149,6 +153,8 @@ class FakeDriver(Driver):
             raise ProgrammingError(f"a {device.type} cannot be programmed", device=name, tool="fake")
         if self.program_seconds:
             time.sleep(self.program_seconds)  # the stand-in for a vendor tool's run time
+        while self.program_hold and os.path.exists(self.program_hold):
+            time.sleep(0.02)
         if name in self.fail_program:
             raise ProgrammingError("simulated programming failure", device=name, tool="fake", exit_code=1)
         self.programmed[name] = bitstream

@@ -67,6 +67,9 @@ def runtime(ray_cluster, placement_server, glance, tmp_path_factory):
     glance.add(BITSTREAM)
     glance.add(NOT_A_BITSTREAM, tags=())
     overrides["host-c"]["driver_options"]["bitstreams"] = {"glance_url": glance.url}
+    # host-a's programming waits while this file exists (only while a test holds a batch mid-way)
+    hold = tmp_path_factory.mktemp("hold") / "program-hold"
+    overrides["host-a"]["driver_options"]["fake"]["program_hold"] = str(hold)
     config = RuntimeConfig(
         database_url=store.url,
         placement_url=placement_server.url,
@@ -91,6 +94,7 @@ def runtime(ray_cluster, placement_server, glance, tmp_path_factory):
         "node_d": node_d,
         "address": cluster.address,
         "glance": glance,
+        "hold": hold,
     }
     kill_runtime()
     if node_d in cluster.worker_nodes:
@@ -385,30 +389,41 @@ def test_ctrl_c_inside_program_leaves_every_device_a_result(runtime, monkeypatch
         assert ray.get(rb.host(host).status.remote())["programming"] == []
 
 
-def test_sigint_to_rayborg_program_exits_130(runtime):
+def test_sigint_to_rayborg_program_exits_130(runtime, tmp_path):
+    """SIGINT lands while the batch's first device is being programmed (held there by the fake
+    driver's program_hold until the signal has been handled): the queued 49 are cancelled, the
+    running one finishes, every device has a result, the command exits 130."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rayborg", "--debug", "--log-format", "json", "program", "--json",
-         "--address", runtime["address"], "--bitstream", BITSTREAM, "--where", "host=host-a",
-         "--parallelism-per-host", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    hold, errors = runtime["hold"], tmp_path / "stderr"
+    hold.touch()
+    with open(errors, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rayborg", "--debug", "--log-format", "json", "program", "--json",
+             "--address", runtime["address"], "--database-url", runtime["store"].url,
+             "--bitstream", BITSTREAM, "--where", "host=host-a", "--parallelism-per-host", "1"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+        )
     try:
-        deadline = time.monotonic() + 90
-        for line in proc.stderr:  # wait until the batch is under way
-            if '"logger": "rayborg.program"' in line or time.monotonic() > deadline:
-                break
+        agent = runtime["rb"].host("host-a")
+        wait_for(lambda: ray.get(agent.status.remote())["programming"] or proc.poll() is not None,
+                 timeout=90, what="host-a programming a device")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        wait_for(lambda: "before programming started" in errors.read_text() or proc.poll() is not None,
+                 timeout=60, what="the queued devices cancelled")
     finally:
-        proc.kill()
+        hold.unlink(missing_ok=True)  # the running device finishes
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    err = errors.read_text()
     assert proc.returncode == 130, err[-2000:]
-    assert err.rstrip().endswith("rayborg program: interrupted")
+    assert json.loads(err.splitlines()[-1])["message"] == "rayborg program: interrupted"
     body = json.loads(out)
     assert body["interrupted"] and sorted(r["deployable"] for r in body["results"]) == sorted(
         f"host-a_fake_fpga_{i}" for i in range(50)
     )
-    assert body["counts"].get("cancelled", 0) >= 30, body["counts"]
+    assert body["counts"] == {"ok": 1, "cancelled": 49}, body["counts"]
     assert ray.get(runtime["rb"].host("host-a").status.remote())["programming"] == []
 
 
