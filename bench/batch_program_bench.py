@@ -5,7 +5,7 @@
 
 Starts its own `ray.cluster_utils.Cluster` (one labelled node per host), a SQLite store and the
 rayborg actors (plus a real Placement with --placement), programs every FPGA through
-`rayborg.connect().program(...)` and prints the wall time against the ideal
+`rayborg.connect(...).program(...)` and prints the wall time against the ideal
 (slowest device x ceil(N / effective parallelism)) and the ratio. Writes bench/results/batch_program.json.
 Figures, not assertions: compare runs on the same machine.
 """
@@ -85,7 +85,7 @@ def main() -> None:
         )
         sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
         reports_before = ray.get(sync.status.remote())["reports_applied"]
-        rb = rayborg.connect()
+        rb = rayborg.connect(cluster.address, database_url=store.url)  # no `rayborg serve`: name both
         results = rb.program(
             "bench-bitstream",
             {"family": "FPGA"},
