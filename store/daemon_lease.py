@@ -42,7 +42,7 @@ def absolute_url(url: str) -> str:
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return url
-    return u.set(database=str(Path(u.database).expanduser().resolve())).render_as_string(hide_password=False)
+    return u.set(database=str(Path(u.database).resolve())).render_as_string(hide_password=False)
 
 
 def shown_url(url: str) -> str:
@@ -54,7 +54,7 @@ def same_database(a: str, b: str) -> bool:
 
     def key(url: str):
         u = make_url(normalize_url(absolute_url(url)))
-        return u.set(password=None).render_as_string(hide_password=False)
+        return u._replace(password=None).render_as_string(hide_password=False)  # set() ignores None
 
     return key(a) == key(b)
 
@@ -193,7 +193,8 @@ def current(store: Store) -> DaemonRecord | None:
 def find(database_url: str) -> DaemonRecord | None:
     """The daemon running on the database at `database_url`, without creating or migrating anything
     (a SQLite file that does not exist, or a database from before leases, has none)."""
-    u = make_url(absolute_url(database_url))
+    database_url = absolute_url(database_url)
+    u = make_url(database_url)
     if u.get_backend_name() == "sqlite" and u.database != ":memory:" and not Path(u.database or "").is_file():
         return None
     store = Store(database_url)

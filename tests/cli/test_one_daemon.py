@@ -183,6 +183,18 @@ def test_second_serve_on_a_busy_port_or_database_exits_at_once_naming_the_first(
 
 
 # -- item 12: the CLI and the Python API find their own daemon ------------------------------------
+def test_which_database_a_daemon_uses_is_compared_without_passwords_or_spelling(tmp_path, monkeypatch):
+    """The daemon's actors report their database with the password hidden (`***`)."""
+    same = daemon_lease.same_database
+    assert same("postgresql://rayborg:secret@db:5432/rayborg", "postgresql+psycopg://rayborg:***@db:5432/rayborg")
+    assert same("postgresql://rayborg@db/rayborg", "postgresql+psycopg://rayborg:***@db/rayborg")
+    assert not same("postgresql://rayborg@db/rayborg", "postgresql://rayborg@db/other")
+    assert not same("postgresql://rayborg@db/rayborg", "postgresql://rayborg@db2/rayborg")
+    monkeypatch.chdir(tmp_path)
+    assert same("sqlite:///rayborg.db", f"sqlite:///{tmp_path / 'rayborg.db'}")
+    assert not same(f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}")
+
+
 def test_without_a_daemon_of_its_own_the_cli_says_so(tmp_path, capsys):
     db = tmp_path / "nobody.db"
     for command in ("status", "devices", "arqs"):
