@@ -186,7 +186,8 @@ def test_second_serve_on_a_busy_port_or_database_exits_at_once_naming_the_first(
 def test_which_database_a_daemon_uses_is_compared_without_passwords_or_spelling(tmp_path, monkeypatch):
     """The daemon's actors report their database with the password hidden (`***`)."""
     same = daemon_lease.same_database
-    assert same("postgresql://rayborg:secret@db:5432/rayborg", "postgresql+psycopg://rayborg:***@db:5432/rayborg")
+    assert same("postgresql://rayborg:secret@db:5432/rayborg",
+                "postgresql+psycopg://rayborg:***@db:5432/rayborg")
     assert same("postgresql://rayborg@db/rayborg", "postgresql+psycopg://rayborg:***@db/rayborg")
     assert not same("postgresql://rayborg@db/rayborg", "postgresql://rayborg@db/other")
     assert not same("postgresql://rayborg@db/rayborg", "postgresql://rayborg@db2/rayborg")
