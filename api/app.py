@@ -102,6 +102,13 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except ApiError as exc:
         resp = error_response(exc.status, exc.message, exc.headers)
+    except web.RequestPayloadError as exc:  # a body that does not decode (bad Content-Encoding)
+        detail = getattr(exc.__cause__, "message", None) or str(exc)
+        resp = error_response(400, f"The request body could not be read: {detail}")
+        # End the body (aiohttp would linger on it and log a traceback) and, after this answer, the
+        # connection: its stream is past trusting.
+        request.content.feed_eof()
+        resp.force_close()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

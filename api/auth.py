@@ -12,6 +12,24 @@ from typing import Protocol
 from aiohttp import web
 
 from rayborg.api.context import DEFAULT_PROJECT_ID, RequestContext, with_implied
+from rayborg.api.errors import BadRequest
+
+IDENTITY_HEADERS = ("X-User-Id", "X-Project-Id", "X-Roles", "X-Service-Roles")
+MAX_ID_LENGTH = 255  # the database's project_id columns
+
+
+def header(request: web.Request, name: str, max_length: int | None = None) -> str | None:
+    """A header the caller's identity comes from; None when absent or blank. 400 when it is not
+    printable UTF-8: aiohttp hands undecodable bytes on as surrogates, which no database (nor
+    Keystone) accepts, and control characters have no place in an id, a role or a token."""
+    value = request.headers.get(name)
+    if not value:
+        return None
+    if not value.isprintable():  # also False for surrogates: one C-level scan, no encoding
+        raise BadRequest(f"The {name} header must be printable UTF-8 text")
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"The {name} header is longer than {max_length} characters")
+    return value
 
 
 def _split_roles(value: str | None) -> frozenset[str]:
@@ -32,16 +50,18 @@ class NoAuth:
 
     async def identify(self, request: web.Request) -> RequestContext:
         h = request.headers
-        if not any(k in h for k in ("X-User-Id", "X-Project-Id", "X-Roles", "X-Service-Roles")):
+        if not any(k in h for k in IDENTITY_HEADERS):
             return RequestContext(user_id="admin", project_id=DEFAULT_PROJECT_ID,
                                   roles=frozenset({"admin", "member", "reader", "service"}),
                                   service_roles=frozenset({"service"}), is_service=True)
-        roles = with_implied(_split_roles(h.get("X-Roles")))
-        service_roles = _split_roles(h.get("X-Service-Roles"))
+        # Identity headers given: a missing or blank X-Project-Id is no project (not every project).
+        roles = with_implied(_split_roles(header(request, "X-Roles")))
+        service_roles = _split_roles(header(request, "X-Service-Roles"))
         return RequestContext(
-            user_id=h.get("X-User-Id"), project_id=h.get("X-Project-Id"), roles=roles,
+            user_id=header(request, "X-User-Id", MAX_ID_LENGTH),
+            project_id=header(request, "X-Project-Id", MAX_ID_LENGTH), roles=roles,
             service_roles=service_roles, is_service=bool(service_roles & self.service_token_roles),
-            auth_token=h.get("X-Auth-Token"))
+            auth_token=header(request, "X-Auth-Token"))
 
     async def close(self) -> None:
         return None

@@ -13,6 +13,7 @@ from aiohttp import web
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import (ApiError, BadRequest, Conflict, Forbidden, Locked, NotFound,
                                  UnsupportedMediaType)
+from rayborg.store.arq_state import AmountLimits
 from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError, ServiceTokenRequired,
                                   StoreError)
 
@@ -37,6 +38,12 @@ def authorize(request: web.Request, rule: str) -> RequestContext:
     context = ctx(request)
     request.app["policy"].authorize(rule, context)
     return context
+
+
+def amount_limits(request: web.Request) -> AmountLimits:
+    """The operator's bounds on the resource amounts of a device profile (settings)."""
+    settings = request.app["settings"]
+    return AmountLimits(per_group=settings.max_group_amount, per_profile=settings.max_profile_amount)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

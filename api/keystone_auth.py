@@ -27,6 +27,7 @@ from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 
+from rayborg.api.auth import header
 from rayborg.api.context import RequestContext, with_implied
 from rayborg.api.errors import ApiError, Forbidden, Unauthorized
 
@@ -143,14 +144,14 @@ class KeystoneAuth:
         self.keystone_calls = 0  # tokens validated remotely (cache misses), for tests and metrics
 
     async def identify(self, request: web.Request) -> RequestContext:
-        token = request.headers.get("X-Auth-Token")
+        token = header(request, "X-Auth-Token")  # 400 for bytes no token can hold
         if not token:
             raise self._unauthorized("Authentication required: the request has no X-Auth-Token")
         user = await self._require(token, "X-Auth-Token")
         if user.scope != "project":
             raise Forbidden(f"This API accepts project-scoped tokens only; the token is {user.scope}-scoped")
         service_roles: frozenset[str] = frozenset()
-        service_token = request.headers.get("X-Service-Token")
+        service_token = header(request, "X-Service-Token")
         if service_token:
             service_roles = (await self._require(service_token, "X-Service-Token")).roles
         return RequestContext(user_id=user.user_id, project_id=user.project_id, roles=with_implied(user.roles),

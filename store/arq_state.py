@@ -71,27 +71,67 @@ class BindTarget:
         return self.device_rp_uuid is None
 
 
+@dataclass(frozen=True)
+class AmountLimits:
+    """Bounds on what one profile may ask for (Settings.max_group_amount, max_profile_amount)."""
+
+    per_group: int    # the largest `resources:RC` amount of a group
+    per_profile: int  # the most ARQs one profile yields (one POST creates them all)
+
+
+def parse_amount(value: Any, limit: int) -> int | None:
+    """A `resources:RC` amount: an ASCII decimal integer from 1 to `limit`, else None. Stricter than
+    int(), which also takes "１", "1_0" and " 2 "."""
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    number = int(value)
+    return number if 1 <= number <= limit else None
+
+
+def _per_unit(group: dict[str, str], key: str) -> int:
+    """ARQs per unit of a `resources:` amount: one per requested accelerator; Xilinx FPGAs count
+    twice (management and user PF both go to the VM)."""
+    return 2 if key == "resources:FPGA" and group.get("trait:CUSTOM_FPGA_XILINX") == "required" else 1
+
+
 def arq_count(group: dict[str, str]) -> int:
-    """ARQs one profile group yields: one per requested accelerator; Xilinx FPGAs count twice
-    (management and user PF both go to the VM)."""
-    amounts = {key.removeprefix("resources:"): int(value) for key, value in group.items()
-               if key.startswith("resources:")}
-    count = sum(amounts.values())
-    if group.get("trait:CUSTOM_FPGA_XILINX") == "required":
-        count += amounts.get("FPGA", 0)
-    return count
+    """ARQs one profile group yields."""
+    return sum(int(value) * _per_unit(group, key) for key, value in group.items() if key.startswith("resources:"))
+
+
+def amounts_error(groups: list[dict[str, str]], limits: AmountLimits) -> str | None:
+    """Why a profile's resource amounts are out of bounds, naming the group and key; None if they
+    are not."""
+    total = 0
+    for index, group in enumerate(groups):
+        for key, value in group.items():
+            if not key.startswith("resources:"):
+                continue
+            number = parse_amount(value, limits.per_group)
+            if number is None:
+                return (f"group {index}: {key} amount {value!r} must be an ASCII decimal integer from 1 to "
+                        f"{limits.per_group}")
+            total += number * _per_unit(group, key)
+            if total > limits.per_profile:
+                return (f"group {index}: {key} takes the profile to {total} accelerator requests, more than "
+                        f"the {limits.per_profile} one profile may ask for")
+    return None
 
 
 _PROFILE_BY_NAME = (select(DeviceProfile.__table__.c.id, DeviceProfile.__table__.c.groups)
                     .where(DeviceProfile.__table__.c.name == bindparam("name")))
 
 
-def create_arqs(session: Session, profile_name: str, project_id: str | None) -> list[Any]:
+def create_arqs(session: Session, profile_name: str, project_id: str | None,
+                limits: AmountLimits | None = None) -> list[Any]:
     """All ARQs for a profile, in state Initial, numbered by group; all or none (one transaction).
-    Rows of extended_accelerator_requests, in id order."""
+    Rows of extended_accelerator_requests, in id order. With `limits`, a profile stored before them
+    that asks for more is refused (InvalidError naming the group and key) before anything is written."""
     profile = session.execute(_PROFILE_BY_NAME, {"name": profile_name}).first()
     if profile is None:
         raise NotFoundError(f"Device profile not found with {profile_name}")
+    if limits is not None and (error := amounts_error(profile.groups, limits)):
+        raise InvalidError(f"Device profile {profile_name}: {error}")
     now = utcnow()
     values = [{"uuid": new_uuid(), "state": S.INITIAL.value, "device_profile_id": profile.id,
                "device_profile_group_id": index, "project_id": project_id, "created_at": now,
@@ -169,6 +209,10 @@ def _lock_instances(session: Session, instances: list[str]) -> None:
 
 _INSTANCE_TAKEN = (select(_arqs.c.instance_uuid).where(_arqs.c.instance_uuid.in_(bindparam("instances", expanding=True)))
                    .limit(1))
+# Only the caller's project's ARQs count for a non-admin: another project's use of an instance uuid
+# must not show (a refusal would tell that it exists). ARQs of one instance never mix projects in
+# what a project sees, lists or deletes, as every read is scoped the same way.
+_INSTANCE_TAKEN_IN_PROJECT = _INSTANCE_TAKEN.where(_arqs.c.project_id == bindparam("project_id"))
 
 
 def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None) -> list[str]:
@@ -184,7 +228,10 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     _require_state(arqs, S.BIND_STARTED)
     instances = sorted({t.instance_uuid for t in binds.values()})
     _lock_instances(session, instances)
-    taken = session.execute(_INSTANCE_TAKEN, {"instances": instances}).scalar()
+    if project_id is None:
+        taken = session.execute(_INSTANCE_TAKEN, {"instances": instances}).scalar()
+    else:
+        taken = session.execute(_INSTANCE_TAKEN_IN_PROJECT, {"instances": instances, "project_id": project_id}).scalar()
     if taken is not None:
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
     standalone = {u for u, t in binds.items() if t.standalone}

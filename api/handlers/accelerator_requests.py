@@ -14,8 +14,8 @@ from aiohttp import web
 from rayborg.api import microversion
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import BadRequest, Forbidden, NotFound
-from rayborg.api.http import (call_store, split_list, authorize, empty_response, iso, json_response, paginate, parse_uuid,
-                              query_params, read_json, version)
+from rayborg.api.http import (amount_limits, call_store, split_list, authorize, empty_response, iso, json_response,
+                              paginate, parse_uuid, query_params, read_json, version)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import accelerator_requests as schemas
@@ -27,11 +27,18 @@ from rayborg.store.queries.accelerator_requests import ARQView
 TAGS = ["accelerator_requests"]
 SERVICE_TOKEN_REQUIRED = ("This operation requires a service token. Use the Compute API to manage instance "
                           "accelerators.")
+NO_PROJECT = ("The caller has no project: accelerator requests belong to projects; send X-Project-Id "
+              "(or a project-scoped token)")
 
 
 def _scope(context: RequestContext) -> str | None:
-    """The project whose ARQs the caller sees; None (all) for admins."""
-    return None if context.is_admin else context.project_id
+    """The project whose ARQs the caller sees and changes; None (every project) for admins only. A
+    non-admin without a project is refused: no project is not every project."""
+    if context.is_admin:
+        return None
+    if context.project_id is None:
+        raise Forbidden(NO_PROJECT)
+    return context.project_id
 
 
 def _body(request: web.Request, view: ARQView) -> dict:
@@ -53,8 +60,10 @@ def _body(request: web.Request, view: ARQView) -> dict:
 async def create_arqs(request: web.Request) -> web.Response:
     context = authorize(request, "cyborg:arq:create")
     query_params(request, set())
+    _scope(context)  # a non-admin creates in its own project only
     spec = validated(schemas.ARQCreate, await read_json(request))
-    arqs = await call_store(request, queries.create, spec.device_profile_name, context.project_id, write=True)
+    arqs = await call_store(request, queries.create, spec.device_profile_name, context.project_id,
+                            amount_limits(request), write=True)
     return json_response({"arqs": [_body(request, a) for a in arqs]}, status=201)
 
 

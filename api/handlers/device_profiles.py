@@ -7,8 +7,8 @@ from aiohttp import web
 
 from rayborg.api import microversion
 from rayborg.api.errors import BadRequest
-from rayborg.api.http import (authorize, call_store, split_list, empty_response, is_uuid, iso, json_response, paginate, parse_uuid,
-                              query_params, read_json, version)
+from rayborg.api.http import (amount_limits, authorize, call_store, split_list, empty_response, is_uuid, iso,
+                              json_response, paginate, parse_uuid, query_params, read_json, version)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import device_profiles as schemas
@@ -65,7 +65,7 @@ async def create_profile(request: web.Request) -> web.Response:
         raise BadRequest("The request body must be a list holding one device profile")
     if len(body) > 1:
         raise BadRequest("Only one device profile allowed per POST request for now.")
-    spec = validated(schemas.DeviceProfileCreate, body[0])
+    spec = validated(schemas.DeviceProfileCreate, body[0], {schemas.LIMITS: amount_limits(request)})
     for index, group in enumerate(spec.groups):
         for key in UUID_ACCEL_KEYS:
             if key in group:

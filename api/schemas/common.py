@@ -26,10 +26,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def validated(model: type[M], data: Any) -> M:
-    """`data` parsed as `model`, or 400 listing what is wrong, field by field."""
+def validated(model: type[M], data: Any, context: dict[str, Any] | None = None) -> M:
+    """`data` parsed as `model` (its validators see `context`), or 400 listing what is wrong, field
+    by field."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise BadRequest("Invalid request body: " + "; ".join(_describe(e) for e in exc.errors())) from None
 

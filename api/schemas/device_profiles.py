@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from rayborg.api.schemas.common import Link, Strict
+from rayborg.store.arq_state import AmountLimits, amounts_error
 
 NAME_PATTERN = r"^[a-zA-Z0-9-_]+$"
 KEY_PREFIXES = ("resources:", "trait:", "accel:")
@@ -15,18 +16,14 @@ STANDARD_RCS = frozenset({"FPGA", "GPU", "VGPU", "PGPU", "CUSTOM_QAT", "CUSTOM_N
 TRAIT_VALUES = ("required", "forbidden")
 # Placement's rule for custom resource class and trait names.
 CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+# The validation context key (`validated(..., context=...)`) holding the operator's AmountLimits.
+LIMITS = "amount_limits"
 
 
-
-def _check_resource(rc: str, amount: str) -> None:
+def _check_resource(rc: str) -> None:
+    """The resource class; its amount is checked against the limits with the whole profile."""
     if rc not in STANDARD_RCS and not CUSTOM_NAME.match(rc):
         raise ValueError(f"Resource class {rc!r} must be one of {sorted(STANDARD_RCS)} or CUSTOM_[A-Z0-9_]+")
-    try:
-        number = int(amount)
-    except ValueError:
-        raise ValueError(f"Resources amount {amount!r} for {rc} must be an integer") from None
-    if number < 1:
-        raise ValueError(f"Resources amount for {rc} must be at least 1, got {number}")
 
 
 def _check_trait(trait: str, value: str) -> None:
@@ -50,7 +47,7 @@ def normalize_group(group: dict[str, str]) -> dict[str, str]:
         if not name:
             raise ValueError(f"Device profile group key {raw_key!r} names nothing after the prefix")
         if prefix == "resources:":
-            _check_resource(name, value)
+            _check_resource(name)
         elif prefix == "trait:":
             _check_trait(name, value)
         key = prefix + name
@@ -70,13 +67,17 @@ class DeviceProfileCreate(Strict):
 
     @field_validator("groups")
     @classmethod
-    def _groups(cls, groups: list[dict[str, str]]) -> list[dict[str, str]]:
+    def _groups(cls, groups: list[dict[str, str]], info: ValidationInfo) -> list[dict[str, str]]:
+        """Each group's syntax, then every amount within the limits (the context's LIMITS)."""
         out = []
         for index, group in enumerate(groups):
             try:
                 out.append(normalize_group(group))
             except ValueError as exc:
                 raise ValueError(f"group {index}: {exc}") from None
+        limits: AmountLimits = info.context[LIMITS]
+        if error := amounts_error(out, limits):
+            raise ValueError(error)
         return out
 
     @field_validator("uuid")

@@ -112,8 +112,9 @@ def get_arq(reader: RawReader, uuid: str, project_id: str | None = None) -> ARQV
     return found[0]
 
 
-def create(session: Session, profile_name: str, project_id: str | None) -> list[ARQView]:
-    """Create the ARQs of a profile (one transaction) and return them as views (new ARQs are
-    Initial: nothing to join)."""
+def create(session: Session, profile_name: str, project_id: str | None,
+           limits: arq_state.AmountLimits | None = None) -> list[ARQView]:
+    """Create the ARQs of a profile (one transaction; refused when the profile asks for more than
+    `limits`) and return them as views (new ARQs are Initial: nothing to join)."""
     return [ARQView(a.uuid, a.state, profile_name, a.device_profile_group_id, None, None, None, a.project_id,
-                    created_at=a.created_at) for a in arq_state.create_arqs(session, profile_name, project_id)]
+                    created_at=a.created_at) for a in arq_state.create_arqs(session, profile_name, project_id, limits)]

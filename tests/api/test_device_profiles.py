@@ -64,7 +64,7 @@ async def test_create_strips_spaces_accepts_null_description_and_given_uuid(clie
     ({"name": "dp", "groups": [{"resources:TPU": "1"}]}, "TPU"),
     ({"name": "dp", "groups": [{"resources:CUSTOM_lower": "1"}]}, "CUSTOM_lower"),
     ({"name": "dp", "groups": [{"resources:FPGA": "one"}]}, "integer"),
-    ({"name": "dp", "groups": [{"resources:FPGA": "0"}]}, "at least 1"),
+    ({"name": "dp", "groups": [{"resources:FPGA": "0"}]}, "from 1 to 64"),
     ({"name": "dp", "groups": [{"resources:FPGA": "1.5"}]}, "integer"),
     ({"name": "dp", "groups": [{"trait:HW_CPU_X86_AVX": "required"}]}, "trait name"),
     ({"name": "dp", "groups": [{"trait:CUSTOM_X": "preferred"}]}, "trait value"),
