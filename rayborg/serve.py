@@ -133,7 +133,8 @@ def serve(settings: Settings) -> int:
     from rayborg.store.engine import Store
     from rayborg.store.migrate import upgrade
 
-    # Ray's workers run elsewhere: they must open the file this process means.
+    # Ray's workers (and the CLI) have working directories of their own: a relative SQLite path
+    # must name the same file for all of them.
     settings = settings.model_copy(update={"database_url": daemon_lease.absolute_url(settings.database_url)})
     socks = _listen_sockets(settings.host, settings.port, settings.api_workers)
     try:
