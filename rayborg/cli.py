@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import rayborg.commands as commands_pkg
 from rayborg import __version__
@@ -32,15 +33,44 @@ def _add_global_options(p: argparse.ArgumentParser, default) -> None:
                         "object per line (default: $RAYBORG_LOG_FORMAT, else text)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """With the json log format, a usage error is one JSON line too (usage itself left out)."""
+
+    def __init__(self, *args, log_format: str = "text", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_format = log_format
+
+    def error(self, message: str):
+        if self.log_format != "json":
+            super().error(message)
+        from rayborg import logs
+
+        self.exit(2, logs.error_line(f"{self.prog}: error: {message}", "json") + "\n")
+
+
+def _requested_format(argv: list[str] | None) -> str:
+    """The log format that argv or $RAYBORG_LOG_FORMAT asks for, known before argv is parsed."""
+    from rayborg import logs
+
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--log-format")
+    try:
+        return logs.resolve_format(pre.parse_known_args(argv)[0].log_format)
+    except (argparse.ArgumentError, ValueError):
+        return "text"
+
+
+def build_parser(log_format: str = "text") -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="rayborg",
         description="rayborg: accelerator management (OpenStack Cyborg v2 API) on Ray. "
                     "Run 'rayborg COMMAND --help' for the options of a command.",
+        log_format=log_format,
     )
     parser.add_argument("--version", action="version", version=f"rayborg {__version__}")
     _add_global_options(parser, None)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=partial(_Parser, log_format=log_format))
     for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
         module.register(sub)
@@ -99,7 +129,7 @@ def _main(argv: list[str] | None) -> int:
     from rayborg import logs
     from rayborg.settings import CONFIG_ENV
 
-    parser = build_parser()
+    parser = build_parser(_requested_format(argv))
     args = parser.parse_args(argv)
     verbose = bool(args.verbose or args.debug)
     try:

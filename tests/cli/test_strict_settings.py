@@ -272,3 +272,16 @@ def test_an_unexpected_error_with_debug_and_json_is_json_only(monkeypatch, capsy
     records = [json.loads(line) for line in lines]  # every line: no bare traceback
     assert records[-1]["message"] == "rayborg status: RuntimeError: kaput"
     assert "RuntimeError: kaput" in records[-1]["exception"]
+
+
+@pytest.mark.parametrize("argv", [["--log-format", "json", "serve", "--port", "abc"],
+                                  ["serve", "--port", "abc", "--log-format=json"]])
+def test_a_usage_error_with_log_format_json_is_one_json_line(capsys, argv):
+    with pytest.raises(SystemExit) as exited:
+        cli(argv)
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["message"] == "rayborg serve: error: argument --port: invalid int value: 'abc'"
+    with pytest.raises(SystemExit):
+        cli(["serve", "--port", "abc"])  # text: argparse's usage and error, as ever
+    assert capsys.readouterr().err.startswith("usage: rayborg serve")
