@@ -84,7 +84,8 @@ def identify_row(seconds: float) -> tuple[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=0.5, help="time per measurement")
     args = parser.parse_args()
     for label, us in [*policy_rows(args.seconds), identify_row(args.seconds)]:

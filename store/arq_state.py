@@ -96,7 +96,8 @@ def _per_unit(group: dict[str, str], key: str) -> int:
 
 def arq_count(group: dict[str, str]) -> int:
     """ARQs one profile group yields."""
-    return sum(int(value) * _per_unit(group, key) for key, value in group.items() if key.startswith("resources:"))
+    return sum(int(value) * _per_unit(group, key) for key, value in group.items()
+               if key.startswith("resources:"))
 
 
 def amounts_error(groups: list[dict[str, str]], limits: AmountLimits) -> str | None:
@@ -231,7 +232,8 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     if project_id is None:
         taken = session.execute(_INSTANCE_TAKEN, {"instances": instances}).scalar()
     else:
-        taken = session.execute(_INSTANCE_TAKEN_IN_PROJECT, {"instances": instances, "project_id": project_id}).scalar()
+        taken = session.execute(_INSTANCE_TAKEN_IN_PROJECT,
+                                {"instances": instances, "project_id": project_id}).scalar()
     if taken is not None:
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
     standalone = {u for u, t in binds.items() if t.standalone}

@@ -14,8 +14,8 @@ from aiohttp import web
 from rayborg.api import microversion
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import BadRequest, Forbidden, NotFound
-from rayborg.api.http import (amount_limits, call_store, split_list, authorize, empty_response, iso, json_response,
-                              paginate, parse_uuid, query_params, read_json, version)
+from rayborg.api.http import (amount_limits, authorize, call_store, empty_response, iso, json_response,
+                              paginate, parse_uuid, query_params, read_json, split_list, version)
 from rayborg.api.links import self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import accelerator_requests as schemas

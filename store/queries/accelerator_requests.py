@@ -116,5 +116,6 @@ def create(session: Session, profile_name: str, project_id: str | None,
            limits: arq_state.AmountLimits | None = None) -> list[ARQView]:
     """Create the ARQs of a profile (one transaction; refused when the profile asks for more than
     `limits`) and return them as views (new ARQs are Initial: nothing to join)."""
+    rows = arq_state.create_arqs(session, profile_name, project_id, limits)
     return [ARQView(a.uuid, a.state, profile_name, a.device_profile_group_id, None, None, None, a.project_id,
-                    created_at=a.created_at) for a in arq_state.create_arqs(session, profile_name, project_id, limits)]
+                    created_at=a.created_at) for a in rows]

@@ -40,8 +40,8 @@ async def limited(aiohttp_client, settings, store):
 
 # -- 5. resource amounts --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("amount", ["１", "1_0", " 2 ", "99999999999999999999", "0", "-1", "+1", "1.0", "٣", "",
-                                    "65", pytest.param("9" * 5000, id="5000-digits")])
+@pytest.mark.parametrize("amount", ["１", "1_0", " 2 ", "99999999999999999999", "0", "-1", "+1", "1.0", "٣",
+                                    "", "65", pytest.param("9" * 5000, id="5000-digits")])
 async def test_amount_must_be_ascii_decimal_within_the_limit(client, amount):
     body = [{"name": "dp", "groups": [{"resources:FPGA": "1"}, {"trait:CUSTOM_X": "required",
                                                                   "resources:GPU": amount}]}]
@@ -58,9 +58,11 @@ async def test_amount_limits_are_the_operators(limited):
         ([{"resources:FPGA": "4"}, {"resources:GPU": "1", "resources:CUSTOM_QAT": "2"}],
          ["group 1", "resources:CUSTOM_QAT", "7", "more than the 6"]),
         # Xilinx FPGAs yield two ARQs each: 4 of them are 8 ARQs.
-        ([{"resources:FPGA": "4", "trait:CUSTOM_FPGA_XILINX": "required"}], ["group 0", "resources:FPGA", "8"]),
+        ([{"resources:FPGA": "4", "trait:CUSTOM_FPGA_XILINX": "required"}],
+         ["group 0", "resources:FPGA", "8"]),
     ]:
-        fault = await cyborg_fault(await limited.post(PROFILES, json=[{"name": "bad", "groups": groups}]), 400)
+        resp = await limited.post(PROFILES, json=[{"name": "bad", "groups": groups}])
+        fault = await cyborg_fault(resp, 400)
         assert all(n in fault for n in needles), fault
     assert [p["name"] for p in await profiles(limited)] == ["ok"]
     resp = await limited.post(ARQS, json={"device_profile_name": "ok"})
@@ -71,7 +73,8 @@ async def test_amount_limits_are_the_operators(limited):
 async def test_arqs_of_a_profile_stored_before_the_limits_are_refused(client, store, amount, needle):
     """A profile stored before the limits existed (written straight to the store) creates nothing."""
     add_profile(store, "old", [{"resources:FPGA": "1"}, {"resources:FPGA": amount}])
-    fault = await cyborg_fault(await client.post(ARQS, json={"device_profile_name": "old"}, headers=MEMBER), 400)
+    resp = await client.post(ARQS, json={"device_profile_name": "old"}, headers=MEMBER)
+    fault = await cyborg_fault(resp, 400)
     assert "old" in fault and "group 1" in fault and "resources:FPGA" in fault and needle in fault, fault
     assert await arqs(client) == []
 
@@ -120,10 +123,12 @@ async def test_identity_header_that_is_not_text_is_a_400(client, name, value):
 async def test_identity_ids_longer_than_the_database_holds_are_a_400(client, store):
     add_profile(store, "dp", [{"resources:FPGA": "1"}])
     for name in ("X-Project-Id", "X-User-Id"):
-        resp = await client.post(ARQS, json={"device_profile_name": "dp"}, headers={**MEMBER, name: "p" * 256})
+        resp = await client.post(ARQS, json={"device_profile_name": "dp"},
+                                 headers={**MEMBER, name: "p" * 256})
         assert name in await cyborg_fault(resp, 400)
     assert await arqs(client) == []
-    resp = await client.post(ARQS, json={"device_profile_name": "dp"}, headers={**MEMBER, "X-Project-Id": "é" * 255})
+    resp = await client.post(ARQS, json={"device_profile_name": "dp"},
+                             headers={**MEMBER, "X-Project-Id": "é" * 255})
     assert resp.status == 201, await resp.text()  # printable UTF-8 up to the column's size is fine
 
 
@@ -144,7 +149,8 @@ async def test_keystone_token_that_is_not_text_is_a_400(aiohttp_client, settings
     """Refused before Keystone is asked (it would be asked with bytes no token holds: a 500)."""
     app = create_app(settings, store)
     keystone = FakeKeystone()
-    ks = settings.model_copy(update={"auth_strategy": "keystone", "keystone": KeystoneOptions(auth_url="http://127.0.0.1:9")})
+    ks = settings.model_copy(update={"auth_strategy": "keystone",
+                                     "keystone": KeystoneOptions(auth_url="http://127.0.0.1:9")})
     app["auth"] = KeystoneAuth(ks, session=keystone)
     client = await aiohttp_client(app)
     get = b"GET /v2/accelerator_requests HTTP/1.1\r\nHost: x\r\n"

@@ -70,8 +70,8 @@ def sqlite_store(sqlite_url):
 
 
 @pytest.mark.parametrize("first", ["owner", "other"])
-async def test_project_rule_answers_each_project_for_itself(aiohttp_client, tmp_path, sqlite_url, sqlite_store,
-                                                           first):
+async def test_project_rule_answers_each_project_for_itself(aiohttp_client, tmp_path, sqlite_url,
+                                                           sqlite_store, first):
     """`project_id:<A>`: A may create, B may not, whoever asked first."""
     client = await policy_client(aiohttp_client, tmp_path, sqlite_url, sqlite_store,
                                  {"cyborg:arq:create": "project_id:p-a"})
@@ -110,7 +110,8 @@ def test_answers_are_cached_on_what_each_rule_reads(monkeypatch, tmp_path):
                                         (PolicyEnforcer(str(policy)), "cyborg:arq:create", True)):
         evaluated: list[RequestContext] = []
         real = enforcer.check
-        monkeypatch.setattr(enforcer, "check", lambda r, ctx, real=real: evaluated.append(ctx) or real(r, ctx))
+        monkeypatch.setattr(enforcer, "check",
+                            lambda r, ctx, real=real: evaluated.append(ctx) or real(r, ctx))
         answers = {}
         for _ in range(3):
             for project in ("p-a", "p-b", "p-c"):
@@ -130,7 +131,8 @@ def test_rules_that_read_the_caller(tmp_path):
                       '"cyborg:arq:delete": "not project_id:p-a and is_admin:True"\n'
                       '"cyborg:arq:update": "service_roles:service"\n')
     enforcer = PolicyEnforcer(str(policy))
-    assert enforcer.reads("cyborg:arq:get_all") == {"roles"}  # default: project_id:%(project_id)s is the caller's
+    # The defaults' `project_id:%(project_id)s` compares the caller with its own project: roles only.
+    assert enforcer.reads("cyborg:arq:get_all") == {"roles"}
     assert enforcer.reads("cyborg:arq:get_one") == {"user_id", "project_id"}
     assert enforcer.reads("cyborg:arq:delete") == {"project_id", "roles"}
     assert enforcer.reads("cyborg:arq:update") == {"service_roles"}
@@ -148,7 +150,8 @@ async def test_a_caller_without_project_touches_no_arqs(client, tree, headers):
     assert resp.status == 202, await resp.text()
     await client.app["binder"].drain()
 
-    requests = [("GET", ARQS, None), ("GET", f"{ARQS}?instance={instance}", None), ("GET", f"{ARQS}/{arq}", None),
+    requests = [("GET", ARQS, None), ("GET", f"{ARQS}?instance={instance}", None),
+                ("GET", f"{ARQS}/{arq}", None),
                 ("POST", ARQS, {"device_profile_name": "dp"}),
                 ("PATCH", ARQS, {arq: bind_ops(tree, str(uuid.uuid4()))}),
                 ("PATCH", ARQS, {bound: [{"op": "remove", "path": "/instance_uuid"}]}),
