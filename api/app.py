@@ -109,6 +109,10 @@ async def error_middleware(request: web.Request, handler):
         # connection: its stream is past trusting.
         request.content.feed_eof()
         resp.force_close()
+    except ConnectionResetError:  # the client hung up mid-request: nobody to answer, nothing to log loudly
+        log.debug("client left during %s %s (%s)", request.method, request.path, request.get("request_id"))
+        resp = error_response(400, "The client closed the connection before the request was read.")
+        resp.force_close()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

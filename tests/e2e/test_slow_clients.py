@@ -157,3 +157,16 @@ async def test_running_out_of_file_descriptors_logs_one_line_per_interval(start_
         writer.close()
     status, _ = await get(port, timeout=10)
     assert status == 200
+
+
+async def test_clients_that_hang_up_mid_body_leave_no_tracebacks(start_server, tmp_path):
+    """A client gone while its body is read is no server error: nothing logged above debug."""
+    port, _ = start_server()
+    for _ in range(20):
+        reader, writer = await slow(port, PARTIAL_BODY)
+        writer.transport.abort()  # a reset, as a client killed mid-upload leaves it
+    status, _ = await get(port)  # the server still answers, and by then has seen every reset
+    assert status == 200
+    await asyncio.sleep(0.3)
+    text = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text
