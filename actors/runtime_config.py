@@ -38,6 +38,8 @@ class RuntimeConfig:
     # Per-host overrides of the fields above (tests give each simulated host its own sysfs tree).
     host_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     report_interval: float = 60.0
+    max_group_amount: int = 64                # Settings' input limits, for claims made through Ray
+    max_profile_amount: int = 128
     binder_count: int = 2
     retry_interval: float = 2.0               # first backoff step for Placement/Nova retries
     redrive_interval: float = 15.0            # binders re-take BindStarted ARQs idle this long

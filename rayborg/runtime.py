@@ -25,7 +25,8 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         keystone=keystone, sysfs_root=settings.sysfs_root, dev_root=settings.dev_root,
         drivers=settings.enabled_drivers, driver_options=settings.resolved_driver_options(),
         fake_devices=settings.fake_devices, report_interval=settings.report_interval,
-        binder_count=settings.binder_count, log_format=logs.resolve_format(), log_level=settings.log_level)
+        binder_count=settings.binder_count,
+        max_group_amount=settings.max_group_amount, max_profile_amount=settings.max_profile_amount, log_format=logs.resolve_format(), log_level=settings.log_level)
 
 
 @dataclass

@@ -230,8 +230,10 @@ def _claim_txn(
     consumer: str,
     project_id: str | None,
     exclude: set[str],
+    limits: Any,
 ) -> list[dict[str, Any]]:
     from rayborg.store import arq_state, bind_plan, device_choice
+    from rayborg.store.errors import InvalidError
     from rayborg.store.tables import ARQState, DeviceProfile
 
     prof = session.exec(select(DeviceProfile).where(DeviceProfile.name == profile)).first()
@@ -239,8 +241,14 @@ def _claim_txn(
         raise ClaimError(f"device profile {profile!r} not found")
     if count < 1:
         raise ClaimError(f"count must be at least 1, not {count}")
-    arqs = []
-    for _ in range(count):
+    try:  # the same bounds as a POST of the profile: per group, and on all the ARQs of the claim
+        arqs = arq_state.create_arqs(session, profile, project_id, limits)
+    except InvalidError as exc:
+        raise ClaimError(str(exc)) from None
+    if len(arqs) * count > limits.per_profile:
+        raise ClaimError(f"{count} x profile {profile!r} is {len(arqs) * count} accelerators, more than the "
+                         f"{limits.per_profile} one claim may ask for")
+    for _ in range(count - 1):
         arqs += arq_state.create_arqs(session, profile, project_id)
     if not arqs:
         raise ClaimError(f"device profile {profile!r} asks for no resources")
@@ -376,10 +384,13 @@ async def claim(
 
 
 async def _claim_with_retries(binder, profile, count, host, consumer, project_id, exclude):
+    from rayborg.store.arq_state import AmountLimits
+
+    limits = AmountLimits(binder.config.max_group_amount, binder.config.max_profile_amount)
     for _ in range(50):
         try:
             return await asyncio.to_thread(
-                binder.store.transact, _claim_txn, profile, count, host, consumer, project_id, exclude
+                binder.store.transact, _claim_txn, profile, count, host, consumer, project_id, exclude, limits
             )
         except _Retry:
             await asyncio.sleep(0.01)

@@ -281,6 +281,22 @@ def test_standalone_claims_race_and_respect_placement(runtime, caplog):
     assert rb.claims() == {}
 
 
+def test_claims_are_bounded_like_a_post_of_the_profile(runtime):
+    """Settings' max_group_amount / max_profile_amount hold for claims too (defaults 64 / 128): a
+    profile stored before the limits, or a count that takes a claim past them, creates nothing."""
+    from rayborg.store.tables import ExtARQ
+
+    rb, store = runtime["rb"], runtime["store"]
+    add_profile(store, "huge-gpu", [{"resources:PGPU": "200000"}])
+    arqs_before = store.query(lambda s: len(list(s.exec(select(ExtARQ)))))
+    with pytest.raises(rayborg_error(), match=r"group 0: resources:PGPU amount '200000' must be .* from 1 to 64"):
+        rb.claim("huge-gpu")
+    with pytest.raises(rayborg_error(), match=r"129 x profile 'one-gpu' is 129 accelerators, more than the 128"):
+        rb.claim("one-gpu", count=129)
+    assert store.query(lambda s: len(list(s.exec(select(ExtARQ))))) == arqs_before
+    assert rb.claims() == {}
+
+
 def test_claims_of_an_ended_job_are_released(runtime):
     rb = runtime["rb"]
     script = textwrap.dedent("""
