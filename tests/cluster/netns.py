@@ -318,6 +318,15 @@ class NetnsCluster:
         os.kill(pid, signal.SIGKILL)
         return time.monotonic()
 
+    def partition(self, name: str) -> float:
+        """Take the host's link to the bridge down: it stops answering, as a host that lost power or
+        its network does (nothing is told to close). Returns the monotonic time of the cut."""
+        _run("ip", "link", "set", self.hosts[name].veth, "down")
+        return time.monotonic()
+
+    def heal(self, name: str) -> None:
+        _run("ip", "link", "set", self.hosts[name].veth, "up")
+
     def stop_host(self, name: str, timeout: float = 20) -> None:
         """What `ray stop` does on a real host, for this host's processes only (by pid)."""
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -2,10 +2,18 @@
 worker hosts, each in its own network namespace with its own IP, hostname and sysfs tree, started
 with ray_cluster.yaml's start commands (token auth on), `rayborg serve` on the head as the YAML runs
 it, against a real Placement on the bridge. One cluster serves the whole module; the tests run in
-order (a host lost and back, the daemon restarted) and each leaves the cluster whole again."""
+order (a host lost and back, the daemon restarted) and each leaves the cluster whole again.
+
+Shown: (a) each host's devices under its own compute node, each HostAgent on its own node; (b) a bind
+for a remote host reaches that host's agent (the mdev is created in that host's tree); (c) a worker's
+raylet killed -> its host marked lost (devices kept) within LOST_AFTER_CRASH_S, nothing binds there;
+(d) the host started again -> up, binds there again; (e) `rayborg serve` restarted -> the actors live
+on, nothing lost, binds and unbinds continue; and a host cut off from the network -> lost within
+LOST_AFTER_SILENCE_S. `-s` prints the measured times."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import uuid
@@ -168,6 +176,26 @@ def mdevs(root: Path) -> list[str]:
     return sorted(p.name for p in devices.iterdir()) if devices.is_dir() else []
 
 
+def test_the_harness_runs_the_yamls_start_commands_with_only_the_documented_changes():
+    """No namespaces needed: each line the harness runs is the YAML's own, less `ray stop` and the
+    autoscaler's config, plus the test-only `ray start` options and the head's address for `auto`."""
+    import yaml
+
+    config = yaml.safe_load(netns.CLUSTER_YAML.read_text())
+    for kind in ("head", "worker"):
+        ran = netns.yaml_start_lines(kind, node_ip="10.9.9.10", temp_dir="/tmp/rbn-x/0", head_address="10.9.9.10:6379")
+        extra = "--node-ip-address=10.9.9.10 --temp-dir=/tmp/rbn-x/0 --object-store-memory=83886080 "
+        extra += "--include-dashboard=false " if kind == "head" else ""
+        undone = [line.replace(extra, "").replace("--address 10.9.9.10:6379", "--address auto") for line in ran]
+        declared = [re.sub(r" --autoscaling-config=\S+", "", " ".join(line.split()))
+                    for line in config[f"{kind}_start_ray_commands"] if not line.strip().endswith("/ray stop")]
+        assert undone == declared
+        assert sum("/ray start " in line for line in ran) == 1
+        assert all("RAY_AUTH_MODE=token" in line for line in ran)  # token auth as operators run it
+    assert any("/rayborg --config" in line and " serve " in line
+               for line in netns.yaml_start_lines("head", node_ip="x", temp_dir="y", head_address="z:6379"))
+
+
 # -- (a) ---------------------------------------------------------------------------------------------
 def test_each_host_has_its_own_address_and_its_devices_under_its_own_compute_node(cluster):
     c = cluster
@@ -228,3 +256,150 @@ def test_a_bind_on_a_remote_host_reaches_that_hosts_agent(cluster):
     removed: list[str] = []
     wait_for(lambda: removed.extend(kernel.settle()) or removed, 30, "the mdev's removal on rb-host1")
     assert removed == [f"remove {body['attach_handle_uuid']}"] and mdevs(tree) == before
+
+
+# -- (c), (d) ----------------------------------------------------------------------------------------
+# How soon a lost host is marked lost (and nothing more binds there), as the README states it. Ray
+# declares a node dead after health_check_failure_threshold (5) failed checks, health_check_period_ms
+# (3 s) apart, each waiting up to health_check_timeout_ms (10 s); the supervisor polls Ray every 2 s.
+# A raylet that dies fails each check at once: 5 x 3 + 2 = ~17 s (measured 13-15 s). A host that goes
+# silent (power, network) times each check out: 5 x (10 + 3) + 2 = ~67 s (measured 66 s). The limits
+# below leave room for a busy 2-core machine.
+LOST_AFTER_CRASH_S = 30.0
+LOST_AFTER_SILENCE_S = 90.0
+
+
+def fpga_rps(c, host: str) -> list[str]:
+    return [d["rp_uuid"] for d in deployables(c, host) if "_5e_" in d["name"] or "_be_" in d["name"]]
+
+
+def actor_pids(c) -> dict[str, int]:
+    """Every rayborg actor by name with the pid it runs as (asked through Ray from the head)."""
+    import json
+
+    out = c.ray_script(
+        "import json, ray\n"
+        f"ray.init(address={c.head_address!r}, namespace='rayborg', log_to_driver=False, logging_level='ERROR')\n"
+        "names = [a['name'] for a in ray.util.list_named_actors(all_namespaces=True) if a['namespace'] == 'rayborg']\n"
+        "st = {n: ray.get(ray.get_actor(n).status.remote(), timeout=30) for n in names}\n"
+        "print('PIDS', json.dumps({n: s['pid'] for n, s in st.items()}))\n")
+    (line,) = [x for x in out.splitlines() if x.startswith("PIDS ")]
+    return json.loads(line[5:])
+
+
+def test_a_worker_host_lost_binds_nothing_there_and_comes_back(cluster):
+    c = cluster
+    wait_all_reported(c)
+    wait_placement_agrees(c)
+    kept = devices_by_host(c)[HOST2]
+    fpgas = fpga_rps(c, HOST2)
+    assert len(fpgas) == 2
+    ensure_profile(c, "netns-fpga", {"resources:FPGA": "1"})  # only rb-host2 has FPGAs
+
+    killed = c.kill_raylet(HOST2)
+    wait_for(lambda: host_states(c).get(HOST2) == "lost", LOST_AFTER_CRASH_S, "rb-host2 marked lost",
+             detail=lambda: f"{host_states(c)}\n{c.serve_log()[-3000:]}")
+    lost_after = time.monotonic() - killed
+    c.timings["raylet killed -> host lost"] = lost_after
+    print(f"\nrb-host2's raylet killed -> marked lost in {lost_after:.1f} s")
+    assert host_states(c) == {HEAD: "up", HOST1: "up", HOST2: "lost"}
+    assert devices_by_host(c)[HOST2] == kept  # its devices are kept
+    # Nothing binds there: a standalone bind finds no FPGA (there is none elsewhere) ...
+    for hostname in (HOST2, None):
+        arq = create_arq(c, "netns-fpga")
+        resp = bind(c, arq, hostname)
+        assert resp.status_code == 409, resp.text
+        assert arq_body(c, arq)["state"] == "Initial"
+    # ... and a Nova-style bind naming one of its devices fails, saying why.
+    arq = create_arq(c, "netns-fpga")
+    resp = bind(c, arq, HOST2, fpgas[0])
+    assert resp.status_code == 202, resp.text
+    body = wait_resolved(c, arq)
+    assert body["state"] == "BindFailed"
+    from sqlmodel import select
+
+    from rayborg.store.tables import ExtARQ
+
+    error = c.store.query(lambda s: s.exec(select(ExtARQ).where(ExtARQ.uuid == arq)).one().bind_error)
+    assert "left the cluster" in error, error
+
+    # The host back: what `ray stop` would end there is ended (by pid), then the YAML's start again.
+    c.stop_host(HOST2)
+    started = time.monotonic()
+    c.timings["restart rb-host2 (ray start)"] = c.start_host(HOST2)
+    wait_for(lambda: host_states(c).get(HOST2) == "up", 90, "rb-host2 up again",
+             detail=lambda: f"{host_states(c)}\n{c.serve_log()[-3000:]}")
+    c.timings["ray start -> host up"] = time.monotonic() - started
+    assert devices_by_host(c)[HOST2] == kept
+    wait_placement_agrees(c)
+    arq = create_arq(c, "netns-fpga")
+    resp = bind(c, arq, HOST2)
+    assert resp.status_code == 202, resp.text
+    body = wait_resolved(c, arq)
+    assert body["state"] == "Bound" and body["device_rp_uuid"] in fpgas, body
+    alive = {n["Labels"].get("rayborg-host"): n["NodeManagerAddress"] for n in c.ray_nodes() if n["Alive"]}
+    assert alive == {name: host.ip for name, host in c.hosts.items()}
+
+
+# -- (e) ---------------------------------------------------------------------------------------------
+def bound_arqs(c) -> dict[str, tuple[str, str]]:
+    resp = api(c, "GET", "/v2/accelerator_requests")
+    assert resp.status_code == 200, resp.text
+    return {a["uuid"]: (a["hostname"], a["device_rp_uuid"]) for a in resp.json()["arqs"] if a["state"] == "Bound"}
+
+
+def test_the_daemon_restarted_loses_nothing_and_binds_continue(cluster):
+    from rayborg.drivers.testing import FakeKernel
+
+    c = cluster
+    wait_all_reported(c)
+    tree, kernel = c.trees[HOST1], FakeKernel(c.trees[HOST1])
+    ensure_profile(c, "netns-vgpu", {"resources:VGPU": "1"})
+    before_restart = create_arq(c, "netns-vgpu")
+    assert bind(c, before_restart, HOST1).status_code == 202
+    held = wait_resolved(c, before_restart)
+    assert held["state"] == "Bound", held
+    assert kernel.settle() == [f"create {held['attach_handle_uuid']}"]
+    devices, bound, actors = devices_by_host(c), bound_arqs(c), actor_pids(c)
+    assert before_restart in bound
+    assert {f"rayborg:host:{h}" for h in TREES} | {"rayborg:placement-sync", "rayborg:binder:0"} <= set(actors)
+
+    stopped = time.monotonic()
+    c.stop_serve()
+    c.timings["stop serve"] = time.monotonic() - stopped
+    c.timings["restart serve"] = c.start_serve()
+
+    assert actor_pids(c) == actors  # the detached actors lived on: the same processes
+    wait_all_reported(c)
+    assert devices_by_host(c) == devices and bound_arqs(c) == bound
+    wait_placement_agrees(c)
+    # Binds continue: a new one on the remote host, and the unbind of one bound before the restart.
+    after_restart = create_arq(c, "netns-vgpu")
+    assert bind(c, after_restart, HOST1).status_code == 202
+    body = wait_resolved(c, after_restart)
+    assert body["state"] == "Bound" and body["attach_handle_uuid"] != held["attach_handle_uuid"], body
+    assert kernel.settle() == [f"create {body['attach_handle_uuid']}"]
+    unbind(c, before_restart)
+    removed: list[str] = []
+    wait_for(lambda: removed.extend(kernel.settle()) or removed, 30, "the mdev's removal on rb-host1")
+    assert removed == [f"remove {held['attach_handle_uuid']}"]
+    assert mdevs(tree).count(body["attach_handle_uuid"]) == 1
+    wait_placement_agrees(c)
+
+
+def test_a_worker_host_cut_off_from_the_network_is_marked_lost(cluster):
+    """The host stops answering (its link down: power lost, network split) instead of its raylet
+    dying: Ray's health checks now wait out their timeouts before the node is declared dead."""
+    c = cluster
+    wait_all_reported(c)
+    cut = c.partition(HOST2)
+    try:
+        wait_for(lambda: host_states(c).get(HOST2) == "lost", LOST_AFTER_SILENCE_S, "rb-host2 marked lost",
+                 detail=lambda: f"{host_states(c)}\n{c.serve_log()[-3000:]}")
+        c.timings["link down -> host lost"] = lost_after = time.monotonic() - cut
+        print(f"\nrb-host2 cut off -> marked lost in {lost_after:.1f} s")
+    finally:
+        c.heal(HOST2)
+    c.stop_host(HOST2)  # a raylet GCS declared dead does not come back by itself
+    c.start_host(HOST2)
+    wait_for(lambda: host_states(c).get(HOST2) == "up", 90, "rb-host2 up again")
