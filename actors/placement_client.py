@@ -11,20 +11,18 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid as uuidlib
 from collections import Counter
-from dataclasses import dataclass
 
 from keystoneauth1 import adapter, session as ks_session, token_endpoint
 from keystoneauth1.exceptions import ConnectFailure, ConnectTimeout, DiscoveryFailure
 
 from rayborg.actors import metrics
+from rayborg.store.placement_state import ProviderState
 
 log = logging.getLogger(__name__)
 
 MICROVERSION = "1.39"
 GENERATION_RETRIES = 5
-STANDARD_TRAIT_OWNER = "OWNER_CYBORG"
 
 
 class PlacementError(Exception):
@@ -36,35 +34,6 @@ class PlacementError(Exception):
 
 class PlacementUnavailable(PlacementError):
     """Placement cannot be reached (connection refused, timeout, 5xx): retry later."""
-
-
-@dataclass(frozen=True)
-class ProviderState:
-    """What one device RP should look like (or was last pushed as)."""
-
-    uuid: str
-    name: str
-    parent_uuid: str
-    resource_class: str
-    total: int
-    reserved: int
-    traits: tuple[str, ...]
-
-    def as_dict(self) -> dict:
-        return {"uuid": self.uuid, "name": self.name, "parent_uuid": self.parent_uuid,
-                "resource_class": self.resource_class, "total": self.total, "reserved": self.reserved,
-                "traits": list(self.traits)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ProviderState":
-        return cls(uuid=d["uuid"], name=d["name"], parent_uuid=d["parent_uuid"],
-                   resource_class=d["resource_class"], total=int(d["total"]), reserved=int(d["reserved"]),
-                   traits=tuple(d["traits"]))
-
-
-def provider_uuid(name: str) -> str:
-    """Device RP uuids derive from their (globally unique) names, so a restart finds them again."""
-    return str(uuidlib.uuid3(uuidlib.NAMESPACE_DNS, name))
 
 
 def is_custom(name: str) -> bool:

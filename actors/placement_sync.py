@@ -77,7 +77,7 @@ class PlacementSync:
                 "removed": diff.removed, "devices_removed": diff.devices_removed, "pushed": pushed}
 
     async def _apply(self, parsed, call: int):
-        from rayborg.actors.report_apply import apply_report
+        from rayborg.store.host_reports import apply_report
 
         started = time.perf_counter()
         diff = await asyncio.to_thread(self.store.transact, apply_report, parsed)
@@ -100,17 +100,9 @@ class PlacementSync:
 
     async def host_lost(self, hostname: str) -> None:
         """Its Ray node left: keep its devices but let nothing new bind there."""
-        from sqlmodel import select
+        from rayborg.store.hosts import mark_lost
 
-        from rayborg.actors.report_apply import upsert_host
-        from rayborg.store.tables import Host, HostState
-
-        def mark(session) -> None:
-            host = session.exec(select(Host).where(Host.hostname == hostname)).first() or upsert_host(
-                session, hostname)
-            host.state = HostState.LOST.value
-
-        await asyncio.to_thread(self.store.transact, mark)
+        await asyncio.to_thread(self.store.transact, mark_lost, hostname)
         log.warning("host %s left the cluster: its devices are kept but not bound", hostname)
 
     async def _push(self, hostname: str | None) -> bool:

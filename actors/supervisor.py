@@ -117,13 +117,11 @@ class Supervisor:
 
 def _hosts_up(database_url: str) -> list[str]:
     """Hostnames the store has as up (they reported and were not seen leaving)."""
-    from sqlmodel import select
-
     from rayborg.store.engine import Store
-    from rayborg.store.tables import Host, HostState
+    from rayborg.store.hosts import hostnames_up
 
     store = Store(database_url)
     try:
-        return store.query(lambda s: list(s.exec(select(Host.hostname).where(Host.state == HostState.UP.value))))
+        return store.query(hostnames_up)
     finally:
         store.dispose()

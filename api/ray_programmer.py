@@ -51,13 +51,7 @@ class RayProgrammer:
     async def resume(self) -> None:
         """Pick up requests a previous front door recorded or took but did not finish."""
         await self.store.atransact(program_requests.interrupted)
-        from sqlalchemy import select
-
-        from rayborg.store.tables import ProgramRequest
-
-        pending = await self.store.aquery(lambda s: list(s.scalars(
-            select(ProgramRequest.uuid).where(ProgramRequest.state == "requested"))))
-        for request_uuid in pending:
+        for request_uuid in await self.store.aquery(program_requests.requested):
             await self.submit(request_uuid)
 
     async def close(self) -> None:

@@ -24,12 +24,13 @@ from placement_server import PlacementServer  # noqa: E402
 
 
 def placement_sync_cost(placement_url: str, hosts: int, devices: int, db_url: str) -> dict:
-    from rayborg.actors.placement_client import PlacementClient, provider_uuid
+    from rayborg.actors.placement_client import PlacementClient
     from rayborg.actors.placement_push import push
-    from rayborg.actors.report_apply import apply_report
     from rayborg.drivers.registry import HostDrivers
     from rayborg.store.engine import Store
+    from rayborg.store.host_reports import apply_report
     from rayborg.store.migrate import upgrade
+    from rayborg.store.placement_state import provider_uuid
 
     store = Store(db_url)
     upgrade(store.engine)

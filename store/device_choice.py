@@ -86,7 +86,7 @@ def matches(row: dict[str, Any], resource_class: str, required: set[str], forbid
 def deployable_rows(session: Session, host: str | None = None) -> list[dict[str, Any]]:
     """Every deployable (of `host` only, if given) with its device, host state, resource class,
     traits, handle counts and the Bound ARQs holding it; ordered by host, then deployable name."""
-    from rayborg.actors.report_apply import desired_traits
+    from rayborg.store.placement_state import desired_traits
 
     hosts = {h.hostname: h.state for h in session.exec(select(Host))}
     on_host = select(Deployable.id).join(Device, Device.id == Deployable.device_id)

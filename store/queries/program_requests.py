@@ -45,3 +45,8 @@ def interrupted(session: Session) -> list[str]:
     for row in rows:
         row.state = "requested"
     return [r.uuid for r in rows]
+
+
+def requested(session: Session) -> list[str]:
+    """Uuids of the requests waiting for a programmer."""
+    return list(session.scalars(select(ProgramRequest.uuid).where(ProgramRequest.state == "requested")))

@@ -8,9 +8,10 @@ import uuid
 
 import ray
 
-from rayborg.actors.placement_client import PlacementClient, provider_uuid
+from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig
 from rayborg.actors.supervisor import Supervisor
+from rayborg.store.placement_state import provider_uuid
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2, what: str = "condition"):

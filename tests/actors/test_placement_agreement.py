@@ -8,8 +8,9 @@ import pytest
 from sqlmodel import select
 
 from factories import add_device
-from rayborg.actors.placement_client import PlacementClient, provider_uuid
+from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.placement_push import push
+from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import Deployable, Device
 from runtime_helpers import fresh_store, make_compute_nodes, placement_differences, store_matches_placement
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from rayborg.actors.placement_client import (PlacementClient, PlacementError, PlacementUnavailable,
-                                             ProviderState, provider_uuid)
+from rayborg.actors.placement_client import PlacementClient, PlacementError, PlacementUnavailable
+from rayborg.store.placement_state import ProviderState, provider_uuid
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ import uuid
 import pytest
 from sqlmodel import select
 
-from rayborg.actors.placement_client import PlacementClient, PlacementUnavailable, provider_uuid
-from rayborg.actors.placement_push import mark_device_dirty, push
-from rayborg.actors.report_apply import apply_report
+from rayborg.actors.placement_client import PlacementClient, PlacementUnavailable
+from rayborg.actors.placement_push import push
 from rayborg.drivers.base import (ControlPathId, DriverAttachHandle, DriverDeployable, DriverDevice,
                                   HostReport)
+from rayborg.store.host_reports import apply_report
+from rayborg.store.placement_marks import mark_device_dirty
+from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import AttachHandle, Attribute, Deployable, Device, PlacementTombstone
 
 

@@ -8,13 +8,14 @@ import pytest
 import ray
 from sqlmodel import select
 
-from rayborg.actors.placement_client import PlacementClient, provider_uuid
+from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import (NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig, binder_name,
                                            host_agent_name)
 from rayborg.actors.supervisor import head_node_id
 from rayborg.store import arq_state
 from rayborg.store.engine import Store
 from rayborg.store.migrate import upgrade
+from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import Deployable, Device, ExtARQ, Host, HostState
 from runtime_helpers import kill_runtime, make_compute_nodes, new_instance, start_runtime, wait_for
 from factories import add_profile

@@ -116,7 +116,8 @@ def test_the_cli_and_python_api_find_the_daemon_of_their_database(tmp_path):
 
 
 def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
-    from rayborg.actors.placement_client import PlacementClient, provider_uuid
+    from rayborg.actors.placement_client import PlacementClient
+    from rayborg.store.placement_state import provider_uuid
 
     host = socket.gethostname()
     placement = PlacementClient(placement_server.url)

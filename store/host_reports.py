@@ -8,15 +8,15 @@ leave a tombstone so that their RP is deleted from Placement even if that has to
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
 from sqlmodel import Session, delete, select
 
-from rayborg.actors.placement_client import provider_uuid
 from rayborg.drivers.base import DriverDeployable, DriverDevice, HostReport
-from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deployable, Device, Host, HostState,
+from rayborg.store.hosts import upsert_host
+from rayborg.store.placement_state import provider_uuid
+from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deployable, Device, HostState,
                                   PlacementTombstone, utcnow)
 
 _DRIVER_KEY = re.compile(r"^(rc|trait\d+)$")
@@ -39,14 +39,6 @@ def _flatten(dep: DriverDeployable, parent: DriverDeployable | None = None):
     yield dep, parent
     for child in dep.children:
         yield from _flatten(child, dep)
-
-
-def upsert_host(session: Session, hostname: str) -> Host:
-    host = session.exec(select(Host).where(Host.hostname == hostname)).first()
-    if host is None:
-        host = Host(hostname=hostname)
-        session.add(host)
-    return host
 
 
 @dataclass
@@ -203,16 +195,3 @@ def _apply_handles(session: Session, deployable_id: int, stored: list[AttachHand
     if stale:
         session.exec(delete(AttachHandle).where(AttachHandle.id.in_(stale)))
 
-
-def desired_traits(attributes: dict[str, str]) -> list[str]:
-    traits = [v for k, v in sorted(attributes.items()) if re.fullmatch(r"trait\d+", k)]
-    return sorted({"OWNER_CYBORG", *traits})
-
-
-def attributes_of(session: Session, deployable_id: int) -> dict[str, str]:
-    return {a.key: a.value for a in
-            session.exec(select(Attribute).where(Attribute.deployable_id == deployable_id))}
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, sort_keys=True)
