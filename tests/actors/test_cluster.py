@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, host_agent_name
-from rayborg.drivers.testing import fixture_tree
+from rayborg.drivers.sysfs_tree import fixture_tree
 from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import Deployable, Device
 from runtime_helpers import (fresh_store, kill_runtime, make_compute_nodes, start_runtime, store_matches_placement,

@@ -9,7 +9,7 @@ import ray
 from sqlmodel import select
 
 from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig, host_agent_name
-from rayborg.drivers.testing import fixture_tree
+from rayborg.drivers.sysfs_tree import fixture_tree
 from rayborg.store.tables import Device
 from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for
 

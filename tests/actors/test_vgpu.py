@@ -16,11 +16,12 @@ from rayborg.actors.binder import binder_index
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, binder_name
 from rayborg.api.app import create_app
 from rayborg.api.ray_binder import RayBinder
-from rayborg.drivers.testing import FakeKernel, fixture_tree
+from rayborg.drivers.sysfs_tree import fixture_tree
 from rayborg.settings import Settings
 from rayborg.store import arq_state
 from rayborg.store.tables import AttachHandle, Deployable, ExtARQ
 from runtime_helpers import fresh_store, kill_runtime, make_compute_nodes, start_runtime, wait_for
+from sysfs_helpers import FakeKernel
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 

@@ -44,7 +44,7 @@ def cluster(tmp_path_factory):
     from runtime_helpers import make_compute_nodes
     from service_starters import Placement, ServiceUnavailable
 
-    from rayborg.drivers.testing import fixture_tree
+    from rayborg.drivers.sysfs_tree import fixture_tree
 
     work = tmp_path_factory.mktemp("netns")
     trees = {host: fixture_tree(family, work / "trees" / host) for host, family in TREES.items()}
@@ -235,7 +235,7 @@ def test_each_host_has_its_own_address_and_its_devices_under_its_own_compute_nod
 def test_a_bind_on_a_remote_host_reaches_that_hosts_agent(cluster):
     """A standalone vGPU bind for rb-host1 creates the mdev there: the create lands in rb-host1's
     own tree, which only rb-host1's mount namespace has at the sysfs path; the unbind removes it."""
-    from rayborg.drivers.testing import FakeKernel
+    from sysfs_helpers import FakeKernel
 
     c = cluster
     wait_all_reported(c)
@@ -349,7 +349,7 @@ def bound_arqs(c) -> dict[str, tuple[str, str]]:
 
 
 def test_the_daemon_restarted_loses_nothing_and_binds_continue(cluster):
-    from rayborg.drivers.testing import FakeKernel
+    from sysfs_helpers import FakeKernel
 
     c = cluster
     wait_all_reported(c)

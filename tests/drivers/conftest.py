@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rayborg.drivers.testing import SysfsBuilder, fixture_tree
+from rayborg.drivers.sysfs_tree import SysfsBuilder, fixture_tree
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def builder(sysfs) -> SysfsBuilder:
 
 @pytest.fixture
 def family_tree(sysfs):
-    """family_tree("intel_fpga") expands tests/fixtures/sysfs/intel_fpga/tree.json into a fresh root."""
-    return lambda family: fixture_tree(family, sysfs)
+    """family_tree("intel_fpga") expands the intel_fpga driver's example host into a fresh root."""
+    return lambda driver: fixture_tree(driver, sysfs)
 
 
 class Tool:

@@ -1,4 +1,4 @@
-"""Every PCI driver against the same catalogue of broken sysfs entries (drivers.testing.PCI_BAD_INPUTS).
+"""Every PCI driver against the same catalogue of broken sysfs entries (tests/sysfs_helpers.py: PCI_BAD_INPUTS).
 
 Each family's fixture tree gets one function broken; that must become exactly one error entry naming
 the function and the file, while the family's other devices are still reported in full.
@@ -15,7 +15,8 @@ import pytest
 from rayborg.drivers import discover_host
 from rayborg.drivers.base import DriverContext
 from rayborg.drivers.intel_qat import IntelQatDriver
-from rayborg.drivers.testing import PCI_BAD_INPUTS, UNBOUND, SysfsBuilder, fixture_tree
+from rayborg.drivers.sysfs_tree import SysfsBuilder, fixture_tree
+from sysfs_helpers import PCI_BAD_INPUTS, UNBOUND
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from rayborg.drivers import REAL_DRIVERS, discover_host, driver_class
 from rayborg.drivers.base import DriverContext, DriverFailure
 from rayborg.drivers.pci import PciDriver, scan_pci
 from rayborg.drivers.spdk import DEFAULT_SOCKET
-from rayborg.drivers.testing import FIXTURES, fixture_tree
+from rayborg.drivers.sysfs_tree import FIXTURE_TREES, fixture_tree, fixture_tree_drivers
 
 
 def run(*argv: str) -> int:
@@ -77,7 +77,7 @@ PCI_DRIVERS = {n for n in REAL_DRIVERS if issubclass(driver_class(n), PciDriver)
 
 def test_claimed_finds_the_accelerators_of_every_fixture_tree(tmp_path):
     # `claimed` is what decides the real-/sys test below: it must see accelerators where there are some
-    families = sorted(p.name for p in FIXTURES.iterdir() if (p / "tree.json").exists())
+    families = fixture_tree_drivers()
     pci_families = [f for f in families if f in PCI_DRIVERS]
     assert len(pci_families) == len(PCI_DRIVERS)
     for fam in families:
@@ -107,7 +107,7 @@ def test_real_sys_gives_an_empty_report(capsys):
 
 
 def test_checked_in_description_is_expanded(capsys):
-    assert run("--sysfs-root", str(FIXTURES / "xilinx_fpga"), "--hostname", "n1", "--drivers", "xilinx_fpga",
+    assert run("--sysfs-root", str(FIXTURE_TREES / "xilinx_fpga"), "--hostname", "n1", "--drivers", "xilinx_fpga",
                "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert [d["key"] for d in out["devices"]] == ["xilinx_fpga:0000:3b:00.0"] and out["errors"] == []

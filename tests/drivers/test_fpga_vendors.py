@@ -13,7 +13,7 @@ import pytest
 
 from rayborg.drivers import BitstreamError, HostDrivers, ProgrammingError, discover_host
 from rayborg.drivers.bitstreams import LocalBitstreams
-from rayborg.drivers.testing import expected_pci_device, pci_handle
+from sysfs_helpers import expected_pci_device, pci_handle
 
 SHELL = "862c7020a250293e32036f19956669e5"
 LOGIC = "a1f2d4c3b2a1908f7e6d5c4b3a291807"

@@ -9,7 +9,7 @@ import pytest
 from rayborg.drivers import discover_host
 from rayborg.drivers.base import DriverContext
 from rayborg.drivers.nvidia_vgpu import MdevError, NvidiaVgpuDriver
-from rayborg.drivers.testing import FakeKernel, expected_pci_device, pci_handle
+from sysfs_helpers import FakeKernel, expected_pci_device, pci_handle
 
 EXISTING = "6a1b1c8e-7d0a-4c3e-9f1e-0d2b3c4d5e6f"
 NEW = "1c6d51d2-5a9b-4a6e-8f44-9a0b6a2c4e11"

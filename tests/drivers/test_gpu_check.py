@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from rayborg.commands import discover
-from rayborg.drivers.gpu_check import anonymise_xml, bus_id, model_fits, parse_nvidia_smi, pci_ids
-from rayborg.drivers.testing import SysfsBuilder
+from rayborg.commands.discover.gpu_check import anonymise_xml, bus_id, model_fits, parse_nvidia_smi, pci_ids
+from rayborg.drivers.sysfs_tree import SysfsBuilder
 
 H200 = {"device": "0x2335", "product": "NVIDIA H200", "subsystem": "18B010DE"}
 # two H200 SXMs on an HGX board: one GPU per NUMA node, an NVSwitch (NVIDIA, not a GPU) and a NIC
@@ -139,7 +139,7 @@ def test_agreement_exits_0(builder, nvidia_smi, capsys):
 
 
 def test_existing_fixture_tree_agrees_with_its_product_names(family_tree, nvidia_smi, capsys):
-    # tests/fixtures/sysfs/nvidia_gpu: a T4 bound to vfio-pci, an unbound V100 (no subsystem ids)
+    # drivers/fixture_trees/nvidia_gpu: a T4 bound to vfio-pci, an unbound V100 (no subsystem ids)
     tool = nvidia_smi({"0000:3b:00.0": {"device": "0x1db6", "product": "Tesla V100-PCIE-32GB"},
                        "0000:af:00.0": {"device": "0x1eb8", "product": "Tesla T4", "subsystem": "12A210DE"}})
     rc, out = compare_json(family_tree("nvidia_gpu"), tool, capsys=capsys)
@@ -336,7 +336,7 @@ def test_real_sys_without_nvidia_smi_exits_2_without_traceback():
 
 
 def test_a_failing_capture_is_a_difference_not_a_crash(builder, nvidia_smi, tmp_path, monkeypatch, capsys):
-    from rayborg.drivers import gpu_check
+    from rayborg.commands.discover import gpu_check
 
     def broken(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

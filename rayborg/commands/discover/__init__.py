@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rayborg.drivers import gpu_check
+from rayborg.commands.discover import gpu_check
 from rayborg.drivers.registry import DRIVERS, REAL_DRIVERS, check_names, check_option_sections, discover_host
 
 EPILOG = f"""\
@@ -20,7 +20,7 @@ drivers: {', '.join(DRIVERS)} (default: all but fake)
 examples:
   rayborg discover                                  this host's accelerators, as a table
   rayborg discover --json                           the same HostReport as JSON
-  rayborg discover --sysfs-root tests/fixtures/sysfs/intel_fpga
+  rayborg discover --sysfs-root drivers/fixture_trees/intel_fpga
                                                     a fixture tree (a tree.json description is expanded)
   rayborg discover --drivers intel_fpga,intel_qat   only these drivers
   rayborg discover --fake fpga:4,gpu:2              simulated devices (adds the fake driver)
@@ -166,7 +166,7 @@ def _expanded(root: Path):
     if not desc.is_file() or (root / "bus").is_dir():
         yield root
         return
-    from rayborg.drivers.testing import build_tree
+    from rayborg.drivers.sysfs_tree import build_tree
 
     with tempfile.TemporaryDirectory(prefix="rayborg-sysfs-") as tmp:
         yield build_tree(tmp, desc)

@@ -5,7 +5,7 @@ the rest. nvidia-smi is the reference: every GPU it lists must be in the report 
 address with the same vendor/device (and subsystem) ids and a model name that fits its product name,
 and the report must hold no GPU that nvidia-smi does not list. With `--out DIR` it also writes the
 report, nvidia-smi's log (serials and UUIDs replaced), the comparison, and the sysfs files the drivers
-read as DIR/sysfs (a tree) and DIR/tree.json (the description format of tests/fixtures/sysfs), then
+read as DIR/sysfs (a tree) and DIR/tree.json (rayborg.drivers.sysfs_tree's format), then
 re-discovers both to prove they reproduce the report's GPUs, so they can be committed as a fixture.
 Exit codes: 0 agree, 1 differ, 2 the check could not run (`CheckError`).
 """
@@ -429,7 +429,7 @@ def _describe(fn: PciFunction, files: dict[str, str], links: dict[str, str]) -> 
 
 
 def describe_tree(root: str | Path, addresses: Iterable[str]) -> dict[str, Any]:
-    """Captured functions as a tree.json description (drivers.testing's format); VFs go under their PF.
+    """Captured functions as a tree.json description (drivers/sysfs_tree.py's format); VFs go under their PF.
     A function it cannot describe is left out: the tree.json check then says it does not reproduce."""
     addresses = sorted(addresses)
     pci: list[dict[str, Any]] = []
@@ -462,7 +462,7 @@ def _write_json(path: Path, data: Any) -> None:
 def _capture(report: HostReport, sysfs_root: Path, out: Path, smi_addresses: Iterable[str],
              rediscover: Callable[[Path], HostReport] | None) -> dict[str, bool]:
     """DIR/sysfs and DIR/tree.json, and whether discovery on each gives the report's GPUs again."""
-    from rayborg.drivers.testing import build_tree
+    from rayborg.drivers.sysfs_tree import build_tree
 
     wanted = {a for d in report.devices if (a := _gpu_address(d.key))} | set(smi_addresses)
     wanted |= {e.device for e in report.errors if e.driver in NVIDIA_DRIVERS and e.device}
