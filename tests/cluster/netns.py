@@ -4,8 +4,8 @@ of `ray_cluster.yaml`, each with its own sysfs tree and hostname.
 
 What a host is made of, and how it stands in for a real machine:
 
-- a network namespace `rbn<pid>-<i>` with a veth on the bridge `rbb<pid>` (subnet 10.A.B.0/24 picked
-  from the pid and checked unused; the root namespace has 10.A.B.1 on the bridge, host i has
+- a network namespace `rbn<tag>-<i>` with a veth `rbv<tag>h<i>` on the bridge `rbb<tag>` (a random tag
+  and subnet 10.A.B.0/24, both checked unused; the root namespace has 10.A.B.1 on the bridge, host i has
   10.A.B.(10+i)). Nothing is routed beyond the bridge: traffic stays between these namespaces and
   the bridge address, where the test's own Placement listens.
 - a UTS namespace (`unshare --uts`) whose hostname is the host's name, so that the YAML's
@@ -73,7 +73,7 @@ def unavailable() -> str | None:
     for tool in ("ip", "unshare", "mount", "bash"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
-    probe = f"rbprobe{os.getpid()}"
+    probe = f"rbprobe{secrets.token_hex(3)}"
     try:
         _run("ip", "netns", "add", probe)
         _run("ip", "netns", "exec", probe, "unshare", "--uts", "--", "hostname", "probe")
@@ -85,15 +85,26 @@ def unavailable() -> str | None:
 
 
 def _subnet() -> ipaddress.IPv4Network:
-    """A /24 of 10.0.0.0/8 from this process's pid that no interface or route here uses yet."""
+    """A random /24 of 10.40.0.0-10.239.255.0 that no interface or route here uses yet."""
     used = _run("ip", "-4", "route", "show", "table", "all").stdout + _run("ip", "-4", "addr").stdout
-    pid = os.getpid()
-    for step in range(256):
-        n = (pid + step * 7919) % (200 * 256)
-        net = ipaddress.IPv4Network(f"10.{40 + n // 256}.{n % 256}.0/24")
-        if f"10.{40 + n // 256}.{n % 256}." not in used:
-            return net
+    for _ in range(256):
+        n = secrets.randbelow(200 * 256)
+        prefix = f"10.{40 + n // 256}.{n % 256}."
+        if prefix not in used:
+            return ipaddress.IPv4Network(f"{prefix}0/24")
     raise NetnsError("no free 10.x.y.0/24 subnet")
+
+
+def _tag() -> str:
+    """A name part of this run's own: random (pids repeat across containers sharing the kernel's
+    network namespace), and not in use by any link, namespace or /tmp directory here."""
+    links = _run("ip", "-o", "link").stdout
+    spaces = _run("ip", "netns", "list").stdout
+    for _ in range(100):
+        tag = secrets.token_hex(3)
+        if tag not in links and tag not in spaces and not Path(f"/tmp/rbn{tag}").exists():
+            return tag
+    raise NetnsError("no free name for the bridge and namespaces")
 
 
 def yaml_start_lines(kind: str, *, node_ip: str, temp_dir: str, head_address: str) -> list[str]:
@@ -148,7 +159,7 @@ class NetnsCluster:
 
     def __init__(self, work: Path, trees: dict[str, Path | None], config: dict[str, object]):
         self.work = Path(work)
-        self.tag = str(os.getpid())
+        self.tag = _tag()
         self.net = _subnet()
         self.bridge = f"rbb{self.tag}"[:15]
         self.bridge_ip = str(self.net[1])
@@ -204,7 +215,7 @@ class NetnsCluster:
         self.config.update(changes)
         conf = self.head.home / ".config" / "rayborg" / "rayborg.toml"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in self.config.items()))
+        conf.write_text(_toml_document(self.config))
         return conf
 
     # -- running things in a host ----------------------------------------------------------------
@@ -376,11 +387,25 @@ class NetnsCluster:
         atexit.unregister(self.close)
 
 
+def _toml_document(config: dict[str, object], prefix: str = "") -> str:
+    """Keys first, then each table (`[driver_options.intel_fpga]`), as the config file has them."""
+    text = "".join(f"{k} = {_toml(v)}\n" for k, v in config.items() if not isinstance(v, dict))
+    for key, table in config.items():
+        if isinstance(table, dict):
+            name = f"{prefix}{key}"
+            if any(not isinstance(v, dict) for v in table.values()):
+                text += f"[{name}]\n"
+            text += _toml_document(table, f"{name}.")
+    return text
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -13,6 +13,7 @@ LOST_AFTER_SILENCE_S. `-s` prints the measured times."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -49,7 +50,9 @@ def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("netns")
     trees = {host: fixture_tree(family, work / "trees" / host) for host, family in TREES.items()}
     config = {"database_url": f"sqlite:///{work / 'rayborg.db'}", "auth_strategy": "noauth",
-              "sysfs_root": str(work / "sys"), "report_interval": REPORT_INTERVAL}
+              "sysfs_root": str(work / "sys"), "report_interval": REPORT_INTERVAL,
+              "driver_options": {"intel_fpga": {"tool": str(fake_fpgaconf(work, work / "sys"))},
+                                 "bitstreams": {"dir": str(bitstream_dir(work))}}}
     c = netns.NetnsCluster(work, trees, config)
     placement = None
     try:
@@ -72,6 +75,46 @@ def cluster(tmp_path_factory):
             if placement is not None:
                 placement.stop()
         print(f"\nnetns cluster timings: {getattr(c, 'timings', {})}")
+
+
+BITSTREAM = "5b3c8f0e-9a41-4c55-8e7e-2f6a1b0c9d11"
+NEW_AFU = "f7df405cbd7acf7222f144b0b93acd18"
+
+
+def fake_fpgaconf(work: Path, sysfs: Path) -> Path:
+    """A stand-in for Intel's fpgaconf: records where it ran (the hostname of its UTS namespace) and its
+    argv, then does what loading the image does to sysfs: the card's port reports the image's AFU id
+    (written through the common sysfs path, so into the tree of the host it runs on)."""
+    tool = work / "bin" / "fpgaconf"
+    tool.parent.mkdir(parents=True, exist_ok=True)
+    tool.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, pathlib, socket, sys\n"
+        f"with open({str(work / 'fpgaconf.calls')!r}, 'a') as fh:\n"
+        "    fh.write(json.dumps([socket.gethostname(), sys.argv[1:]]) + '\\n')\n"
+        "image = json.loads(pathlib.Path(sys.argv[-1]).read_text())\n"
+        "bus = sys.argv[sys.argv.index('--bus') + 1].removeprefix('0x')\n"
+        f"for top, dirs, files in os.walk({str(sysfs)!r} + f'/devices/pci0000:{{bus}}'):\n"
+        "    if 'afu_id' in files:\n"
+        "        pathlib.Path(top, 'afu_id').write_text(image['afu_id'] + '\\n')\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def fpgaconf_calls(c) -> list[list]:
+    record = c.work / "fpgaconf.calls"
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []
+
+
+def bitstream_dir(work: Path) -> Path:
+    """The `[driver_options.bitstreams] dir`: one image for the fixture's PAC Arria10 cards."""
+    d = work / "bitstreams"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{BITSTREAM}.gbs").write_text(json.dumps({"afu_id": NEW_AFU}))
+    (d / f"{BITSTREAM}.gbs.json").write_text(json.dumps({
+        "bs-uuid": BITSTREAM, "bs-name": "aes-128", "vendor": "Intel", "board": "PAC_ARRIA10", "version": "1.0",
+        "region_uuid": "ce48969398f05f33946d560708be108a", "function_uuid": NEW_AFU, "function_name": "aes"}))
+    return d
 
 
 def _store(url):
@@ -224,8 +267,6 @@ def test_each_host_has_its_own_address_and_its_devices_under_its_own_compute_nod
         "st = {n: ray.get(ray.get_actor('rayborg:host:' + n).status.remote(), timeout=30) for n in names}\n"
         "print('STATUS', json.dumps({n: [s['node_id'], s['sysfs_root']] for n, s in st.items()}))\n")
     (line,) = [x for x in out.splitlines() if x.startswith("STATUS ")]
-    import json
-
     status = json.loads(line[7:])
     assert {h: s[0] for h, s in status.items()} == {h: nodes[h]["NodeID"] for h in TREES}
     assert {s[1] for s in status.values()} == {str(c.sysfs)}
@@ -258,6 +299,28 @@ def test_a_bind_on_a_remote_host_reaches_that_hosts_agent(cluster):
     assert removed == [f"remove {body['attach_handle_uuid']}"] and mdevs(tree) == before
 
 
+def test_a_bind_that_programs_runs_the_vendor_tool_on_that_host(cluster):
+    """A standalone bind whose profile names a bitstream, for rb-host2: the vendor tool runs there
+    (its hostname is rb-host2's), on the card the bind chose, and the new function is reported back."""
+    c = cluster
+    wait_all_reported(c)
+    ensure_profile(c, "netns-fpga-aes", {"resources:FPGA": "1", "accel:bitstream_id": BITSTREAM})
+    arq = create_arq(c, "netns-fpga-aes")
+    resp = bind(c, arq, HOST2)
+    assert resp.status_code == 202, resp.text
+    body = wait_resolved(c, arq, timeout=90)
+    assert body["state"] == "Bound", body
+    (dep,) = [d for d in deployables(c, HOST2) if d["rp_uuid"] == body["device_rp_uuid"]]
+    bus = dep["name"].split("_")[2]  # rb-host2_0000_be_00_0
+    calls = fpgaconf_calls(c)
+    assert [(host, argv[argv.index("--bus") + 1]) for host, argv in calls] == [(HOST2, f"0x{bus}")], calls
+    assert calls[0][1][-1] == str(c.work / "bitstreams" / f"{BITSTREAM}.gbs")
+    wait_for(lambda: next(d for d in deployables(c, HOST2) if d["name"] == dep["name"]).get("bitstream_id")
+             == BITSTREAM, 30, f"{dep['name']} reported with the new bitstream",
+             detail=lambda: str(deployables(c, HOST2)))
+    unbind(c, arq)
+
+
 # -- (c), (d) ----------------------------------------------------------------------------------------
 # How soon a lost host is marked lost (and nothing more binds there), as the README states it. Ray
 # declares a node dead after health_check_failure_threshold (5) failed checks, health_check_period_ms
@@ -275,8 +338,6 @@ def fpga_rps(c, host: str) -> list[str]:
 
 def actor_pids(c) -> dict[str, int]:
     """Every rayborg actor by name with the pid it runs as (asked through Ray from the head)."""
-    import json
-
     out = c.ray_script(
         "import json, ray\n"
         f"ray.init(address={c.head_address!r}, namespace='rayborg', log_to_driver=False, logging_level='ERROR')\n"
