@@ -10,6 +10,7 @@ from aiohttp import web
 
 from rayborg.actors import metrics
 from rayborg.api import microversion
+from rayborg.api.app_keys import AUTH, BINDER, POLICY, ROUTE_TABLE, SETTINGS, STORE
 from rayborg.api.auth import make_auth
 from rayborg.api.errors import ApiError, BadRequest, error_response
 from rayborg.api.handlers import (accelerator_requests, attributes, deployables, device_profiles, devices,
@@ -140,7 +141,7 @@ async def version_auth_middleware(request: web.Request, handler):
     if path.startswith("/v2"):
         request["version"] = microversion.negotiate(request.headers)
     if path not in PUBLIC_PATHS:
-        request["ctx"] = await request.app["auth"].identify(request)
+        request["ctx"] = await request.app[AUTH].identify(request)
     response = await handler(request)
     if "version" in request:
         response.headers.update(microversion.response_headers(request["version"]))
@@ -154,21 +155,21 @@ def create_app(settings, store, binder=None) -> web.Application:
     binder pool when `rayborg serve` runs the actors."""
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[request_id_middleware, error_middleware, version_auth_middleware])
-    app["settings"] = settings
-    app["store"] = store
-    app["policy"] = PolicyEnforcer(settings.policy_file)
-    app["auth"] = make_auth(settings)
-    app["routes"] = ROUTES
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[POLICY] = PolicyEnforcer(settings.policy_file)
+    app[AUTH] = make_auth(settings)
+    app[ROUTE_TABLE] = ROUTES
     if binder is None:
         from rayborg.api.local_binder import LocalBinder
 
         binder = LocalBinder(store)
 
         async def _resume_binds(app: web.Application) -> None:  # binds a previous process left
-            await app["binder"].start()
+            await app[BINDER].start()
 
         app.on_startup.append(_resume_binds)
-    app["binder"] = binder
+    app[BINDER] = binder
     for prefix in MOUNT_PREFIXES:
         for method, path, handler in ROUTES:
             full = (prefix + path) if path != "/" else (prefix or "/")
@@ -177,8 +178,8 @@ def create_app(settings, store, binder=None) -> web.Application:
                 app.router.add_route(method, full + "/", handler)
 
     async def _close(app: web.Application) -> None:
-        await app["auth"].close()
-        await app["binder"].close()
+        await app[AUTH].close()
+        await app[BINDER].close()
 
     app.on_cleanup.append(_close)
     return app

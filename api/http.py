@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from rayborg.api.app_keys import POLICY, SETTINGS, STORE
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import (ApiError, BadRequest, Conflict, Forbidden, Locked, NotFound,
                                  UnsupportedMediaType)
@@ -30,19 +31,19 @@ def version(request: web.Request) -> tuple[int, int]:
 
 
 def store(request: web.Request):
-    return request.app["store"]
+    return request.app[STORE]
 
 
 def authorize(request: web.Request, rule: str) -> RequestContext:
     """Enforce a policy rule for the caller (403 naming the rule) and return the caller."""
     context = ctx(request)
-    request.app["policy"].authorize(rule, context)
+    request.app[POLICY].authorize(rule, context)
     return context
 
 
 def amount_limits(request: web.Request) -> AmountLimits:
     """The operator's bounds on the resource amounts of a device profile (settings)."""
-    settings = request.app["settings"]
+    settings = request.app[SETTINGS]
     return AmountLimits(per_group=settings.max_group_amount, per_profile=settings.max_profile_amount)
 
 

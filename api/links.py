@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from rayborg.api.app_keys import SETTINGS
 
 
 def base_url(request: web.Request) -> str:
@@ -19,7 +20,7 @@ def base_url(request: web.Request) -> str:
 
 
 def _base_url(request: web.Request) -> str:
-    configured = request.app["settings"].public_url
+    configured = request.app[SETTINGS].public_url
     if configured:
         return configured.rstrip("/")
     h = request.headers

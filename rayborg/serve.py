@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from rayborg import logs
 from rayborg.api import server
+from rayborg.api.app_keys import PLACEMENT_SYNC, PROGRAMMER, RUNTIME
 from rayborg.settings import Settings
 
 log = logging.getLogger("rayborg.serve")
@@ -42,17 +43,17 @@ def build_app(settings: Settings, store, runtime=None) -> web.Application:
 
         from rayborg.api.ray_programmer import RayProgrammer
 
-        app["placement_sync"] = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
-        app["programmer"] = RayProgrammer(store)
-        app["runtime"] = runtime
+        app[PLACEMENT_SYNC] = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
+        app[PROGRAMMER] = RayProgrammer(store)
+        app[RUNTIME] = runtime
 
         async def supervise(app: web.Application) -> None:
             if runtime.supervisor is not None:  # the first front door: it also resumes programming
                 runtime.supervisor.start()
-                await app["programmer"].resume()
+                await app[PROGRAMMER].resume()
 
         async def stop(app: web.Application) -> None:
-            await app["programmer"].close()
+            await app[PROGRAMMER].close()
             await runtime.stop()
 
         app.on_startup.append(supervise)

@@ -1,7 +1,7 @@
 """/v2/accelerator_requests: create from a profile, list/show, bind/unbind (PATCH), delete.
 
 Binds are asynchronous: the PATCH moves the ARQs to BindStarted and hands them to the binder
-(`app["binder"]`), which claims the attach handles; the answer is 202 at once.
+(`app[BINDER]`), which claims the attach handles; the answer is 202 at once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from rayborg.api import microversion
+from rayborg.api.app_keys import BINDER
 from rayborg.api.context import RequestContext
 from rayborg.api.errors import BadRequest, Forbidden, NotFound
 from rayborg.api.http import (amount_limits, authorize, call_store, empty_response, iso, json_response,
@@ -99,7 +100,7 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
     if not patch.bind:
         held = await call_store(request, bind_plan.unbind_releasing, list(patch.fields), _scope(context),
                                 write=True)
-        await request.app["binder"].released(held)
+        await request.app[BINDER].released(held)
         return empty_response(202)
     if patch.sets_project:
         microversion.require(version(request), microversion.PROJECT_ID_IN_BIND)
@@ -111,7 +112,7 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
                                                  "device_rp_uuid": None, **fields})
                for arq_uuid, fields in patch.fields.items()}
     started = await call_store(request, arq_state.start_bind, targets, _scope(context), write=True)
-    await request.app["binder"].submit(started, {u: targets[u].instance_uuid for u in started})
+    await request.app[BINDER].submit(started, {u: targets[u].instance_uuid for u in started})
     return empty_response(202)
 
 
@@ -154,7 +155,7 @@ async def _delete(request: web.Request, context: RequestContext, *, arq_uuids: l
                   instance: str | None = None) -> web.Response:
     held, missing = await call_store(request, bind_plan.delete_releasing, arq_uuids, instance, _scope(context),
                                      context.is_service, write=True)
-    await request.app["binder"].released(held)
+    await request.app[BINDER].released(held)
     if missing:  # not idempotent, as in Cyborg: the others are gone, but say what was not there
         raise NotFound(f"Accelerator request not found: {', '.join(missing)}")
     return empty_response(204)

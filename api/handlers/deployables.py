@@ -8,6 +8,7 @@ import jsonpatch
 import jsonpointer
 from aiohttp import web
 
+from rayborg.api.app_keys import PROGRAMMER
 from rayborg.api.errors import BadRequest
 from rayborg.api.http import (
     authorize,
@@ -79,7 +80,7 @@ async def program_deployable(request: web.Request) -> web.Response:
     image = _image_uuid(await read_json(request))
     dep, attrs, program_request = await call_store(request, queries.record_program_request, uuid, image,
                                                    ctx(request).project_id, write=True)
-    programmer = request.app.get("programmer")
+    programmer = request.app.get(PROGRAMMER)
     if programmer is not None:  # the Ray runtime programs it through the host's agent
         await programmer.submit(program_request.uuid)
     return json_response(_body(request, dep, attrs))

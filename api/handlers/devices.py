@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rayborg.api import microversion
+from rayborg.api.app_keys import PLACEMENT_SYNC
 from rayborg.api.http import (
     authorize,
     call_store,
@@ -64,7 +65,7 @@ async def _set_status(request: web.Request, status: DeviceStatus, rule: str) -> 
     uuid = parse_uuid(request.match_info["uuid"], "device uuid")
     authorize(request, rule)
     await call_store(request, queries.set_device_status, uuid, status, write=True)
-    sync = request.app.get("placement_sync")
+    sync = request.app.get(PLACEMENT_SYNC)
     if sync is not None:  # the Ray runtime: Placement's `reserved` follows at once
         sync.nudge.remote()
     return web.Response(status=200)

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from rayborg.actors import metrics
+from rayborg.api.app_keys import AUTH, POLICY, SETTINGS, STORE
 from rayborg.api.openapi_meta import operation
 from rayborg.store import bind_plan
 
@@ -42,10 +43,10 @@ RELAYED = "rayborg_"
 async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus text format (version 0.0.4)."""
     app = request.app
-    if not app["settings"].metrics_public:
-        app["policy"].authorize("admin_api", await app["auth"].identify(request))
+    if not app[SETTINGS].metrics_public:
+        app[POLICY].authorize("admin_api", await app[AUTH].identify(request))
     families: dict[str, Metric] = {}
-    for family in [*metrics.collect(), *await _relayed(), await _nova_pending(app["store"])]:
+    for family in [*metrics.collect(), *await _relayed(), await _nova_pending(app[STORE])]:
         known = families.setdefault(family.name, family)
         if known is not family:
             known.samples.extend(family.samples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rayborg.api import microversion
+from rayborg.api.app_keys import OPENAPI, ROUTE_TABLE
 from rayborg.api.http import json_response
 from rayborg.api.links import base_url
 from rayborg.api.openapi_meta import operation
@@ -37,6 +38,6 @@ async def v2_version(request: web.Request) -> web.Response:
 async def openapi_document(request: web.Request) -> web.Response:
     from rayborg.api.openapi import build_document
 
-    if "openapi" not in request.app:
-        request.app["openapi"] = build_document(request.app["routes"])
-    return json_response(request.app["openapi"])
+    if OPENAPI not in request.app:
+        request.app[OPENAPI] = build_document(request.app[ROUTE_TABLE])
+    return json_response(request.app[OPENAPI])

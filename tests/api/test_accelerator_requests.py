@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
+from rayborg.api.app_keys import BINDER
 from rayborg.store.tables import AttachHandle
 
 V = "OpenStack-API-Version"
@@ -149,7 +150,7 @@ async def test_list_by_instance_and_resolved(client, store, tree):
     a, b = (await create(client, headers=MEMBER))[0], (await create(client, headers=MEMBER))[0]
     instance = str(uuid.uuid4())
     await patch(client, {a["uuid"]: bind_ops(tree, instance)})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     assert [x["uuid"] for x in await listed(client, f"?instance={instance}")] == [a["uuid"]]
     resolved = await listed(client, f"?instance={instance}&bind_state=resolved")
     assert [x["uuid"] for x in resolved] == [a["uuid"]]
@@ -172,7 +173,7 @@ async def test_nova_bind_then_unbind(client, store, tree):
     instance = str(uuid.uuid4())
     resp = await patch(client, {arq["uuid"]: bind_ops(tree, instance)})
     assert await resp.read() == b""
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     bound = await show(client, arq["uuid"])
     assert bound["state"] == "Bound" and bound["instance_uuid"] == instance and bound["hostname"] == "host1"
     assert bound["device_rp_uuid"] == tree.rp_uuids[0] and bound["project_id"] == "p1"
@@ -191,7 +192,7 @@ async def test_nova_bind_then_unbind(client, store, tree):
 async def test_bind_failure_is_reported_as_bind_failed(client, tree):
     (arq,) = await create(client)
     await patch(client, {arq["uuid"]: bind_ops(tree, str(uuid.uuid4()), hostname="elsewhere")})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     assert (await show(client, arq["uuid"]))["state"] == "BindFailed"
 
 
@@ -200,7 +201,7 @@ async def test_sdk_single_uuid_patch_forms(client, tree):
     await patch(client, {a["uuid"]: bind_ops(tree, str(uuid.uuid4()))},
                 url=f"/v2/accelerator_requests/{a['uuid']}")
     await patch(client, bind_ops(tree, str(uuid.uuid4())), url=f"/v2/accelerator_requests/{b['uuid']}")
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     assert [(await show(client, x["uuid"]))["state"] for x in (a, b)] == ["Bound", "Bound"]
     resp = await patch(client, {a["uuid"]: UNBIND_OPS}, status=400,
                        url=f"/v2/accelerator_requests/{b['uuid']}")
@@ -273,7 +274,7 @@ async def test_patch_with_one_unknown_arq_changes_nothing(client, tree):
     resp = await patch(client, {arq["uuid"]: bind_ops(tree, str(uuid.uuid4())),
                                 ghost: bind_ops(tree, str(uuid.uuid4()))}, status=404)
     assert ghost in await cyborg_fault(resp, 404)
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     assert (await show(client, arq["uuid"]))["state"] == "Initial"
 
 
@@ -281,7 +282,7 @@ async def test_wrong_state_and_busy_instance(client, tree):
     a, b = (await create(client))[0], (await create(client))[0]
     instance = str(uuid.uuid4())
     await patch(client, {a["uuid"]: bind_ops(tree, instance)})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     resp = await patch(client, {a["uuid"]: bind_ops(tree, str(uuid.uuid4()))}, status=409)  # already Bound
     assert "Bound" in await cyborg_fault(resp, 409)
     resp = await patch(client, {b["uuid"]: bind_ops(tree, instance)}, status=400)
@@ -298,7 +299,7 @@ async def test_project_id_in_bind_needs_2_1_and_admin(client, tree):
     assert "2.1" in await cyborg_fault(resp, 406)
     await patch(client, {arq["uuid"]: ops}, status=403, headers={**NOVA, V: "accelerator 2.1"})
     await patch(client, {arq["uuid"]: ops}, headers={**ADMIN_NOVA, V: "accelerator 2.1"})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     shown = await show(client, arq["uuid"], headers=ADMIN_NOVA)
     assert shown["project_id"] == "p7" and shown["state"] == "Bound"
 
@@ -308,7 +309,7 @@ async def test_project_id_in_bind_needs_2_1_and_admin(client, tree):
 async def test_delete_by_arqs_is_not_idempotent(client, store, tree):
     a, b, c = await create(client, "dp2")
     await patch(client, {a["uuid"]: bind_ops(tree, str(uuid.uuid4()))})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     assert len(handles_in_use(store)) == 1
     resp = await client.delete(f"/v2/accelerator_requests?arqs={a['uuid']},{b['uuid']}", headers=NOVA)
     assert resp.status == 204 and await resp.read() == b""
@@ -332,7 +333,7 @@ async def test_delete_by_instance_is_idempotent_and_needs_service(client, store,
     arqs = await create(client, "dp2")
     instance = str(uuid.uuid4())
     await patch(client, {a["uuid"]: bind_ops(tree, instance) for a in arqs[:2]})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     resp = await client.delete(f"/v2/accelerator_requests?instance={instance}", headers=MEMBER)
     assert await cyborg_fault(resp, 403) == SERVICE_TOKEN_MSG
     for _ in range(2):
@@ -346,7 +347,7 @@ async def test_deleting_a_bound_arq_needs_service(client, tree):
     a, b = (await create(client))[0], (await create(client))[0]
     instance = str(uuid.uuid4())
     await patch(client, {a["uuid"]: bind_ops(tree, instance)})
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     resp = await client.delete(f"/v2/accelerator_requests?arqs={b['uuid']},{a['uuid']}", headers=MEMBER)
     message = await cyborg_fault(resp, 403)
     assert a["uuid"] in message and instance in message
@@ -375,7 +376,7 @@ async def test_fifty_concurrent_bind_patches_on_five_handles(client, store):
                                                 json={a["uuid"]: bind_ops(tree, str(uuid.uuid4()))})
                                    for a in arqs))
     assert [r.status for r in resps] == [202] * 50
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     shown = await listed(client)
     states = [a["state"] for a in shown]
     assert states.count("Bound") == 5 and states.count("BindFailed") == 45

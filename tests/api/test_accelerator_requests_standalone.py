@@ -12,6 +12,7 @@ from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 from sqlalchemy import select, update
 
+from rayborg.api.app_keys import BINDER
 from rayborg.store import arq_state
 from rayborg.store.tables import AttachHandle, Device, DeviceStatus, Host, HostState
 
@@ -48,7 +49,7 @@ async def show(client, arq_uuid) -> dict:
 
 
 async def settle(client, arqs) -> list[dict]:
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     return [await show(client, a["uuid"]) for a in arqs]
 
 

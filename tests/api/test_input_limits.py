@@ -15,6 +15,7 @@ from cyborg_errors import cyborg_fault
 from factories import add_profile
 
 from rayborg.api.app import create_app
+from rayborg.api.app_keys import AUTH
 from rayborg.api.keystone_auth import KeystoneAuth
 from rayborg.settings import KeystoneOptions
 
@@ -151,7 +152,7 @@ async def test_keystone_token_that_is_not_text_is_a_400(aiohttp_client, settings
     keystone = FakeKeystone()
     ks = settings.model_copy(update={"auth_strategy": "keystone",
                                      "keystone": KeystoneOptions(auth_url="http://127.0.0.1:9")})
-    app["auth"] = KeystoneAuth(ks, session=keystone)
+    app[AUTH] = KeystoneAuth(ks, session=keystone)
     client = await aiohttp_client(app)
     get = b"GET /v2/accelerator_requests HTTP/1.1\r\nHost: x\r\n"
     status, body = await raw_request(client, get + b"X-Auth-Token: \xff\xfe\r\n")

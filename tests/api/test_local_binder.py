@@ -10,6 +10,7 @@ import pytest
 
 from factories import add_device, add_profile
 from rayborg.api.app import create_app
+from rayborg.api.app_keys import BINDER
 from rayborg.api.local_binder import LocalBinder
 from rayborg.store import arq_state
 
@@ -44,7 +45,7 @@ async def resolved_answer(client, instance: str) -> int:
 async def test_a_bind_left_in_bind_started_is_finished_when_the_app_starts(aiohttp_client, settings, store, tree):
     arq, instance = bind_started(store, tree)
     client = await aiohttp_client(create_app(settings, store))  # the default LocalBinder
-    await client.app["binder"].drain()  # start() has submitted the resume before serving
+    await client.app[BINDER].drain()  # start() has submitted the resume before serving
     assert await state_of(client, arq) == "Bound"
     assert await resolved_answer(client, instance) == 200
 

@@ -11,6 +11,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from rayborg.api.app import ROUTES
+from rayborg.api.app_keys import BINDER
 from rayborg.api.openapi import build_document
 
 V = "OpenStack-API-Version"
@@ -141,7 +142,7 @@ async def _seed_bound_arq(client, store, app) -> str:
            {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())}]
     resp = await client.patch("/v2/accelerator_requests", json={arq: ops}, headers=NOVA)
     assert resp.status == 202
-    await app["binder"].drain()
+    await app[BINDER].drain()
     return arq
 
 

@@ -15,6 +15,7 @@ from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 
 from rayborg.api.app import ROUTES
+from rayborg.api.app_keys import BINDER
 
 PROJECT, OTHER = "p-own", "p-other"
 ROLE_SETS = ["none", "reader", "member", "manager", "admin", "service"]
@@ -88,7 +89,7 @@ class World:
     async def bound_arq(self) -> tuple[str, str]:
         arq, instance = await self.fresh_arq(), str(uuid.uuid4())
         await self.setup("PATCH", "/v2/accelerator_requests", {arq: self.bind_ops(instance)}, 202)
-        await self.app["binder"].drain()
+        await self.app[BINDER].drain()
         return arq, instance
 
     async def attribute_uuid(self) -> str:

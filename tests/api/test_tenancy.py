@@ -12,6 +12,7 @@ from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 
 from rayborg.api.app import create_app
+from rayborg.api.app_keys import BINDER
 from rayborg.api.context import RequestContext, with_implied
 from rayborg.api.policy import PolicyEnforcer
 from rayborg.settings import Settings
@@ -148,7 +149,7 @@ async def test_a_caller_without_project_touches_no_arqs(client, tree, headers):
     instance = str(uuid.uuid4())
     resp = await client.patch(ARQS, json={bound: bind_ops(tree, instance)}, headers=A_NOVA)
     assert resp.status == 202, await resp.text()
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
 
     requests = [("GET", ARQS, None), ("GET", f"{ARQS}?instance={instance}", None),
                 ("GET", f"{ARQS}/{arq}", None),
@@ -195,7 +196,7 @@ async def test_bind_to_an_instance_another_project_uses_reveals_nothing(client, 
     b_arq = await create(client, B)
     resp = await client.patch(ARQS, json={b_arq: bind_ops(tree, instance)}, headers=B_NOVA)
     assert resp.status == 202, await resp.text()
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     assert await listed(client, A, f"?instance={instance}") == [a_arq]
     assert await listed(client, B, f"?instance={instance}&bind_state=resolved") == [b_arq]
 

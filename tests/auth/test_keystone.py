@@ -9,6 +9,7 @@ import uuid
 import pytest
 from factories import add_device, add_profile
 from servers import ADMIN, MEMBER, NOVA
+from rayborg.api.app_keys import AUTH, BINDER
 
 # The first test also installs and starts Keystone (session fixture): allow for a slow package index.
 pytestmark = [pytest.mark.xdist_group("keystone"), pytest.mark.slow, pytest.mark.timeout(900)]
@@ -83,7 +84,7 @@ async def test_bind_needs_nova_service_token(ks, tokens, sqlite_store):
     resp = await client.patch("/v2/accelerator_requests", json={arq["uuid"]: ops},
                               headers={**member, "X-Service-Token": tokens["nova"]})
     assert resp.status == 202, await resp.text()
-    await app["binder"].drain()
+    await app[BINDER].drain()
     resp = await client.get(f"/v2/accelerator_requests/{arq['uuid']}", headers=member)
     body = await resp.json()
     assert body["state"] == "Bound"
@@ -120,7 +121,7 @@ async def test_system_scoped_token_is_403(ks, keystone):
 
 async def test_cache_hit_avoids_a_second_keystone_call(ks, keystone, tokens):
     client, app = ks
-    auth = app["auth"]
+    auth = app[AUTH]
     headers = {"X-Auth-Token": tokens["member"]}
     assert (await client.get("/v2/device_profiles", headers=headers)).status == 200
     calls = auth.keystone_calls
@@ -140,7 +141,7 @@ async def test_revoked_token_is_refused_once_the_cache_lapses(keystone, ks_app_f
     assert (await client.get("/v2/device_profiles", headers=headers)).status == 200
     keystone.revoke(token)
     assert (await client.get("/v2/device_profiles", headers=headers)).status == 401
-    assert app["auth"].keystone_calls == 2
+    assert app[AUTH].keystone_calls == 2
 
 
 async def test_keystone_unreachable_is_503_not_401(ks_app_factory):

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 from cyborg_errors import cyborg_fault  # noqa: E402
 from factories import add_device, add_profile  # noqa: E402
 from rayborg.api.app import create_app  # noqa: E402
+from rayborg.api.app_keys import BINDER
 from rayborg.settings import Settings  # noqa: E402
 
 NOVA = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member", "X-Service-Roles": "service"}
@@ -49,7 +50,7 @@ async def test_requests_and_binds_are_counted_by_label(aiohttp_client, settings,
            {"op": "add", "path": "/device_rp_uuid", "value": tree.rp_uuids[0]},
            {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())}]
     assert (await client.patch("/v2/accelerator_requests", json={arq: ops}, headers=NOVA)).status == 202
-    await client.app["binder"].drain()
+    await client.app[BINDER].drain()
     after = await scrape(client)
 
     def delta(name, **labels):
