@@ -157,7 +157,7 @@ def create_app(settings, store, binder=None) -> web.Application:
                           middlewares=[request_id_middleware, error_middleware, version_auth_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
-    app[POLICY] = PolicyEnforcer(settings.policy_file)
+    app[POLICY] = PolicyEnforcer(settings.policy_file, settings.enforce_new_defaults, settings.enforce_scope)
     app[AUTH] = make_auth(settings)
     app[ROUTE_TABLE] = ROUTES
     if binder is None:

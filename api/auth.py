@@ -14,7 +14,11 @@ from aiohttp import web
 from rayborg.api.context import DEFAULT_PROJECT_ID, RequestContext, with_implied
 from rayborg.api.errors import BadRequest
 
-IDENTITY_HEADERS = ("X-User-Id", "X-Project-Id", "X-Roles", "X-Service-Roles")
+# OpenStack-System-Scope is what keystonemiddleware sets for a system-scoped token (oslo.context
+# reads it too): honoured, as the other headers are, so that a proxy validating tokens in front of
+# noauth passes system scope on. It gives nothing X-Roles does not already give a noauth caller.
+SYSTEM_SCOPE_HEADER = "OpenStack-System-Scope"
+IDENTITY_HEADERS = ("X-User-Id", "X-Project-Id", "X-Roles", "X-Service-Roles", SYSTEM_SCOPE_HEADER)
 MAX_ID_LENGTH = 255  # the database's project_id columns
 
 
@@ -34,6 +38,18 @@ def header(request: web.Request, name: str, max_length: int | None = None) -> st
 
 def _split_roles(value: str | None) -> frozenset[str]:
     return frozenset(r.strip().lower() for r in (value or "").split(",") if r.strip())
+
+
+def _system_scope(request: web.Request, project_id: str | None) -> str | None:
+    scope = header(request, SYSTEM_SCOPE_HEADER)
+    if scope is None:
+        return None
+    if scope != "all":
+        raise BadRequest(f"The {SYSTEM_SCOPE_HEADER} header must be 'all' (Keystone's only system scope)")
+    if project_id is not None:
+        raise BadRequest(f"A caller is either system-scoped ({SYSTEM_SCOPE_HEADER}) or of a project "
+                         "(X-Project-Id), never both")
+    return scope
 
 
 class AuthStrategy(Protocol):
@@ -57,11 +73,11 @@ class NoAuth:
         # Identity headers given: a missing or blank X-Project-Id is no project (not every project).
         roles = with_implied(_split_roles(header(request, "X-Roles")))
         service_roles = _split_roles(header(request, "X-Service-Roles"))
+        project_id = header(request, "X-Project-Id", MAX_ID_LENGTH)
         return RequestContext(
-            user_id=header(request, "X-User-Id", MAX_ID_LENGTH),
-            project_id=header(request, "X-Project-Id", MAX_ID_LENGTH), roles=roles,
+            user_id=header(request, "X-User-Id", MAX_ID_LENGTH), project_id=project_id, roles=roles,
             service_roles=service_roles, is_service=bool(service_roles & self.service_token_roles),
-            auth_token=header(request, "X-Auth-Token"))
+            auth_token=header(request, "X-Auth-Token"), system_scope=_system_scope(request, project_id))
 
     async def close(self) -> None:
         return None

@@ -28,6 +28,8 @@ class RequestContext:
     service_roles: frozenset[str] = field(default_factory=frozenset)
     is_service: bool = False
     auth_token: str | None = None
+    # "all" for a system-scoped token (Keystone's only system scope); then project_id is None.
+    system_scope: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -35,7 +37,8 @@ class RequestContext:
 
     def policy_creds(self) -> dict:
         return {"user_id": self.user_id, "project_id": self.project_id, "roles": sorted(self.roles),
-                "is_admin": self.is_admin, "service_roles": sorted(self.service_roles)}
+                "is_admin": self.is_admin, "service_roles": sorted(self.service_roles),
+                "system_scope": self.system_scope}
 
     def policy_target(self) -> dict:
         # Cyborg checks against the caller's own project; isolation happens in the queries.

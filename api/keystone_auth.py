@@ -7,8 +7,9 @@ validated tokens (and rejected ones: a token never becomes valid later) are cach
 `settings.token_cache_seconds`, never past the token's own expiry, in a bounded LRU. Concurrent
 requests with the same uncached token share one Keystone call.
 
-Scope: only project-scoped tokens are accepted. A system-, domain-scoped or unscoped token gets 403,
-as upstream Cyborg's `scope_types=['project']` rules answer it (its policy raises InvalidScope).
+Scope: project- and system-scoped tokens are accepted (the policy-defaults-refresh specs' system
+admin and reader); what a system-scoped caller may do is the policy's to say (`enforce_scope`). A
+domain-scoped or unscoped token gets 403: no rule is meant for it.
 """
 
 from __future__ import annotations
@@ -148,15 +149,17 @@ class KeystoneAuth:
         if not token:
             raise self._unauthorized("Authentication required: the request has no X-Auth-Token")
         user = await self._require(token, "X-Auth-Token")
-        if user.scope != "project":
-            raise Forbidden(f"This API accepts project-scoped tokens only; the token is {user.scope}-scoped")
+        if user.scope not in ("project", "system"):
+            raise Forbidden("This API accepts project- or system-scoped tokens only; "
+                            f"the token is {user.scope}-scoped")
         service_roles: frozenset[str] = frozenset()
         service_token = header(request, "X-Service-Token")
         if service_token:
             service_roles = (await self._require(service_token, "X-Service-Token")).roles
         return RequestContext(user_id=user.user_id, project_id=user.project_id, roles=with_implied(user.roles),
                               service_roles=service_roles,
-                              is_service=bool(service_roles & self.service_token_roles), auth_token=token)
+                              is_service=bool(service_roles & self.service_token_roles), auth_token=token,
+                              system_scope="all" if user.scope == "system" else None)
 
     async def close(self) -> None:
         self._session.session.close()

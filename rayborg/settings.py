@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     service_token_roles: list[str] = Field(default_factory=lambda: ["service"])
     token_cache_seconds: int = 300
     policy_file: str | None = None
+    # oslo.policy's [oslo_policy] options: the new defaults alone (no legacy rule ORed in), and each
+    # rule's scope types (system vs project tokens) checked. Both off, as upstream Cyborg ships.
+    enforce_new_defaults: bool = False
+    enforce_scope: bool = False
     max_body_bytes: int = 1024 * 1024
     # Input limits (issue 14). A profile group's `resources:RC` amount is 1..max_group_amount; all the
     # amounts of a profile add up to at most max_profile_amount (the ARQs one POST creates).

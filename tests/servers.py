@@ -68,6 +68,18 @@ class KeystoneServer:
         roles = admin.get(f"{self.url}/roles", params={"name": "member"}).json()["roles"]
         admin.put(f"{self.url}/projects/{project_id}/users/{user_id}/roles/{roles[0]['id']}")
 
+    def ensure_persona(self, user: User, role: str, system: bool = False) -> User:
+        """`user` with `role` on its project, or on the system scope when `system` (idempotent)."""
+        admin = self.session()
+        user_id = self._ensure(admin, "users", user.name, {"domain_id": user.domain, "password": PASSWORD})
+        role_id = self._ensure(admin, "roles", role, {})
+        if system:
+            admin.put(f"{self.url}/system/users/{user_id}/roles/{role_id}")
+        else:
+            project_id = self._ensure(admin, "projects", user.project, {"domain_id": user.domain})
+            admin.put(f"{self.url}/projects/{project_id}/users/{user_id}/roles/{role_id}")
+        return user
+
     def _ensure(self, admin, collection: str, name: str, fields: dict) -> str:
         found = admin.get(f"{self.url}/{collection}", params={"name": name}).json()[collection]
         if found:
