@@ -1,7 +1,9 @@
-"""`rayborg serve`: migrate the store, bring up Ray and the actors, serve the REST API.
+"""`rayborg serve`: migrate the store, serve the REST API, bring up Ray and the actors.
 
-On the embedded default this starts a local Ray inside this process; with `ray_address` it joins
-an existing cluster, where every node gets its HostAgent from the supervisor. Several front-door
+The front door answers first (reads need only the store); Ray and the actors start in its background,
+and the writes that need them meanwhile queue until they are up (`rayborg/runtime.py`). On the
+embedded default this starts a local Ray inside this process; with `ray_address` it joins an existing
+cluster, where every node gets its HostAgent from the supervisor. Several front-door
 processes of one serve share the port (SO_REUSEPORT): the first one owns Ray's actors, the others only
 connect to them. Before anything starts, serve binds the port (another daemon there: exit) and takes
 the database's lease (another daemon on it: exit); the lease row records where this daemon and its
@@ -16,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+from multiprocessing.connection import Connection
 
 from aiohttp import web
 from sqlalchemy.engine import make_url
@@ -32,32 +35,18 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def build_app(settings: Settings, store, runtime=None) -> web.Application:
+def build_app(settings: Settings, store, starting=None) -> web.Application:
+    """The front door; with `starting` (a `StartingRuntime`), the Ray side comes up in its background."""
     from rayborg.api.app import create_app
 
-    app = create_app(settings, store, binder=runtime.binder if runtime else None)
-    if runtime is not None:
-        import ray
-
-        from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME
-
-        from rayborg.api.ray_programmer import RayProgrammer
-
-        app[PLACEMENT_SYNC] = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
-        app[PROGRAMMER] = RayProgrammer(store)
-        app[RUNTIME] = runtime
-
-        async def supervise(app: web.Application) -> None:
-            if runtime.supervisor is not None:  # the first front door: it also resumes programming
-                runtime.supervisor.start()
-                await app[PROGRAMMER].resume()
-
-        async def stop(app: web.Application) -> None:
-            await app[PROGRAMMER].close()
-            await runtime.stop()
-
-        app.on_startup.append(supervise)
-        app.on_cleanup.append(stop)
+    if starting is None:
+        return create_app(settings, store)
+    app = create_app(settings, store, binder=starting.binder)
+    app[PLACEMENT_SYNC] = starting.placement_sync
+    app[PROGRAMMER] = starting.programmer
+    app[RUNTIME] = starting
+    app.on_startup.append(starting.on_startup)
+    app.on_cleanup.append(starting.on_cleanup)
     return app
 
 
@@ -106,10 +95,10 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, name="rayborg-parent-watch", daemon=True).start()
 
 
-def _worker(settings_json: str, ray_address: str | None, sock: socket.socket, parent: int) -> None:
+def _worker(settings_json: str, actors: Connection | None, sock: socket.socket, parent: int) -> None:
     """An extra front-door process: its socket on the same port, its own store handle, the actors
-    of the first."""
-    from rayborg.runtime import connect_runtime
+    of the first (whose Ray address comes through `actors` once they are up)."""
+    from rayborg.runtime import StartingRuntime, connect_runtime
     from rayborg.store.engine import Store
 
     _exit_with(parent)
@@ -117,8 +106,14 @@ def _worker(settings_json: str, ray_address: str | None, sock: socket.socket, pa
     settings = Settings.model_validate_json(settings_json)
     logs.setup(None, settings.log_level)  # the format the parent resolved, from $RAYBORG_LOG_FORMAT
     store = Store(settings.database_url)
-    runtime = connect_runtime(settings, store, ray_address) if ray_address else None
-    app = build_app(settings, store, runtime)
+
+    def connect():
+        address = actors.recv()  # EOFError when the first front door stops before its actors are up
+        if address is None:
+            raise RuntimeError("the first front door's actors did not start")
+        return connect_runtime(settings, store, address)
+
+    app = build_app(settings, store, StartingRuntime(store, connect) if actors is not None else None)
     server.run(app, sock, settings)  # web.run_app with slow-client guards (api/server.py)
 
 
@@ -160,33 +155,49 @@ def serve(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, store, lease, socks: list[socket.socket]) -> int:
-    runtime = None
-    if settings.actors:
-        from rayborg.runtime import start_runtime
+    """Every front door answers at once; Ray and the actors come up in the first one's background
+    (`StartingRuntime`), and the others join them once the first tells them where they are."""
+    from rayborg.store.daemon_lease import RAY_STARTING
 
-        runtime = start_runtime(settings, store)
-        lease.update(ray_address=runtime.gcs_address, dashboard_url=runtime.dashboard_url)
-    extra = []
-    if settings.api_workers > 1:
-        ray_address = runtime.gcs_address if runtime else None
-        ctx = multiprocessing.get_context("spawn")
-        for sock in socks[1:]:
-            args = (settings.model_dump_json(), ray_address, sock, os.getpid())
-            proc = ctx.Process(target=_worker, args=args, daemon=True)
-            proc.start()
-            sock.close()  # the worker has its own copy now; a worker that dies must take its queue along
-            extra.append(proc)
-    app = build_app(settings, store, runtime)
+    ctx = multiprocessing.get_context("spawn")
+    extra, pipes = [], []
+    for sock in socks[1:]:
+        ours, theirs = ctx.Pipe() if settings.actors else (None, None)
+        args = (settings.model_dump_json(), theirs, sock, os.getpid())
+        proc = ctx.Process(target=_worker, args=args, daemon=True)
+        proc.start()
+        sock.close()  # the worker has its own copy now; a worker that dies must take its queue along
+        extra.append(proc)
+        if ours is not None:
+            theirs.close()
+            pipes.append(ours)
+    starting = None
+    if settings.actors:
+        from rayborg.runtime import StartingRuntime, start_runtime
+
+        lease.update(ray_address=RAY_STARTING)  # `rayborg status` meanwhile: starting, not --no-actors
+
+        def up(runtime) -> None:
+            lease.update(ray_address=runtime.gcs_address, dashboard_url=runtime.dashboard_url)
+            for pipe in pipes:
+                pipe.send(runtime.gcs_address)
+
+        starting = StartingRuntime(store, lambda: start_runtime(settings, store), up)
+    app = build_app(settings, store, starting)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info("rayborg serving the Cyborg v2 API on http://%s:%d (database %s, auth %s, %d front-door "
              "process%s, actors %s)", host, settings.port, _safe_url(settings.database_url),
              settings.auth_strategy, settings.api_workers, "es" if settings.api_workers > 1 else "",
-             f"on, Ray at {runtime.gcs_address}" if runtime else "off")
+             "starting" if starting else "off")
     try:
         server.run(app, socks[0], settings)  # web.run_app with slow-client guards (api/server.py)
     finally:
+        for pipe in pipes:
+            pipe.close()
         for proc in extra:
             proc.terminate()
             proc.join(5)
+    if starting is not None and starting.failure is not None:
+        return 1
     log.info("rayborg stopped")
     return 0

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     # Ray: "local" starts a single-node Ray in this process; "auto" or host:port joins a cluster.
     ray_address: str = "local"
     ray_dashboard: bool = True
+    # What a local Ray head runs beside the actors (rayborg/ray_head.py): the dashboard modules ("all":
+    # every one Ray has; the default serves the Actors page and `ray list actors`), Ray's autoscaler
+    # monitor and its log monitor (rayborg uses neither; ~50 MiB each).
+    ray_dashboard_modules: str = "NodeHead,StateHead"
+    ray_autoscaler_monitor: bool = False
+    ray_log_monitor: bool = False
     # Simulated devices on every host (fake driver spec, e.g. "fpga:4,gpu:2"), for demos and tests.
     fake_devices: str | None = None
     # Run the Ray actors (HostAgents, PlacementSync, binders); off: API and store only.

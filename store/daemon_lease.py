@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "daemon"
 LEASE_SECONDS = 30.0
 HEARTBEAT_SECONDS = 5.0
+# ray_address while `rayborg serve` is starting Ray and its actors (it answers before they are up).
+RAY_STARTING = "starting"
 
 
 # -- database URLs: which database a daemon uses, shown without its password ---------------------
@@ -119,7 +121,8 @@ class DaemonRecord:
 
     def describe(self) -> str:
         """`pid 123 on host db-1, port 6666 (API http://..., Ray 10.0.0.1:6379)`."""
-        ray = f", Ray {self.ray_address}" if self.ray_address else ", no Ray: --no-actors"
+        ray = (", Ray starting" if self.ray_address == RAY_STARTING else
+               f", Ray {self.ray_address}" if self.ray_address else ", no Ray: --no-actors")
         return f"pid {self.pid} on host {self.hostname}, port {self.api_port} (API {self.api_url}{ray})"
 
     def as_dict(self) -> dict:

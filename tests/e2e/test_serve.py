@@ -85,7 +85,9 @@ def test_the_cli_and_python_api_find_the_daemon_of_their_database(tmp_path):
     other = f"sqlite:///{tmp_path / 'other.db'}"
     env = {k: v for k, v in server.env.items() if k not in ("RAYBORG_DATABASE_URL", "RAY_AUTH_MODE")}
     try:
-        daemon = daemon_lease.find(server.database_url)
+        # Serve answers before its actors are up; the lease names its Ray cluster once they are.
+        daemon = wait_for(lambda: (lambda d: d if d.ray_address != daemon_lease.RAY_STARTING else None)(
+            daemon_lease.find(server.database_url)), what="the Ray address in the lease")
         assert (daemon.pid, daemon.api_port, daemon.database_url) == (server.proc.pid, server.port,
                                                                       server.database_url)
         log = server.log.read_text()
