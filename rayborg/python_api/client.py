@@ -565,7 +565,7 @@ def _daemon_of(url: str):
     """The running daemon of the database at `url`, as its lease row records it."""
     from sqlalchemy.exc import DBAPIError
 
-    from rayborg.store.daemon_lease import find
+    from rayborg.store.daemon_lease import RAY_STARTING, find
 
     try:
         daemon = find(url)
@@ -578,6 +578,9 @@ def _daemon_of(url: str):
     if daemon.ray_address is None:
         raise RayborgError(f"the rayborg daemon of database {_shown(url)} ({daemon.describe()}) runs without "
                            f"actors (--no-actors): it has no Ray cluster to talk to")
+    if daemon.ray_address == RAY_STARTING:
+        raise RayborgError(f"the rayborg daemon of database {_shown(url)} ({daemon.describe()}) is starting its "
+                           f"actors: try again in a few seconds")
     return daemon
 
 
