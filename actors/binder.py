@@ -1,10 +1,17 @@
 """Binder: k of them (`rayborg:binder:<i>`); all ARQs of one instance go to the same binder.
 
-A bind: program the FPGA through the HostAgent when the profile group names a bitstream, claim an
-attach handle (one atomic statement, in `store/arq_state.py`), create the mdev for vGPU handles,
-mark Bound or BindFailed, then tell Nova (the events of many instances in one call). Nothing lives only in memory:
-after a restart the binder finishes the binds it owned that are still in BindStarted and re-sends
-the Nova events still marked pending, with backoff while Nova fails.
+One bind path, from a Nova PATCH, a standalone PATCH or `rayborg.claim` alike: the front door (or
+`claim`) moves the ARQs to BindStarted and hands them to `bind`, which queues them; the batch step
+finishes those that need only an attach handle claimed in one transaction, the slow path the others
+(Placement allocation of a standalone bind, FPGA programming, the driver's `prepare` of the
+handle) before it marks them Bound or BindFailed; the Nova notifier then tells Nova. Releases
+(unbind, delete, a claim's release) come back here: the driver's `unprepare` and the push of the
+consumer's Placement allocation. Nothing lives only in memory: after a restart the binder finishes
+the binds it owned that are still in BindStarted, and the outboxes in the store (Nova events,
+standalone allocations) are pushed again.
+
+Every background part is one `step()` driven by `wake_loop.run`: batching, re-driving, Nova
+notification, the allocation push and binder 0's claim reaper.
 """
 
 from __future__ import annotations
@@ -19,16 +26,31 @@ from typing import Any
 
 import ray
 
+from rayborg.actors import metrics, wake_loop
+from rayborg.actors.bitstream_check import check_bitstream
+from rayborg.actors.claim_reaper import REAP_INTERVAL, ClaimReaper
+from rayborg.actors.device_prep import prepares
 from rayborg.actors.placement_sync import placement_client
-from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig, binder_name, host_agent_name
+from rayborg.actors.runtime_config import (NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig, binder_name,
+                                           host_agent_name)
+from rayborg.actors.standalone_placement import DEFAULT_OWNER, AllocationPusher
+from rayborg.drivers.base import BoundHandle
+from rayborg.store import arq_state, attach_handles, bind_plan, claims, nova_events
+from rayborg.store.attach_handles import HeldHandle
+from rayborg.store.bind_plan import BindPlan
+from rayborg.store.daemon_lease import shown_url
+from rayborg.store.engine import Store
+from rayborg.store.queries import operator
+from rayborg.store.tables import ARQState
 
 log = logging.getLogger("rayborg.binder")
+claim_log = logging.getLogger("rayborg.claims")
 
-MAX_BACKOFF = 30.0
-BIND_PLACEMENT_ATTEMPTS = 3  # Placement unreachable this many times in a row fails a standalone bind
 ALLOCATION_POLL_S = 5.0
 BIND_BATCH = 256  # ARQs finished in one transaction at most
-NOVA_BATCH = 500  # events in one os-server-external-events call at most (an instance's are never split)
+CLAIM_ATTEMPTS = 3  # Placement refusing a claim's devices this often fails the claim
+PLACEMENT_REFUSED = "Placement refused the allocation: "
+ABANDONED = "abandoned"  # a bind whose ARQ was unbound or deleted while the binder worked on it
 
 
 def binder_index(instance_uuid: str | None, count: int) -> int:
@@ -48,46 +70,57 @@ def nova_client(config: RuntimeConfig):
     return None
 
 
+def _slow(plan: BindPlan, placement: bool) -> bool:
+    """Whether a bind needs more than a handle claimed (left to `Binder._bind_slow`)."""
+    return bool(plan.error or plan.bitstream_id or prepares(plan.driver_name) or (plan.standalone and placement))
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64)
 class Binder:
     async def __init__(self, config: RuntimeConfig, index: int):
-        from rayborg.store.engine import Store
+        from rayborg.actors.nova_notifier import NovaNotifier
 
         config.setup_logging()
         self.config = config
         self.index = index
         self.store = Store(config.database_url)
-        self.nova = nova_client(config)
-        self.placement = placement_client(config)  # None: no Placement, standalone binds allocate nothing
         self.binds_done = 0
         self.binds_failed = 0
-        self.events_sent = 0
         self.latencies: list[float] = []
-        self.allocations_pushed = 0
-        self._nova_wake = asyncio.Event()
-        self._allocation_wake = asyncio.Event()
-        self._consumer_locks: dict[str, asyncio.Lock] = {}
+        self.redriven = 0
         self._bind_queue: list[tuple[str, asyncio.Future]] = []
         self._bind_wake = asyncio.Event()
         self._active: dict[str, asyncio.Future] = {}  # ARQs queued or being bound here -> outcome
-        self.redriven = 0
-        loop = asyncio.get_running_loop()
-        self._bind_task = loop.create_task(self._bind_loop())
-        self._redrive_task = loop.create_task(self._redrive_loop())
-        self._resume_task = loop.create_task(self._resume())
-        self._nova_task = loop.create_task(self._nova_loop())
-        self._allocation_task = loop.create_task(self._allocation_loop())
-        if index == 0:  # releases the standalone claims of Ray jobs that ended
-            self._reap_task = loop.create_task(self.op("reap_loop"))
+        retry = {"retry": config.retry_interval}
+        self._tasks = [wake_loop.start(self._batch_step, self._bind_wake, **retry),
+                       wake_loop.start(self._redrive_step, poll=config.redrive_interval, **retry)]
+        nova = nova_client(config)
+        self.notifier = None if nova is None else NovaNotifier(self.store, nova, self._owns)
+        self._nova_wake = asyncio.Event()
+        if self.notifier is not None:  # else (standalone use) the events stay marked, unsent
+            self._tasks.append(wake_loop.start(self.notifier.step, self._nova_wake, **retry))
+        placement = placement_client(config)  # None: no Placement, standalone binds allocate nothing
+        self.allocations = None if placement is None else AllocationPusher(
+            self.store, placement, self._owns, config.retry_interval)
+        self._allocation_wake = asyncio.Event()
+        if self.allocations is not None:
+            self._tasks.append(wake_loop.start(self.allocations.step, self._allocation_wake,
+                                               poll=ALLOCATION_POLL_S, **retry))
+        self.reaper = ClaimReaper(self.store, self.release) if index == 0 else None
+        if self.reaper is not None:  # releases the standalone claims of Ray jobs that ended
+            self._tasks.append(wake_loop.start(self.reaper.step, poll=REAP_INTERVAL, **retry))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._resume()))
+
+    def _owns(self, instance_uuid: str | None) -> bool:
+        return binder_index(instance_uuid, self.config.binder_count) == self.index
 
     # -- binding -------------------------------------------------------------------------------
     async def bind(self, arq_uuids: list[str]) -> dict[str, str]:
         """Finish the binds of ARQs already in BindStarted; returns uuid -> final state.
 
-        The ARQs join a queue that `_bind_loop` drains in batches: ARQs that only need an attach
+        The ARQs join a queue that `_batch_step` drains in batches: ARQs that only need an attach
         handle claimed are finished together in one transaction (with SQLite's single writer, one
-        commit per bind was what bounded throughput); those that program an FPGA, create an mdev or
-        allocate in Placement first go on as tasks of their own."""
+        commit per bind was what bounded throughput); the others go on as tasks of their own."""
         loop = asyncio.get_running_loop()
         waiting = []
         for arq_uuid in arq_uuids:
@@ -106,29 +139,30 @@ class Binder:
                 raise outcome
         return dict(zip(arq_uuids, outcomes))
 
-    async def _bind_loop(self) -> None:
-        while True:
-            await self._bind_wake.wait()
-            self._bind_wake.clear()
-            while self._bind_queue:
-                batch, self._bind_queue = self._bind_queue[:BIND_BATCH], self._bind_queue[BIND_BATCH:]
-                try:
-                    await self._bind_batch(dict(batch))
-                except Exception as exc:  # noqa: BLE001 - a store hiccup: the ARQs stay BindStarted
-                    log.exception("bind batch of %d failed", len(batch))
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
+    async def _batch_step(self) -> bool:
+        """Drain the queue in batches of BIND_BATCH; a batch that fails on the store fails its
+        callers (the ARQs stay BindStarted: re-driven)."""
+        while self._bind_queue:
+            batch, self._bind_queue = self._bind_queue[:BIND_BATCH], self._bind_queue[BIND_BATCH:]
+            try:
+                await self._bind_batch(dict(batch))
+            except Exception as exc:  # noqa: BLE001 - a store hiccup: the ARQs stay BindStarted
+                log.exception("bind batch of %d failed", len(batch))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+        return True
 
     async def _bind_batch(self, waiting: dict[str, asyncio.Future]) -> None:
         started = time.perf_counter()
-        plans, states = await asyncio.to_thread(self.store.transact, _plan_and_finish, list(waiting),
-                                                self.placement is not None)
+        placement = self.allocations is not None
+        plans, states = await asyncio.to_thread(self.store.transact, bind_plan.finish_quick, list(waiting),
+                                                lambda plan: _slow(plan, placement))
         for arq_uuid, fut in waiting.items():
             plan = plans.get(arq_uuid)
             if arq_uuid in states:
                 self._resolved(fut, states[arq_uuid], started)
-            elif plan is None or plan.state != "BindStarted":
+            elif plan is None or plan.state != ARQState.BIND_STARTED:
                 self._resolved(fut, "missing" if plan is None else plan.state, started)
             else:
                 task = asyncio.get_running_loop().create_task(self._bind_slow(plan))
@@ -136,8 +170,6 @@ class Binder:
 
     def _resolved(self, fut: asyncio.Future, outcome, started: float) -> None:
         """Settle one bind's future with its state (or a finished task's result) and count it."""
-        from rayborg.actors import metrics
-
         if isinstance(outcome, asyncio.Task):
             if outcome.cancelled() or outcome.exception() is not None:
                 if not fut.done():
@@ -145,9 +177,9 @@ class Binder:
                 return
             outcome = outcome.result()
         state = str(outcome)
-        if state == "Bound":
+        if state == ARQState.BOUND:
             self.binds_done += 1
-        elif state == "BindFailed":
+        elif state == ARQState.BIND_FAILED:
             self.binds_failed += 1
         elapsed = time.perf_counter() - started
         self.latencies.append(elapsed)
@@ -156,41 +188,40 @@ class Binder:
         if not fut.done():
             fut.set_result(state)
 
-    async def _bind_slow(self, plan) -> str:
-        """A bind with work before (Placement allocation, programming) or after (mdev) the claim."""
-        from rayborg.store import arq_state
-
+    async def _bind_slow(self, plan: BindPlan) -> str:
+        """A bind with work before the claim (Placement allocation, programming) or after it (the
+        driver's prepare of the handle)."""
         arq_uuid = plan.arq_uuid
         if plan.error:
             return await self._fail(arq_uuid, plan.error)
-        if plan.standalone and self.placement is not None:
+        if plan.standalone and self.allocations is not None:
             # Allocated in Placement before anything else, so that a Nova scheduling from the same
             # Placement can never book the device rayborg chose.
-            refused = await self._allocate_standalone(plan.instance_uuid)
+            refused = await self.allocations.allocate(plan.instance_uuid)
             if refused:
-                return await self._fail(arq_uuid, f"Placement refused the allocation: {refused}")
+                return await self._fail(arq_uuid, PLACEMENT_REFUSED + refused)
         if plan.bitstream_id:
             result = await self._program(plan)
             if not result["ok"]:
                 return await self._fail(arq_uuid, f"programming failed: {result['error']}")
-        mdev = None
+        prepared = None
         try:
-            if plan.attach_type == "MDEV":
-                # The handle is held (the ARQ stays BindStarted) until its mdev exists: a binder
-                # killed in between resumes with the same handle instead of leaving a Bound ARQ
-                # without a device, and Nova is told only about a usable one.
-                held = str(await asyncio.to_thread(self.store.transact, arq_state.hold_handle, arq_uuid))
-                if held != "BindStarted":
-                    return held
-                mdev = await self._create_mdev(plan)
-                if "error" in mdev:
-                    return await self._fail(arq_uuid, f"mdev creation failed: {mdev['error']}")
+            if prepares(plan.driver_name):
+                # The handle is held (the ARQ stays BindStarted) until the driver has prepared it: a
+                # binder killed in between resumes with the same handle instead of leaving a Bound
+                # ARQ without a usable device, and Nova is told only about a usable one.
+                held = await asyncio.to_thread(self.store.transact, arq_state.hold_handle, arq_uuid)
+                if held != ARQState.BIND_STARTED:
+                    return str(held)
+                prepared, error = await self._prepare(arq_uuid)
+                if error:
+                    return await self._fail(arq_uuid, f"device preparation failed: {error}")
             state = str(await asyncio.to_thread(self.store.transact, arq_state.finish_bind, arq_uuid))
         except arq_state.StoreError as exc:  # unbound or deleted while we worked: nothing to finish
             log.info("ARQ %s: bind abandoned: %s", arq_uuid, exc, extra=_fields(plan))
-            if mdev and "error" not in mdev:  # the unbind may have run before the mdev existed
-                await self._agent(plan.hostname).remove_mdev.remote(mdev["info"], mdev["uuid"])
-            return "abandoned"
+            if prepared is not None:  # the release may have run before the device was prepared
+                await self._unprepare([prepared])
+            return ABANDONED
         log.info("ARQ %s: %s", arq_uuid, state, extra=_fields(plan))
         return state
 
@@ -198,117 +229,66 @@ class Binder:
     def _agent(hostname: str):
         return ray.get_actor(host_agent_name(hostname), namespace=NAMESPACE)
 
-    async def _program(self, plan) -> dict[str, Any]:
+    async def _program(self, plan: BindPlan) -> dict[str, Any]:
         try:
             agent = self._agent(plan.hostname)
         except ValueError:
             return {"ok": False, "error": f"host {plan.hostname} has no agent"}
         result = await agent.program.remote(plan.driver_name, plan.deployable_name, plan.bitstream_id)
         if result["ok"]:
-            await asyncio.to_thread(self.store.transact, _record_bitstream, plan.deployable_id, plan.bitstream_id)
+            await asyncio.to_thread(self.store.transact, bind_plan.record_bitstream, plan.deployable_id,
+                                    plan.bitstream_id)
         return result
 
-    async def _create_mdev(self, plan) -> dict[str, Any]:
-        """Create the mdev of the handle the ARQ holds (idempotent on the host): the handle's uuid
-        and info, with "error" when it could not be created."""
-        handle = await asyncio.to_thread(self.store.query, _handle_of, plan.arq_uuid)
+    async def _prepare(self, arq_uuid: str) -> tuple[HeldHandle, str | None]:
+        """The driver's prepare of the handle the ARQ holds (idempotent on the host): the handle,
+        and why it could not be prepared (None when it was)."""
+        (handle,) = await asyncio.to_thread(self.store.query, attach_handles.held, [arq_uuid])
+        result = await self._on_host(handle, "prepare")
+        return handle, result["error"]
+
+    async def _unprepare(self, handles: list[HeldHandle]) -> None:
+        """The drivers' unprepare of released handles, on their hosts at once (failures logged)."""
+        results = await asyncio.gather(*(self._on_host(h, "unprepare") for h in handles if prepares(h.driver_name)))
+        for result in results:
+            if not result["ok"]:
+                log.warning("unprepare failed: %s", result["error"])
+
+    async def _on_host(self, handle: HeldHandle, method: str) -> dict[str, Any]:
         try:
-            result = await self._agent(plan.hostname).create_mdev.remote(handle["info"], handle["uuid"])
+            agent = self._agent(handle.hostname)
         except ValueError:
-            result = {"ok": False, "error": f"host {plan.hostname} has no agent"}
-        return handle if result["ok"] else {**handle, "error": result["error"]}
+            return {"ok": False, "error": f"host {handle.hostname} has no agent"}
+        bound = BoundHandle(handle.uuid, handle.attach_type, handle.attach_info)
+        return await getattr(agent, method).remote(handle.driver_name, bound)
 
     async def _fail(self, arq_uuid: str, reason: str) -> str:
         """BindFailed (releasing a handle already claimed); Nova is told like for a success."""
-        from rayborg.store import arq_state
-
         log.warning("ARQ %s: bind failed: %s", arq_uuid, reason, extra={"arq": arq_uuid})
         try:
             return str(await asyncio.to_thread(self.store.transact, arq_state.fail_bind, arq_uuid, reason))
         except arq_state.StoreError as exc:
             log.info("ARQ %s: could not mark failed: %s", arq_uuid, exc)
-            return "abandoned"
+            return ABANDONED
         finally:
             self._allocation_wake.set()  # a standalone ARQ's allocation is to be given back
 
-    # -- Placement allocations of standalone binds ---------------------------------------------
-    async def _allocate_standalone(self, consumer: str) -> str | None:
-        """Push the consumer's allocation now, retrying while Placement is unreachable; None when
-        Placement holds it, else why not (the bind then fails cleanly)."""
-        from rayborg.actors.placement_client import PlacementUnavailable
-        from rayborg.actors.standalone_placement import AllocationRefused
-
-        delay = self.config.retry_interval
-        for attempt in range(BIND_PLACEMENT_ATTEMPTS):
-            try:
-                await self._push_consumer(consumer)
-                return None
-            except AllocationRefused as exc:
-                return str(exc)
-            except PlacementUnavailable as exc:
-                if attempt == BIND_PLACEMENT_ATTEMPTS - 1:
-                    return str(exc)
-                log.warning("consumer %s: %s; retrying in %.1f s", consumer, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
-        return None
-
-    async def _push_consumer(self, consumer: str) -> None:
-        """Bring Placement in line with the consumer's standalone ARQs (one at a time per consumer)."""
-        from rayborg.actors.standalone_placement import push
-        from rayborg.store import standalone_allocations as outbox
-
-        async with self._consumer_locks.setdefault(consumer, asyncio.Lock()):
-            pending = await asyncio.to_thread(self.store.query, outbox.pending, consumer)
-            pushed = await asyncio.to_thread(push, self.placement, pending)
-            clean = await asyncio.to_thread(self.store.transact, outbox.record_pushed, consumer,
-                                            pending.version, pushed)
-            self.allocations_pushed += 1
-        if clean:
-            self._consumer_locks.pop(consumer, None)
-
-    async def _allocation_loop(self) -> None:
-        """Push the dirty consumers this binder owns: after unbinds, deletes and failed binds (the
-        front door wakes it), after a restart, and every ALLOCATION_POLL_S in case a wake was lost."""
-        from rayborg.actors.placement_client import PlacementError
-        from rayborg.store import standalone_allocations as outbox
-
-        if self.placement is None:
+    # -- releases ------------------------------------------------------------------------------
+    async def released(self, handles: list[HeldHandle], consumers: list[str]) -> None:
+        """ARQs let go of these handles (unbind, delete): the drivers unprepare them on their hosts,
+        and the consumers' Placement allocations are pushed now (else by the allocation step)."""
+        await self._unprepare(handles)
+        if self.allocations is None:
             return
-        delay = self.config.retry_interval
-        while True:
+        for consumer in consumers:
             try:
-                await asyncio.wait_for(self._allocation_wake.wait(), ALLOCATION_POLL_S)
-            except TimeoutError:
-                pass
-            self._allocation_wake.clear()
-            failed = False
-            for consumer in await asyncio.to_thread(self.store.query, outbox.dirty):
-                if binder_index(consumer, self.config.binder_count) != self.index:
-                    continue
-                try:
-                    await self._push_consumer(consumer)
-                except PlacementError as exc:
-                    log.warning("consumer %s: allocation not pushed (%s): retrying", consumer, exc)
-                    failed = True
-                except Exception:  # noqa: BLE001 - a store hiccup: next round
-                    log.exception("consumer %s: allocation push failed", consumer)
-                    failed = True
-            if failed:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                await self.allocations.push(consumer)
+            except Exception as exc:  # noqa: BLE001 - the outbox keeps it dirty: pushed later
+                log.warning("consumer %s: allocation not pushed yet (%s)", consumer, exc)
                 self._allocation_wake.set()
-            else:
-                delay = self.config.retry_interval
 
-    def sync_allocations(self) -> None:
-        """Wake the allocation push (the front door calls it after unbinds and deletes)."""
-        self._allocation_wake.set()
-
-    # -- after a restart -----------------------------------------------------------------------
+    # -- after a restart, and binds nobody works on ---------------------------------------------
     async def _resume(self) -> None:
-        from rayborg.store import bind_plan
-
         mine = self._mine(await asyncio.to_thread(self.store.query, bind_plan.in_flight))
         if mine:
             log.info("binder %d: resuming %d binds left in BindStarted", self.index, len(mine))
@@ -317,120 +297,109 @@ class Binder:
 
     def _mine(self, arqs: list[tuple[str, str | None]]) -> list[str]:
         """The uuids of these (uuid, instance) pairs whose instance this binder owns."""
-        return [u for u, instance in arqs if binder_index(instance, self.config.binder_count) == self.index]
+        return [u for u, instance in arqs if self._owns(instance)]
 
-    async def _redrive_loop(self) -> None:
+    async def _redrive_step(self) -> bool:
         """Take up again the binds this binder owns that sit in BindStarted with nobody working on
         them (a batch that failed on a store error, a submit lost between front door and binder):
         without this they would wait for the binder's next restart."""
-        from rayborg.store import bind_plan
+        idle = await asyncio.to_thread(self.store.query, bind_plan.in_flight, self.config.redrive_interval)
+        mine = [u for u in self._mine(idle) if u not in self._active]
+        if mine:
+            log.warning("binder %d: re-driving %d binds idle in BindStarted", self.index, len(mine))
+            self.redriven += len(mine)
+            task = asyncio.get_running_loop().create_task(self.bind(mine))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # outcome is in the store
+        return True
 
-        while True:
-            await asyncio.sleep(self.config.redrive_interval)
-            try:
-                idle = await asyncio.to_thread(self.store.query, bind_plan.in_flight, self.config.redrive_interval)
-            except Exception:  # noqa: BLE001 - the store is unreachable: next round
-                log.exception("binder %d: could not look for idle binds", self.index)
-                continue
-            mine = [u for u in self._mine(idle) if u not in self._active]
-            if mine:
-                log.warning("binder %d: re-driving %d binds idle in BindStarted", self.index, len(mine))
-                self.redriven += len(mine)
-                task = asyncio.get_running_loop().create_task(self.bind(mine))
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # outcome is in the store
+    # -- standalone claims (rayborg.claim) -------------------------------------------------------
+    async def claim(self, profile: str, consumer: str, count: int = 1, host: str | None = None,
+                    project_id: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+        """Bind `count` x the profile's accelerators to `consumer` (a `claims.consumer_uuid` this
+        binder owns) as a standalone bind; all or nothing. Devices Placement refuses (someone
+        else's allocation fills them) are given back and others picked, CLAIM_ATTEMPTS times."""
+        project_id, user_id = project_id or DEFAULT_OWNER, user_id or DEFAULT_OWNER
+        limits = arq_state.AmountLimits(self.config.max_group_amount, self.config.max_profile_amount)
+        exclude: set[str] = set()
+        for _ in range(CLAIM_ATTEMPTS):
+            arqs = await asyncio.to_thread(self.store.transact, claims.start, profile, count, host, consumer,
+                                           project_id, limits, exclude)
+            await self.bind(arqs)
+            devices = await asyncio.to_thread(self.store.query, claims.devices, consumer)
+            failed = [d for d in devices if d["state"] != ARQState.BOUND]
+            if not failed:
+                break
+            await self.release(consumer, quiet=True)
+            why = failed[0]["bind_error"] or f"accelerator request {failed[0]['arq']} is {failed[0]['state']}"
+            if not why.startswith(PLACEMENT_REFUSED):
+                raise claims.ClaimError(why)
+            claim_log.warning("claim: Placement refused %s: %s", sorted({d["rp_uuid"] for d in devices}), why,
+                              extra={"instance": consumer})
+            exclude |= {d["rp_uuid"] for d in devices}
+        else:
+            raise claims.ClaimError(f"Placement refused the allocation {CLAIM_ATTEMPTS} times; last: {why}")
+        await asyncio.to_thread(self.store.transact, nova_events.clear, arqs)  # no Nova behind a claim
+        for device in devices:
+            claim_log.info("claimed for profile %s", profile, extra=claims.log_fields(consumer, device))
+        return {"consumer": consumer, "profile": profile, "count": count, "project_id": project_id,
+                "user_id": user_id, "placement": self.allocations is not None, "devices": devices}
 
-    # -- Nova ----------------------------------------------------------------------------------
-    async def _nova_loop(self) -> None:
-        from rayborg.actors.nova_client import BoundEvent, NovaError
-        from rayborg.store import bind_plan
+    async def release(self, consumer: str, quiet: bool = False) -> dict[str, Any]:
+        """Give a claim back: delete its ARQs (their handles free again), unprepare their devices
+        and push the consumer's Placement allocation. Idempotent."""
+        held, _ = await asyncio.to_thread(self.store.transact, bind_plan.delete_releasing, None, consumer, None,
+                                          True)
+        await self.released(held.handles, held.consumers)
+        for arq in [] if quiet else held.arq_uuids:
+            claim_log.info("claim released", extra={"instance": consumer, "arq": arq})
+        return {"consumer": consumer, "released": held.arq_uuids}
 
-        if self.nova is None:  # no Nova to tell (standalone use): the events stay marked, unsent
-            return
-        delay = self.config.retry_interval
-        while True:
-            await self._nova_wake.wait()
-            self._nova_wake.clear()
-            pending = await asyncio.to_thread(self.store.query, bind_plan.pending_events)
-            batches: list[list[BoundEvent]] = [[]]
-            for instance, arqs in pending.items():
-                if binder_index(instance, self.config.binder_count) != self.index:
-                    continue
-                if len(batches[-1]) >= NOVA_BATCH:
-                    batches.append([])
-                batches[-1].extend(BoundEvent(instance, u, s) for u, s in arqs)
-            failed = False
-            for batch in filter(None, batches):
-                try:
-                    refused = await asyncio.to_thread(self.nova.send_bound_events, batch)
-                except NovaError as exc:
-                    log.warning("Nova events not delivered (%s): retrying", exc)
-                    failed = True
-                    continue
-                delivered = [e.arq_uuid for e in batch if e.instance_uuid not in refused]
-                failed = failed or bool(refused)
-                if delivered:
-                    await asyncio.to_thread(self.store.transact, bind_plan.clear_events, delivered)
-                self.events_sent += len(delivered)
-            if failed:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
-                self._nova_wake.set()
-            else:
-                delay = self.config.retry_interval
+    async def claims(self) -> dict[str, list[str]]:
+        """consumer -> ARQ uuids of every standalone claim."""
+        return await asyncio.to_thread(self.store.query, claims.listing)
 
-    # -- Python API and CLI ---------------------------------------------------------------------
-    async def op(self, name: str, **kwargs) -> Any:
-        """Store reads, enable/disable and standalone claims for programs anywhere on the cluster
-        (`rayborg.python_api.ops`); the binders run where the database is reachable."""
-        from rayborg.python_api import ops
+    # -- operator reads and actions (Python API, CLI) ---------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """What a client needs to know of this deployment (the database URL without password)."""
+        c = self.config
+        return {"database_url": shown_url(c.database_url),
+                "placement_url": c.placement_url, "nova_url": c.nova_url, "binder_count": c.binder_count,
+                "namespace": c.namespace}
 
-        if name == "reap_loop":
-            return await ops.reap_loop(self)
-        return await ops.run(self, name, **kwargs)
+    async def deployables(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.store.query, operator.deployables)
+
+    async def arqs(self, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.store.query, operator.arqs, state, host)
+
+    async def summary(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.store.query, operator.summary)
+
+    async def set_device_status(self, device: str, enabled: bool) -> dict[str, Any]:
+        """Enable or disable a device (by uuid, or a deployable's name/uuid); PlacementSync pushes it."""
+        result = await asyncio.to_thread(self.store.transact, operator.set_device_status, device, enabled)
+        try:
+            ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE).nudge.remote()
+        except ValueError:
+            pass
+        return result
+
+    async def check_bitstream(self, bitstream: str, hosts: list[str]) -> dict[str, str]:
+        return await asyncio.to_thread(check_bitstream, self.config, bitstream, hosts)
 
     def status(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
         return {"name": binder_name(self.index), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                 "hostname": socket.gethostname(), "binds_done": self.binds_done,
                 "binds_failed": self.binds_failed, "binds_in_progress": len(self._active),
-                "binds_redriven": self.redriven, "nova_events_sent": self.events_sent,
-                "allocations_pushed": self.allocations_pushed,
+                "binds_redriven": self.redriven,
+                "nova_events_sent": self.notifier.sent if self.notifier is not None else 0,
+                "allocations_pushed": self.allocations.pushed if self.allocations is not None else 0,
+                "claims_reaped": self.reaper.reaped if self.reaper is not None else 0,
                 "nova": self.config.nova_url, "bind_p50_ms": lat[len(lat) // 2] * 1000 if lat else None}
 
 
-def _fields(plan) -> dict[str, Any]:
+def _fields(plan: BindPlan) -> dict[str, Any]:
     """Structured log fields of a bind (see rayborg/logs.py)."""
     return {"arq": plan.arq_uuid, "host": plan.hostname, "deployable": plan.deployable_name,
             "instance": plan.instance_uuid}
-
-
-def _plan_and_finish(session, arq_uuids: list[str], placement: bool) -> tuple[dict[str, Any], dict[str, str]]:
-    """One transaction per batch: the ARQs' bind plans, and the binds that need nothing but a
-    handle claimed finished (uuid -> state); the others (programming first, an mdev to create, a
-    standalone allocation to make in Placement, a reason to fail) are left to `_bind_slow`."""
-    from rayborg.store import arq_state, bind_plan
-
-    plans = bind_plan.load_many(session, arq_uuids)
-    quick = [u for u, plan in plans.items() if plan.state == "BindStarted" and not (
-        plan.error or plan.bitstream_id or plan.attach_type == "MDEV" or (plan.standalone and placement))]
-    return plans, arq_state.finish_binds(session, quick) if quick else {}
-
-
-def _record_bitstream(session, deployable_id: int, bitstream_id: str) -> None:
-    from rayborg.store.tables import Deployable
-
-    dep = session.get(Deployable, deployable_id)
-    if dep is not None:
-        dep.bitstream_id = bitstream_id
-
-
-def _handle_of(session, arq_uuid: str) -> dict[str, Any]:
-    import json
-
-    from sqlmodel import select
-
-    from rayborg.store.tables import AttachHandle, ExtARQ
-
-    arq = session.exec(select(ExtARQ).where(ExtARQ.uuid == arq_uuid)).one()
-    handle = session.get(AttachHandle, arq.attach_handle_id)
-    return {"uuid": handle.uuid, "info": json.loads(handle.attach_info)}

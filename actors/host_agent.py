@@ -2,7 +2,7 @@
 
 It sweeps the host at start, every `report_interval` and on hotplug events, and sends the report
 to PlacementSync only when its content hash changed. It also acts on devices when a binder or the
-API asks (program an FPGA, create/remove an mdev). It never writes the store or Placement.
+API asks (program an FPGA, prepare/unprepare a bound handle through its driver). It never writes the store or Placement.
 """
 
 from __future__ import annotations
@@ -188,17 +188,20 @@ class HostAgent:
         await self._sweep_after_change()
         return {"ok": True, "error": None, "duration": time.perf_counter() - started}
 
-    async def create_mdev(self, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:
-        return await self._vgpu_call("create_mdev", attach_info, mdev_uuid)
+    async def prepare(self, driver_name: str, handle: Any) -> dict[str, Any]:
+        """The driver's `prepare` of a handle claimed for an ARQ (drivers.base.BoundHandle)."""
+        return await self._handle_call(driver_name, "prepare", handle)
 
-    async def remove_mdev(self, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:
-        return await self._vgpu_call("remove_mdev", attach_info, mdev_uuid)
+    async def unprepare(self, driver_name: str, handle: Any) -> dict[str, Any]:
+        """The driver's `unprepare` of a handle an ARQ let go of."""
+        return await self._handle_call(driver_name, "unprepare", handle)
 
-    async def _vgpu_call(self, method: str, attach_info: dict[str, str], mdev_uuid: str) -> dict[str, Any]:
+    async def _handle_call(self, driver_name: str, method: str, handle: Any) -> dict[str, Any]:
         try:
-            driver = self.drivers.driver("nvidia_vgpu")
-            await asyncio.to_thread(getattr(driver, method), attach_info, mdev_uuid)
-        except Exception as exc:  # noqa: BLE001
+            await asyncio.to_thread(getattr(self.drivers.driver(driver_name), method), handle)
+        except Exception as exc:  # noqa: BLE001 - the caller gets a result, not a traceback
+            log.warning("host %s: %s %s of handle %s failed: %s", self.hostname, driver_name, method, handle.uuid,
+                        exc, extra={"host": self.hostname})
             return {"ok": False, "error": str(exc)}
         return {"ok": True, "error": None}
 

@@ -16,6 +16,7 @@ import logging
 import time
 
 from rayborg.actors import metrics
+from rayborg.actors.device_prep import prepares
 from rayborg.store import arq_state, bind_plan
 from rayborg.store.bind_plan import Releasing
 from rayborg.store.engine import Store
@@ -85,10 +86,13 @@ class LocalBinder:
                 self._submit(mine)
 
     async def released(self, held: Releasing) -> None:
-        """No host agents and no Placement without Ray: mdevs of released handles stay until an
-        operator removes them (standalone binds allocate nothing in Placement here)."""
-        for hostname, mdev_uuid, _ in held.mdevs:
-            log.warning("mdev %s on %s released but not removed (no Ray runtime)", mdev_uuid, hostname)
+        """No host agents and no Placement without Ray: what drivers prepared for released handles
+        (e.g. mdevs) stays until an operator removes it (standalone binds allocate nothing in
+        Placement here)."""
+        for handle in held.handles:
+            if prepares(handle.driver_name):
+                log.warning("%s handle %s on %s released but not unprepared (no Ray runtime)", handle.driver_name,
+                            handle.uuid, handle.hostname)
 
     async def drain(self) -> None:
         """Wait until every bind submitted so far (and any submitted meanwhile) is done."""

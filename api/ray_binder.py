@@ -8,18 +8,14 @@ import logging
 from collections import defaultdict
 
 import ray
-from sqlmodel import select
 
 from rayborg.actors.binder import binder_index
-from rayborg.actors.runtime_config import NAMESPACE, binder_name, host_agent_name
+from rayborg.actors.device_prep import prepares
+from rayborg.actors.runtime_config import NAMESPACE, binder_name
+from rayborg.store import bind_plan
 from rayborg.store.bind_plan import Releasing
-from rayborg.store.tables import ExtARQ
 
 log = logging.getLogger(__name__)
-
-
-def _instances(session, arq_uuids: list[str]) -> dict[str, str | None]:
-    return {u: i for u, i in session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid).where(ExtARQ.uuid.in_(arq_uuids)))}
 
 
 class RayBinder:
@@ -39,7 +35,7 @@ class RayBinder:
         """Hand BindStarted ARQs to their binders and wait until they are resolved: uuid -> state
         (`instances`: uuid -> instance when the caller knows; read from the store otherwise)."""
         if instances is None:
-            instances = await self.store.aquery(_instances, arq_uuids)
+            instances = await self.store.aquery(bind_plan.instances, arq_uuids)
         loop = asyncio.get_running_loop()
         calls = []
         for arq_uuid in arq_uuids:
@@ -73,18 +69,18 @@ class RayBinder:
         self._track(self.bind(arq_uuids, instances))
 
     async def released(self, held: Releasing) -> None:
-        """ARQs let go of their devices: remove the mdevs of their MDEV handles on their hosts
-        (idempotent on the host side), and wake the binders owning standalone consumers, which
-        push those consumers' Placement allocations (the outbox in the store already says what)."""
-        for hostname, mdev_uuid, info in held.mdevs:
-            try:
-                agent = ray.get_actor(host_agent_name(hostname), namespace=NAMESPACE)
-            except ValueError:
-                log.warning("mdev %s: host %s has no agent; not removed", mdev_uuid, hostname)
-                continue
-            self._track(agent.remove_mdev.remote(info, mdev_uuid))
-        for index in sorted({binder_index(c, self.count) for c in held.consumers}):
-            self._track(self._binders[index].sync_allocations.remote())
+        """ARQs let go of their devices: hand what the binders do about it to the binder owning
+        each instance (the driver's unprepare of handles whose driver prepares, the push of
+        standalone consumers' Placement allocations), one call per binder, none when nothing is
+        to be done (a Nova bind of a plain PCI device)."""
+        work: dict[int, tuple[list, list[str]]] = defaultdict(lambda: ([], []))
+        for handle in held.handles:
+            if prepares(handle.driver_name):
+                work[binder_index(handle.instance_uuid, self.count)][0].append(handle)
+        for consumer in held.consumers:
+            work[binder_index(consumer, self.count)][1].append(consumer)
+        for index, (handles, consumers) in sorted(work.items()):
+            self._track(self._binders[index].released.remote(handles, consumers))
 
     def _track(self, ref) -> None:
         fut = asyncio.ensure_future(ref)

@@ -26,7 +26,7 @@ from pgserver import PostgresServer  # noqa: E402
 
 
 def batch_ms(url: str, batch: int, rounds: int, deployables: int, handles: int) -> float:
-    from rayborg.store import arq_state
+    from rayborg.store import arq_state, bind_plan
     from rayborg.store.engine import Store
     from rayborg.store.migrate import upgrade
 
@@ -45,7 +45,7 @@ def batch_ms(url: str, batch: int, rounds: int, deployables: int, handles: int) 
         times.append(time.perf_counter() - started)
         if set(outcome.values()) != {"Bound"}:
             raise SystemExit(f"a bind did not complete: {sorted(set(outcome.values()))}")
-        store.transact(arq_state.unbind, arqs)
+        store.transact(bind_plan.unbind_releasing, arqs, None)
         store.transact(arq_state.delete_arqs, arqs)
     store.dispose()
     return statistics.median(times) * 1000

@@ -235,6 +235,15 @@ class DriverContext:
         return safe_name(f"{self.hostname}_{suffix}")
 
 
+@dataclass(frozen=True)
+class BoundHandle:
+    """An attach handle claimed for an ARQ, as a driver's `prepare`/`unprepare` get it."""
+
+    uuid: str
+    attach_type: str
+    attach_info: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Discovery:
     devices: list[DriverDevice] = field(default_factory=list)
@@ -252,8 +261,20 @@ class Driver:
         self.ctx = ctx or DriverContext()
         self.options: dict[str, Any] = dict(self.ctx.options)
 
+    # Whether `prepare`/`unprepare` do anything: the binder skips the round trip to the host (and
+    # finishes the bind in its batch) for the handles of drivers that do not.
+    PREPARES: ClassVar[bool] = False
+
     def discover(self) -> Discovery:
         raise NotImplementedError
+
+    def prepare(self, handle: BoundHandle) -> None:
+        """Make a claimed handle usable before its ARQ is Bound (e.g. create its mdev). Idempotent:
+        a bind resumed after a restart prepares again. Nothing to do by default."""
+
+    def unprepare(self, handle: BoundHandle) -> None:
+        """Undo `prepare` once the ARQ has let go of the handle. Idempotent (a handle already
+        unprepared is no error). Nothing to do by default."""
 
     def error(self, failure: DriverFailure | Exception, *, device: str = "", file: str = "") -> DriverError:
         if isinstance(failure, DriverFailure):

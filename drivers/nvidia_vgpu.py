@@ -24,7 +24,7 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
-from rayborg.drivers.base import DriverAttachHandle, DriverDevice, DriverFailure, custom_name
+from rayborg.drivers.base import BoundHandle, DriverAttachHandle, DriverDevice, DriverFailure, custom_name
 from rayborg.drivers.nvidia_gpu import NvidiaGpuBase, vgpu_config
 from rayborg.drivers.sysfs import PciAddress, PciFunction, read_int, read_text
 
@@ -35,6 +35,7 @@ class MdevError(DriverFailure):
 
 class NvidiaVgpuDriver(NvidiaGpuBase):
     NAME = "nvidia_vgpu"
+    PREPARES = True  # a bound handle is an mdev to create, and to remove on release
 
     def __init__(self, ctx=None):
         super().__init__(ctx)
@@ -102,6 +103,13 @@ class NvidiaVgpuDriver(NvidiaGpuBase):
                                                         f"{len(existing)} in use")
 
     # ---- mdev lifecycle -------------------------------------------------------------------
+
+    def prepare(self, handle: BoundHandle) -> None:
+        """The mdev of a handle claimed for an ARQ (its uuid is the handle's)."""
+        self.create_mdev(handle.attach_info, handle.uuid)
+
+    def unprepare(self, handle: BoundHandle) -> None:
+        self.remove_mdev(handle.attach_info, handle.uuid)
 
     @staticmethod
     def _target(attach_info: dict[str, str] | DriverAttachHandle) -> tuple[str, str]:

@@ -12,9 +12,7 @@ Deleting <- anything else. UnbindFailed has the same sources as Unbound.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,13 +20,13 @@ from functools import lru_cache
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlmodel import Session
 
-from rayborg.store import standalone_allocations
+from rayborg.store import attach_handles, standalone_allocations
 from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError,  # noqa: F401
                                    ServiceTokenRequired, StateConflict, StoreError)
-from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, DeviceStatus,
+from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, DeviceStatus,
                                   ExtARQ, new_uuid, utcnow)
 
 log = logging.getLogger(__name__)
@@ -44,14 +42,10 @@ TRANSITIONS: dict[ARQState, frozenset[ARQState]] = {
 }
 # States Nova treats as final for a bind (`bind_state=resolved`).
 RESOLVED = frozenset({S.BOUND, S.BIND_FAILED, S.DELETING})
-
-# A claim that lost a race retries while free handles remain (PostgreSQL only: they are locked by
-# claims still in flight, which either commit or roll back within milliseconds).
-CLAIM_ATTEMPTS = 200
-CLAIM_BACKOFF_S = 0.005
+# The states a bind is finished from (claiming a handle -> Bound, or BindFailed): Bound's sources.
+_FINISHABLE = sorted(s.value for s in TRANSITIONS[S.BOUND])
 
 _arqs = ExtARQ.__table__
-_handles = AttachHandle.__table__
 
 
 @dataclass(frozen=True)
@@ -216,11 +210,13 @@ _INSTANCE_TAKEN = (select(_arqs.c.instance_uuid).where(_arqs.c.instance_uuid.in_
 _INSTANCE_TAKEN_IN_PROJECT = _INSTANCE_TAKEN.where(_arqs.c.project_id == bindparam("project_id"))
 
 
-def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None) -> list[str]:
+def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None,
+               exclude: frozenset[str] = frozenset()) -> list[str]:
     """Record where each ARQ goes and move them all to BindStarted, or change nothing.
 
-    `project_id` limits what the caller sees (None: everything). Raises NotFoundError for an unknown
-    ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs,
+    `project_id` limits what the caller sees (None: everything); standalone targets never get the
+    RPs of `exclude` (a claim retrying after Placement refused them). Raises NotFoundError for an
+    unknown ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs,
     and, for standalone targets (no `device_rp_uuid`), `device_choice.NoMatchingDevice` (a
     ConflictError) when no free deployable matches an ARQ's profile group."""
     if any(t.hostname is None and t.device_rp_uuid is not None for t in binds.values()):
@@ -238,7 +234,7 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
         raise InvalidError(f"Instance {taken} already has accelerator requests. Cannot bind additional ARQs.")
     standalone = {u for u, t in binds.items() if t.standalone}
     if standalone:
-        binds = _choose_devices(session, arqs, binds)
+        binds = _choose_devices(session, arqs, binds, exclude)
         standalone_allocations.mark(session, [binds[u].instance_uuid for u in standalone])
     for arq in arqs:
         target = binds[arq.uuid]
@@ -251,7 +247,8 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     return [a.uuid for a in arqs]
 
 
-def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindTarget]) -> dict[str, BindTarget]:
+def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindTarget],
+                    exclude: frozenset[str]) -> dict[str, BindTarget]:
     """`binds` with a chosen deployable's host and RP for every standalone target. ARQs bound to
     the same host (or to any host) are chosen for together, in id order, so that the ARQs of one
     request never count the same free handle twice."""
@@ -270,76 +267,13 @@ def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindT
             key = (target.hostname, target.device_rp_uuid)
             taken[key] = taken.get(key, 0) + 1
     for host, group in sorted(by_host.items(), key=lambda item: item[0] is None):
-        for choice in device_choice.choose(session, group, host=host, taken=taken):
+        for choice in device_choice.choose(session, group, host=host, taken=taken, exclude=exclude):
             key = (choice.row["host"], choice.row["rp_uuid"])
             taken[key] = taken.get(key, 0) + 1
             target = binds[choice.arq_uuid]
             chosen[choice.arq_uuid] = BindTarget(choice.row["host"], choice.row["rp_uuid"], target.instance_uuid,
                                                  target.project_id)
     return chosen
-
-
-# Claiming for many deployables at once (a binder's batch spreads over many): one UPDATE picks up
-# to n free handles of each wanted deployable, re-checking `in_use` so that two binders can never
-# get the same one. PostgreSQL picks per deployable in a LATERAL subquery, skipping handles other
-# transactions are claiming right now (row locks cannot go with window functions); SQLite has one
-# writer at a time and numbers each deployable's free handles with a window function instead.
-_CLAIM_MANY_SQL = {
-    "postgresql": """
-        UPDATE attach_handles SET in_use = true, updated_at = :now
-        WHERE id IN (SELECT pick.id
-                     FROM unnest(CAST(:deps AS integer[]), CAST(:counts AS integer[])) AS want(dep, n)
-                     CROSS JOIN LATERAL (SELECT h.id FROM attach_handles h
-                                         WHERE h.deployable_id = want.dep AND NOT h.in_use
-                                         ORDER BY h.id LIMIT want.n FOR UPDATE SKIP LOCKED) AS pick)
-          AND NOT in_use
-        RETURNING id, deployable_id""",
-    "sqlite": """
-        UPDATE attach_handles SET in_use = 1, updated_at = :now
-        WHERE id IN (SELECT id FROM (
-                       SELECT h.id, want.value AS n,
-                              row_number() OVER (PARTITION BY h.deployable_id ORDER BY h.id) AS nth
-                       FROM attach_handles h JOIN json_each(:wants) AS want
-                         ON h.deployable_id = CAST(want.key AS INTEGER)
-                       WHERE NOT h.in_use)
-                     WHERE nth <= n)
-          AND NOT in_use
-        RETURNING id, deployable_id""",
-}
-_CLAIM_MANY = {dialect: text(sql).bindparams(bindparam("now", type_=_handles.c.updated_at.type))
-               for dialect, sql in _CLAIM_MANY_SQL.items()}
-_WITH_FREE = (select(_handles.c.deployable_id).distinct()
-              .where(_handles.c.deployable_id.in_(bindparam("deps", expanding=True)), _handles.c.in_use.is_(False)))
-
-
-def claim_handles(session: Session, wanted: dict[int, int]) -> dict[int, list[int]]:
-    """Mark up to `wanted[deployable_id]` free attach handles of each deployable in use, atomically;
-    deployable id -> the claimed handle ids, ascending (fewer when fewer are free).
-
-    On PostgreSQL the pick skips handles that other transactions are claiming right now; a
-    deployable left short while it still has free handles (such a claim rolled back) is tried again."""
-    dialect = session.get_bind().dialect.name
-    claimed: dict[int, list[int]] = {dep: [] for dep in wanted}
-    short = {dep: n for dep, n in wanted.items() if n > 0}
-    for _ in range(CLAIM_ATTEMPTS):
-        params = ({"deps": list(short), "counts": list(short.values())} if dialect == "postgresql"
-                  else {"wants": json.dumps(short)})
-        for handle_id, dep in session.execute(_CLAIM_MANY[dialect], {**params, "now": utcnow()}).all():
-            claimed[dep].append(handle_id)
-        short = {dep: wanted[dep] - len(claimed[dep]) for dep in short if len(claimed[dep]) < wanted[dep]}
-        if short:
-            short = {dep: short[dep] for dep in session.execute(_WITH_FREE, {"deps": list(short)}).scalars()}
-        if not short:
-            break
-        time.sleep(CLAIM_BACKOFF_S)  # lost a race while others' claims are in flight: try again
-    return {dep: sorted(ids) for dep, ids in claimed.items()}
-
-
-def release_handle(session: Session, handle_id: int) -> bool:
-    """Mark a claimed attach handle free again; False if it was not in use (or is gone)."""
-    result = session.execute(update(_handles).where(_handles.c.id == handle_id, _handles.c.in_use.is_(True))
-                             .values(in_use=False, updated_at=utcnow()))
-    return result.rowcount == 1
 
 
 def finish_bind(session: Session, arq_uuid: str) -> ARQState:
@@ -394,9 +328,9 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
         out[row.uuid] = reached
 
     for row in rows:
-        if row.state == S.BIND_STARTED.value and row.attach_handle_id is not None:  # held: keep it
+        if row.state in _FINISHABLE and row.attach_handle_id is not None:  # held: keep it
             claimed(row, row.attach_handle_id, row.deployable_id)
-        elif row.state == S.BIND_STARTED.value:
+        elif row.state in _FINISHABLE:
             todo.append(row)
         else:
             out[row.uuid] = StateConflict(f"Cannot move accelerator requests to {S.BOUND}: "
@@ -415,7 +349,7 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
             failed.append((row, f"Device {target[2]} is in maintenance"))
         else:
             wanting[target].append(row)
-    handles = claim_handles(session, {dep_id: len(waiting) for (dep_id, *_), waiting in wanting.items()})
+    handles = attach_handles.claim(session, {dep_id: len(waiting) for (dep_id, *_), waiting in wanting.items()})
     for (dep_id, dep_uuid, _, _), waiting in wanting.items():
         for row, handle_id in zip_longest(waiting, handles[dep_id]):
             if handle_id is None:
@@ -442,7 +376,8 @@ _FINISH_TARGETS = (select(Deployable.id, Deployable.uuid, Deployable.rp_uuid, De
                           Device.status)
                    .join(Device, Device.id == Deployable.device_id)
                    .where(Deployable.rp_uuid.in_(bindparam("rps", expanding=True))))
-_STILL_STARTED = (_arqs.c.id == bindparam("b_id"), _arqs.c.state == S.BIND_STARTED.value)
+# (an OR of plain comparisons: an IN list would be an expanding parameter, which executemany refuses)
+_STILL_STARTED = (_arqs.c.id == bindparam("b_id"), or_(*(_arqs.c.state == state for state in _FINISHABLE)))
 _CLAIMED_WRITE = {  # the ARQ holds its handle: Bound, or (hold_handle) still BindStarted
     reached: update(_arqs).where(*_STILL_STARTED).values(
         state=reached.value, attach_handle_id=bindparam("b_handle"), deployable_id=bindparam("b_dep"),
@@ -461,19 +396,12 @@ def _write_all(session: Session, stmt, params: list[dict]) -> None:
         raise StateConflict(f"{len(params) - result.rowcount} accelerator requests changed state mid-bind")
 
 
-def _bind_failed(session: Session, arq: ExtARQ, error: str) -> ARQState:
-    log.info("bind of ARQ %s failed: %s", arq.uuid, error)
-    standalone_allocations.mark_arqs(session, [arq])
-    _cas(session, arq.id, S.BIND_FAILED, bind_error=error, nova_event_pending=arq.instance_uuid is not None)
-    return S.BIND_FAILED
-
-
 def fail_bind(session: Session, arq_uuid: str, error: str) -> ARQState:
     """BindStarted|Bound -> BindFailed (e.g. programming failed), releasing a handle already claimed."""
     arq = lock_all(session, [arq_uuid], None)[0]
     _require_state([arq], S.BIND_FAILED)
     if arq.attach_handle_id is not None:
-        release_handle(session, arq.attach_handle_id)
+        attach_handles.release(session, arq.attach_handle_id)
     standalone_allocations.mark_arqs(session, [arq])
     _cas(session, arq.id, S.BIND_FAILED, attach_handle_id=None, deployable_id=None, bind_error=error,
          nova_event_pending=arq.instance_uuid is not None)
@@ -484,19 +412,15 @@ _CLEARED = {"hostname": None, "device_rp_uuid": None, "instance_uuid": None, "at
             "deployable_id": None, "nova_event_pending": False, "standalone": False}
 
 
-def unbind(session: Session, arq_uuids: list[str], project_id: str | None = None) -> dict[str, ARQState]:
-    """Release each ARQ's attach handle and clear where it was bound: Unbound, or UnbindFailed when
-    its handle was not in use any more. All ARQs are checked before anything changes."""
-    return unbind_locked(session, lock_all(session, arq_uuids, project_id))
-
-
 def unbind_locked(session: Session, arqs: list[Any]) -> dict[str, ARQState]:
-    """`unbind` of rows the caller has already locked (`lock_all`)."""
+    """Release each ARQ's attach handle and clear where it was bound: Unbound, or UnbindFailed when
+    its handle was not in use any more. All ARQs (rows the caller has locked: `lock_all`) are
+    checked before anything changes."""
     _require_state(arqs, S.UNBOUND)
     standalone_allocations.mark_arqs(session, arqs)
     states: dict[str, ARQState] = {}
     for arq in arqs:
-        if arq.attach_handle_id is not None and not release_handle(session, arq.attach_handle_id):
+        if arq.attach_handle_id is not None and not attach_handles.release(session, arq.attach_handle_id):
             _cas(session, arq.id, S.UNBIND_FAILED, bind_error=f"Attach handle {arq.attach_handle_id} "
                                                               "was not in use", **_CLEARED)
             states[arq.uuid] = S.UNBIND_FAILED
@@ -538,31 +462,7 @@ def delete_locked(session: Session, arqs: list[Any], asked: list[str] | None, al
     for arq in arqs:
         _cas(session, arq.id, S.DELETING)
         if arq.attach_handle_id is not None:
-            release_handle(session, arq.attach_handle_id)
+            attach_handles.release(session, arq.attach_handle_id)
         session.execute(_arqs.delete().where(_arqs.c.id == arq.id))
     found = {a.uuid for a in arqs}
     return [u for u in dict.fromkeys(asked or []) if u not in found]
-
-
-def fail_stuck_binds(session: Session) -> list[str]:
-    """After a restart: every BindStarted ARQ that holds no handle -> BindFailed. Returns their uuids."""
-    stmt = (select(*_arqs.c).where(_arqs.c.state == S.BIND_STARTED.value, _arqs.c.attach_handle_id.is_(None))
-            .order_by(_arqs.c.id).with_for_update())
-    arqs = list(session.execute(stmt))
-    for arq in arqs:
-        _bind_failed(session, arq, "Bind interrupted by a restart")
-    return [a.uuid for a in arqs]
-
-
-def handle_info(handle: AttachHandle) -> dict[str, str]:
-    """A handle's `attach_info` as the dict ARQ responses carry."""
-    return parse_handle_info(handle.attach_info)
-
-
-def parse_handle_info(raw: str | None) -> dict[str, str]:
-    """Stored `attach_info` JSON as a flat str -> str dict ({} when unreadable)."""
-    try:
-        info = json.loads(raw or "{}")
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}

@@ -1,21 +1,21 @@
-"""What a binder needs to know about ARQs in flight, and the bookkeeping of Nova events.
-
-Reads and small compare-and-set writes only; the claim itself is `arq_state.finish_bind`.
+"""What a binder needs to know about ARQs in flight, and what ARQs let go of when they are unbound
+or deleted. Reads only, beside the unbind/delete transitions that read what they release; the
+claim itself is `arq_state.finish_bind`, the Nova events are `nova_events`.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 
-from rayborg.store.tables import (ARQState, AttachHandle, Deployable, Device, DeviceProfile, ExtARQ, Host,
+from rayborg.store import arq_state, attach_handles
+from rayborg.store.attach_handles import HeldHandle
+from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, ExtARQ, Host,
                                   HostState, utcnow)
-
-RESOLVED = (ARQState.BOUND.value, ARQState.BIND_FAILED.value, ARQState.DELETING.value)
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,8 @@ class BindPlan:
     deployable_name: str | None
     driver_name: str | None
     bitstream_id: str | None      # to program first, or None
-    attach_type: str | None
     error: str | None             # a reason to fail without trying
     standalone: bool = False      # rayborg chose the device: it allocates it in Placement too
-
-
-def load(session: Session, arq_uuid: str) -> BindPlan | None:
-    return load_many(session, [arq_uuid]).get(arq_uuid)
 
 
 # Built once: building these selects cost more than running them (a binder runs them per batch).
@@ -48,16 +43,11 @@ _PLAN_ROWS = (
     .outerjoin(Host, Host.hostname == Device.hostname)
     .where(ExtARQ.uuid.in_(bindparam("uuids", expanding=True)))
     .order_by(ExtARQ.id, Deployable.id))
-_ATTACH_TYPES = (select(AttachHandle.deployable_id, func.min(AttachHandle.attach_type))
-                 .where(AttachHandle.deployable_id.in_(bindparam("deployables", expanding=True)))
-                 .group_by(AttachHandle.deployable_id))
 
 
 def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
-    """The plans of these ARQs (those that exist), in two queries whatever their number."""
+    """The plans of these ARQs (those that exist), in one query whatever their number."""
     rows = session.execute(_PLAN_ROWS, {"uuids": list(arq_uuids)}).all()
-    dep_ids = sorted({r[8] for r in rows if r[8] is not None})
-    attach_types = dict(session.execute(_ATTACH_TYPES, {"deployables": dep_ids}).all()) if dep_ids else {}
     plans: dict[str, BindPlan] = {}
     for (uuid, state, hostname, instance, rp_uuid, standalone, group_id, groups, dep_id, dep_name, driver,
          loaded, dev_host, host_state) in rows:
@@ -75,9 +65,30 @@ def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
                 bitstream = wanted
         plans[uuid] = BindPlan(arq_uuid=uuid, state=state, hostname=hostname, instance_uuid=instance,
                                deployable_id=dep_id, deployable_name=dep_name, driver_name=driver,
-                               bitstream_id=bitstream, attach_type=attach_types.get(dep_id), error=error,
+                               bitstream_id=bitstream, error=error,
                                standalone=bool(standalone))
     return plans
+
+
+def finish_quick(session: Session, arq_uuids: list[str],
+                 slow: Callable[[BindPlan], bool]) -> tuple[dict[str, BindPlan], dict[str, str]]:
+    """One transaction per binder batch: the ARQs' plans, and the binds that need nothing but a
+    handle claimed finished (uuid -> state). Those `slow` picks (programming first, a device to
+    prepare, a standalone allocation to make in Placement, a reason to fail) are left to the caller."""
+    plans = load_many(session, arq_uuids)
+    quick = [u for u, plan in plans.items() if plan.state == ARQState.BIND_STARTED and not slow(plan)]
+    return plans, arq_state.finish_binds(session, quick) if quick else {}
+
+
+def record_bitstream(session: Session, deployable_id: int, bitstream_id: str) -> None:
+    """The deployable now holds `bitstream_id` (programmed for a bind)."""
+    session.execute(update(Deployable).where(Deployable.id == deployable_id).values(bitstream_id=bitstream_id))
+
+
+def instances(session: Session, arq_uuids: list[str]) -> dict[str, str | None]:
+    """uuid -> instance of these ARQs (which binder owns each)."""
+    stmt = select(ExtARQ.uuid, ExtARQ.instance_uuid).where(ExtARQ.uuid.in_(arq_uuids))
+    return dict(session.execute(stmt).all())
 
 
 def in_flight(session: Session, idle_seconds: float | None = None) -> list[tuple[str, str | None]]:
@@ -89,52 +100,14 @@ def in_flight(session: Session, idle_seconds: float | None = None) -> list[tuple
     return list(session.exec(stmt))
 
 
-def pending_events(session: Session) -> dict[str, list[tuple[str, str]]]:
-    """instance -> [(arq uuid, state)] for resolved ARQs whose Nova event is still owed. An
-    instance is reported only once none of its ARQs is still binding (one call per instance)."""
-    rows = session.exec(select(ExtARQ.uuid, ExtARQ.instance_uuid, ExtARQ.state)
-                        .where(ExtARQ.nova_event_pending == True, ExtARQ.instance_uuid.is_not(None)))  # noqa: E712
-    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for arq_uuid, instance, state in rows:
-        out[instance].append((arq_uuid, state))
-    if not out:
-        return {}
-    busy = set(session.exec(select(ExtARQ.instance_uuid).where(
-        ExtARQ.instance_uuid.in_(list(out)), ExtARQ.state == ARQState.BIND_STARTED.value)))
-    return {inst: sorted(arqs) for inst, arqs in out.items()
-            if inst not in busy and all(s in RESOLVED for _, s in arqs)}
-
-
-def pending_event_count(session: Session) -> int:
-    """ARQs whose Nova event is still owed (the outbox's size, for the metrics gauge)."""
-    return session.scalar(select(func.count()).select_from(ExtARQ)
-                          .where(ExtARQ.nova_event_pending == True)) or 0  # noqa: E712
-
-
-def clear_events(session: Session, arq_uuids: list[str]) -> None:
-    session.execute(update(ExtARQ).where(ExtARQ.uuid.in_(arq_uuids)).values(nova_event_pending=False))
-
-
-def mdev_handles(session: Session, arq_uuids: list[str]) -> list[tuple[str, str, dict]]:
-    """(hostname, mdev uuid, attach info) of the MDEV handles these ARQs hold: their mdevs are to
-    be removed from the host once the ARQs let go of them."""
-    import json
-
-    stmt = (select(Device.hostname, AttachHandle.uuid, AttachHandle.attach_info)
-            .join(ExtARQ, ExtARQ.attach_handle_id == AttachHandle.id)
-            .join(Deployable, Deployable.id == AttachHandle.deployable_id)
-            .join(Device, Device.id == Deployable.device_id)
-            .where(AttachHandle.attach_type == "MDEV", ExtARQ.uuid.in_(arq_uuids)))
-    return [(host, uuid, json.loads(info)) for host, uuid, info in session.exec(stmt)]
-
-
 @dataclass(frozen=True)
 class Releasing:
-    """What ARQs about to be unbound or deleted hold outside the store: the mdevs of their MDEV
-    handles, to be removed from their hosts, and the consumers of standalone ones, whose Placement
-    allocations are to be pushed again."""
+    """What ARQs about to be unbound or deleted hold outside the store: their attach handles (the
+    driver may have prepared something on the host for them: unprepared by the binder), and the
+    consumers of standalone ones, whose Placement allocations are to be pushed again."""
 
-    mdevs: list[tuple[str, str, dict]]
+    arq_uuids: list[str]  # the ARQs released
+    handles: list[HeldHandle]
     consumers: list[str]
 
 
@@ -145,13 +118,12 @@ def releasing(session: Session, arq_uuids: list[str]) -> Releasing:
     concurrent bind from changing what they hold before they are released."""
     stmt = select(ExtARQ.instance_uuid).where(ExtARQ.standalone.is_(True), ExtARQ.instance_uuid.is_not(None),
                                               ExtARQ.uuid.in_(arq_uuids))
-    return Releasing(mdevs=mdev_handles(session, arq_uuids), consumers=sorted(set(session.exec(stmt))))
+    return Releasing(arq_uuids=list(arq_uuids), handles=attach_handles.held(session, arq_uuids),
+                     consumers=sorted(set(session.exec(stmt))))
 
 
 def unbind_releasing(session: Session, arq_uuids: list[str], project_id: str | None) -> Releasing:
-    """Unbind (`arq_state.unbind`) in the same transaction that reads what the ARQs let go of."""
-    from rayborg.store import arq_state
-
+    """Unbind (`arq_state.unbind_locked`) in the same transaction that reads what the ARQs let go of."""
     arqs = arq_state.lock_all(session, arq_uuids, project_id)  # NotFound when one is not visible
     held = releasing(session, [a.uuid for a in arqs])
     arq_state.unbind_locked(session, arqs)
@@ -162,8 +134,6 @@ def delete_releasing(session: Session, arq_uuids: list[str] | None, instance_uui
                      project_id: str | None, allow_bound: bool) -> tuple[Releasing, list[str]]:
     """Delete (`arq_state.delete_arqs`) in the same transaction that reads what the ARQs let go of;
     also the uuids that were not found."""
-    from rayborg.store import arq_state
-
     arqs = arq_state.lock_for_delete(session, arq_uuids, instance_uuid, project_id)
     held = releasing(session, [a.uuid for a in arqs])
     return held, arq_state.delete_locked(session, arqs, arq_uuids, allow_bound)

@@ -1,16 +1,15 @@
 """Which free deployables match a device-profile group, and on which host: the device choice of a
 standalone allocation (no Nova, no Placement scheduler).
 
-Two callers: the Python API's `rayborg.claim` (`python_api/ops.py`, which binds and claims in the
-same transaction) and a bind PATCH that leaves out `/device_rp_uuid` (and maybe `/hostname`), which
-`arq_state.start_bind` completes here, inside its own transaction, before the ARQs become
-BindStarted.
+One caller: `arq_state.start_bind`, for a bind PATCH that leaves out `/device_rp_uuid` (and maybe
+`/hostname`) and for the Python API's `rayborg.claim` (`store/claims.py`), which is the same
+standalone bind; it chooses here, inside its own transaction, before the ARQs become BindStarted.
 
 A group matches a deployable when the deployable's resource class (`rc` attribute) is one the
 group asks for (`resources:<RC>`), it has every `trait:<T>=required` trait and none of the
 `trait:<T>=forbidden` ones. Only deployables of enabled devices on hosts that are up and that still
-have a free attach handle are candidates; with `count_promised`, handles already promised to ARQs
-in BindStarted (their handle not claimed yet) are not free. Picks are first fit, in (host,
+have a free attach handle are candidates; handles already promised to ARQs in BindStarted (their
+handle not claimed yet) are not free. Picks are first fit, in (host,
 deployable name) order, and each pick takes one handle off the candidate before the next ARQ.
 """
 
@@ -181,23 +180,19 @@ class Choice:
     group: dict[str, str] = field(default_factory=dict)
 
 
-def choose(session: Session, arqs: Iterable[ExtARQ], profiles: dict[int, DeviceProfile] | None = None,
-           host: str | None = None, exclude: Iterable[str] = (), count_promised: bool = True,
+def choose(session: Session, arqs: Iterable[ExtARQ], host: str | None = None, exclude: Iterable[str] = (),
            taken: dict[tuple[str, str], int] | None = None) -> list[Choice]:
     """A free matching deployable for each ARQ (in the order given), all or nothing; raises
     `NoMatchingDevice` for the first ARQ left without one. Nothing is written.
 
-    `profiles` maps profile id -> profile (read from the session when missing); `exclude` lists RP
-    uuids not to pick; `count_promised` treats handles promised to BindStarted ARQs as taken, and
+    `exclude` lists RP uuids not to pick; handles promised to BindStarted ARQs count as taken, and
     `taken` ((host, RP uuid) -> count) names more handles spoken for by the caller already. An
     ARQ's resource class is the next of its group's `resources:` units, cycling over the ARQs of
     the same group in the order given."""
     arqs = list(arqs)
-    profiles = dict(profiles or {})
-    for profile_id in {a.device_profile_id for a in arqs} - set(profiles):
-        profiles[profile_id] = session.get(DeviceProfile, profile_id)
+    profiles = {pid: session.get(DeviceProfile, pid) for pid in {a.device_profile_id for a in arqs}}
     exclude = set(exclude)
-    promised = promised_handles(session, host) if count_promised else Counter()
+    promised = promised_handles(session, host)
     promised.update(taken or {})
     rows = []
     for r in deployable_rows(session, host):

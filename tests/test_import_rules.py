@@ -33,12 +33,6 @@ RULES = [
 ALLOWED: dict[tuple[str, str], str] = {
     # issue 15 items 1, 2 (in progress by another engineer): binds and the Python API's operations
     # still run SQL closures and string RPC through the client package.
-    ("actors/binder.py", "sqlmodel"): "issue 15 item 1/3: binder's SQL closures move to store/",
-    ("actors/binder.py", "rayborg.python_api"): "issue 15 item 2: Binder.op's OPS registry is replaced",
-    ("api/ray_binder.py", "sqlmodel"): "issue 15 item 3: RayBinder's SQL closures move to store/",
-    ("rayborg/python_api/ops.py", "sqlalchemy"): "issue 15 item 1/2: claims become standalone binds",
-    ("rayborg/python_api/ops.py", "sqlalchemy.engine"): "issue 15 item 2: daemon lookup by URL",
-    ("rayborg/python_api/ops.py", "sqlmodel"): "issue 15 item 1/2: claims become standalone binds",
     ("rayborg/python_api/client.py", "sqlalchemy.exc"): "issue 15 item 2: DBAPIError of store reads",
     # URL parsing and the database's connection errors, outside store/ (no SQL, but the import).
     ("rayborg/settings.py", "sqlalchemy.engine"): "make_url validates database_url",

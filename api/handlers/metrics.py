@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rayborg.actors import metrics
 from rayborg.api.app_keys import AUTH, POLICY, SETTINGS, STORE
 from rayborg.api.openapi_meta import operation
-from rayborg.store import bind_plan
+from rayborg.store import nova_events
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class _Families:
 async def _nova_pending(store) -> Metric:
     gauge = GaugeMetricFamily("rayborg_nova_events_pending",
                               "bound or failed ARQs whose Nova event is not delivered yet")
-    gauge.add_metric([], await store.aquery(bind_plan.pending_event_count))
+    gauge.add_metric([], await store.aquery(nova_events.pending_count))
     return gauge
 
 

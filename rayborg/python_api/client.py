@@ -7,8 +7,8 @@
     with rb.claim("fpga1", count=2) as claim:          # standalone allocation, recorded in Placement
         print(claim.devices)
 
-Reads and claims go through a Binder actor (next to the database), programming straight to the
-hosts' agents. Ray itself has no authentication: everyone on the cluster is trusted, and
+Reads and claims go through the typed methods of a Binder actor (next to the database; a claim is
+a standalone bind on the binder owning its consumer), programming straight to the hosts' agents. Ray itself has no authentication: everyone on the cluster is trusted, and
 `admin=True` is a guard against mistakes (it is what `force=True` requires), not a security boundary.
 """
 
@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import time
-import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -102,7 +101,7 @@ class Rayborg:
         self.admin = admin
         self.daemon: dict[str, Any] | None = None  # where `connect` found it (its lease row), if it looked
         self._binders: dict[int, Any] = {}
-        self._config = self._op("config")
+        self._config = self._call("settings")
 
     # -- plumbing ------------------------------------------------------------------------------
     def _binder(self, index: int = 0):
@@ -120,19 +119,20 @@ class Rayborg:
                 ) from None
         return self._binders[index]
 
-    def _op(self, name: str, index: int = 0, timeout: float = 120, **kwargs) -> Any:
+    def _call(self, name: str, *args, index: int = 0, timeout: float = 120, **kwargs) -> Any:
+        """Binder `index`'s method `name`, with Ray's and the store's failures as RayborgErrors."""
         import ray
 
         from rayborg.actors.placement_client import PlacementUnavailable
-        from rayborg.python_api.ops import ClaimError
+        from rayborg.store.errors import StoreError
 
         try:
-            return ray.get(self._binder(index).op.remote(name, **kwargs), timeout=timeout)
+            return ray.get(getattr(self._binder(index), name).remote(*args, **kwargs), timeout=timeout)
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()
             if isinstance(cause, PlacementUnavailable):
                 raise RayborgError(f"{name}: Placement is unavailable, try again: {exc.cause}") from None
-            if isinstance(cause, (ClaimError, LookupError, ValueError)):
+            if isinstance(cause, (StoreError, LookupError, ValueError)):
                 raise RayborgError(str(exc.cause)) from None
             raise
         except ray.exceptions.RayActorError as exc:
@@ -157,9 +157,9 @@ class Rayborg:
         from rayborg.actors.runtime_config import host_agent_name
         from rayborg.python_api.batch import alive_hosts
 
-        summary = self._op("summary")
+        summary = self._call("summary")
         rows = {h["hostname"]: dict(h, devices=0, in_cluster=False, agent=None) for h in summary["hosts"]}
-        for dep in self._op("deployables"):
+        for dep in self._call("deployables"):
             if dep["host"] in rows:
                 rows[dep["host"]]["devices"] += 1
         for host in alive_hosts():
@@ -203,10 +203,10 @@ class Rayborg:
                 if v is not None
             }
         )
-        return [r for r in self._op("deployables") if matches(r, selector)]
+        return [r for r in self._call("deployables") if matches(r, selector)]
 
     def arqs(self, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
-        return self._op("arqs", state=state, host=host)
+        return self._call("arqs", state=state, host=host)
 
     def host(self, name: str):
         """The HostAgent actor handle of a host (`status`, `sweep`, `program`, ...)."""
@@ -225,7 +225,7 @@ class Rayborg:
 
         from rayborg.actors.runtime_config import PLACEMENT_SYNC_NAME, binder_name
 
-        summary = self._op("summary")
+        summary = self._call("summary")
         actors = {}
         names = [PLACEMENT_SYNC_NAME] + [binder_name(i) for i in range(self._config["binder_count"])]
         for name in names:
@@ -267,15 +267,15 @@ class Rayborg:
 
     # -- enable / disable ----------------------------------------------------------------------
     def enable(self, device: str) -> dict[str, Any]:
-        return self._op("set_device_status", device=device, enabled=True)
+        return self._call("set_device_status", device, True)
 
     def disable(self, device: str) -> dict[str, Any]:
-        return self._op("set_device_status", device=device, enabled=False)
+        return self._call("set_device_status", device, False)
 
     # -- batch programming ---------------------------------------------------------------------
     def select(self, where=None) -> list[dict[str, Any]]:
         selector = parse_selector(where)
-        rows = [r for r in self._op("deployables") if matches(r, selector)]
+        rows = [r for r in self._call("deployables") if matches(r, selector)]
         if not rows:
             raise RayborgError(f"selector {where!r} matched no deployables")
         return rows
@@ -293,7 +293,7 @@ class Rayborg:
         mine = {str(m) for m in mine}
         rows = self.select(where)
         # Asked once before the batch, not per device (only sources the binder can reach: Glance).
-        unknown = self._op("check_bitstream", bitstream=bitstream, hosts=sorted({r["host"] for r in rows}))
+        unknown = self._call("check_bitstream", bitstream, sorted({r["host"] for r in rows}))
         targets, refused = [], []
 
         def no(row, status: str, why: str) -> None:
@@ -403,33 +403,30 @@ class Rayborg:
         Released by `release()`, by leaving a `with` block, or when this Ray job ends."""
         import ray
 
-        job = ray.get_runtime_context().get_job_id()
-        # Spread claims over the binders (any of them can claim: the store serialises the picks).
-        index = zlib.crc32(os.urandom(4)) % self._config["binder_count"]
-        out = self._op(
-            "claim",
-            index=index,
-            profile=profile,
-            count=count,
-            host=host,
-            job_id=job,
-            project_id=project_id,
-            user_id=user_id or os.environ.get("USER"),
-        )
-        from rayborg.python_api.ops import claim_fields
+        from rayborg.store.claims import consumer_uuid, log_fields
 
+        # The consumer names this Ray job (its claims are released when it ends); the binder that
+        # owns the consumer binds it, as for any standalone bind.
+        consumer = consumer_uuid(ray.get_runtime_context().get_job_id())
+        out = self._call("claim", profile, consumer, count=count, host=host, project_id=project_id,
+                         user_id=user_id or os.environ.get("USER"), index=self._owner(consumer))
         for d in out["devices"]:
-            log.info("claimed for profile %s", profile, extra=claim_fields(out["consumer"], d))
+            log.info("claimed for profile %s", profile, extra=log_fields(out["consumer"], d))
         return Claim(self, out)
 
+    def _owner(self, consumer: str) -> int:
+        from rayborg.actors.binder import binder_index
+
+        return binder_index(consumer, self._config["binder_count"])
+
     def release(self, consumer: str) -> dict[str, Any]:
-        out = self._op("release", consumer=consumer)
+        out = self._call("release", consumer, index=self._owner(consumer))
         for arq in out["released"]:
             log.info("released", extra={"instance": consumer, "arq": arq})
         return out
 
     def claims(self) -> dict[str, list[str]]:
-        return self._op("claims")
+        return self._call("claims")
 
 
 class Claim:

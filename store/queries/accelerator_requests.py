@@ -14,7 +14,7 @@ from functools import lru_cache
 from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
-from rayborg.store import arq_state
+from rayborg.store import arq_state, attach_handles
 from rayborg.store.arq_state import RESOLVED, LockedError, NotFoundError
 from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import ARQState, AttachHandle, DeviceProfile, ExtARQ
@@ -57,7 +57,7 @@ def _to_views(rows) -> list[ARQView]:
          handle_uuid, handle_info) in rows:
         out.append(ARQView(uuid, state, profile or "", group, hostname, rp_uuid, instance, project,
                            handle_type or "", handle_uuid,
-                           arq_state.parse_handle_info(handle_info) if handle_uuid else {}, created, updated))
+                           attach_handles.parse_handle_info(handle_info) if handle_uuid else {}, created, updated))
     return out
 
 
@@ -80,14 +80,6 @@ def _read(reader: RawReader, uuid: str | None = None, project_id: str | None = N
              if v is not None}
     prepared = _prepared(uuid is not None, project_id is not None, instance_uuid is not None)
     return _to_views(reader.all(prepared, **given))
-
-
-def views(session: Session, arqs: list[ExtARQ]) -> list[ARQView]:
-    """ARQ rows as views: profile names and (for Bound ARQs) the claimed handles."""
-    if not arqs:
-        return []
-    session.flush()
-    return _to_views(session.execute(_VIEW_SELECT.where(ExtARQ.id.in_([a.id for a in arqs]))))
 
 
 @raw_read

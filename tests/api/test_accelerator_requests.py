@@ -432,9 +432,9 @@ async def test_another_projects_unbind_and_delete_release_nothing_of_the_owner(r
         resp = await client.delete(url, headers=other_nova)
         assert arq["uuid"] in await cyborg_fault(resp, 404)
     assert (await show(client, arq["uuid"]))["state"] == "Bound"
-    assert [h for h in binder.held if h.mdevs or h.consumers] == []
+    assert [h for h in binder.held if h.handles or h.consumers] == []
 
     # The owner's own unbind does hand its mdev and consumer over (the recorder sees releases).
     await patch(client, {arq["uuid"]: UNBIND_OPS})
-    (held,) = [h for h in binder.held if h.mdevs or h.consumers]
-    assert [m[0] for m in held.mdevs] == ["host1"] and held.consumers == [instance]
+    (held,) = [h for h in binder.held if h.handles or h.consumers]
+    assert [h.hostname for h in held.handles] == ["host1"] and held.consumers == [instance]

@@ -13,7 +13,7 @@ from factories import add_device, add_profile
 from sqlalchemy import select, update
 
 from rayborg.api.app_keys import BINDER
-from rayborg.store import arq_state
+from rayborg.store import arq_state, bind_plan
 from rayborg.store.tables import AttachHandle, Device, DeviceStatus, Host, HostState
 
 MEMBER = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member"}
@@ -188,7 +188,7 @@ async def test_handles_promised_to_binds_in_flight_are_not_free(client, store):
     assert mine["uuid"] in await cyborg_fault(resp, 409)
     assert unchanged(await show(client, mine["uuid"]))
     # Same within one PATCH: an ARQ with a named RP speaks for that handle before the choice.
-    store.transact(arq_state.unbind, [nova_arq["uuid"]])
+    store.transact(bind_plan.unbind_releasing, [nova_arq["uuid"]], None)
     body = {nova_arq["uuid"]: ops(str(uuid.uuid4()), "host1", tree.rp_uuids[0]),
             mine["uuid"]: ops(str(uuid.uuid4()))}
     await patch(client, body, status=409)

@@ -203,6 +203,25 @@ def test_mdev_create_and_remove_flow(family_tree):
     assert drv.remove_mdev(handle.attach_info, NEW) is False  # already gone
 
 
+def test_a_bound_vgpu_handle_is_prepared_as_its_mdev(family_tree):
+    """Driver.prepare/unprepare (what the binder calls on bind and release): the vGPU driver creates
+    and removes the mdev of the handle; other drivers prepare nothing."""
+    from rayborg.actors.device_prep import prepares
+    from rayborg.drivers.base import BoundHandle
+
+    root = family_tree("nvidia_vgpu")
+    drv, kernel = vgpu(root), FakeKernel(root)
+    info = drv.discover().devices[1].deployables[0].attach_handles[3].attach_info
+    drv.prepare(BoundHandle(NEW, "MDEV", info))
+    drv.prepare(BoundHandle(NEW, "MDEV", info))  # a resumed bind prepares again: idempotent
+    assert kernel.settle() == [f"create {NEW}"] and (root / "bus/mdev/devices" / NEW).is_dir()
+    drv.unprepare(BoundHandle(NEW, "MDEV", info))
+    drv.unprepare(BoundHandle(NEW, "MDEV", info))
+    assert kernel.settle() == [f"remove {NEW}"]
+    assert [name for name in ("nvidia_vgpu", "nvidia_gpu", "intel_fpga", "fake", None, "nope") if prepares(name)] == [
+        "nvidia_vgpu"]
+
+
 def test_mdev_errors(family_tree, builder):
     root = family_tree("nvidia_vgpu")
     drv = vgpu(root)

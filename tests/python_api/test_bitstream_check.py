@@ -1,18 +1,17 @@
-"""The binder's `check_bitstream` op (no Ray): asks each distinct Glance once, names why an image is
+"""The binder's `check_bitstream` (no Ray): asks each distinct Glance once, names why an image is
 no bitstream, and leaves to the agents what it cannot tell (local directories, Glance unreachable)."""
 
 import socket
-from types import SimpleNamespace
 
 from glance_stub import GlanceStub
 
 from rayborg.actors.runtime_config import RuntimeConfig
-from rayborg.python_api.ops import check_bitstream
+from rayborg.actors.bitstream_check import check_bitstream
 
 
-def binder(per_host: dict[str, dict]) -> SimpleNamespace:
+def binder(per_host: dict[str, dict]) -> RuntimeConfig:
     overrides = {h: {"driver_options": {"bitstreams": cfg}} for h, cfg in per_host.items()}
-    return SimpleNamespace(config=RuntimeConfig(database_url="sqlite://", host_overrides=overrides))
+    return RuntimeConfig(database_url="sqlite://", host_overrides=overrides)
 
 
 def free_port() -> int:

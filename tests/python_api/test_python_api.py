@@ -445,12 +445,16 @@ def test_sigint_to_rayborg_program_exits_130(runtime, tmp_path):
 
 @ray.remote(num_cpus=0)
 class BrokenBinder:
-    def op(self, name, **kwargs):
+    def release(self, consumer):
         from rayborg.actors.placement_client import PlacementUnavailable
 
-        if name == "slow":
-            time.sleep(30)
         raise PlacementUnavailable("connection refused")
+
+    def slow(self):
+        time.sleep(30)
+
+    def arqs(self, state=None, host=None):  # called only once this actor is dead
+        return []
 
 
 def test_ray_failures_become_rayborg_errors(runtime):
@@ -458,11 +462,11 @@ def test_ray_failures_become_rayborg_errors(runtime):
 
     rb = rayborg.Rayborg()
     broken = BrokenBinder.remote()
-    rb._binders[0] = broken
+    rb._binders = {i: broken for i in range(rb.config["binder_count"])}  # a claim's release goes to its owner
     with pytest.raises(rayborg.RayborgError, match="release: Placement is unavailable, try again"):
         rb.release("11111111-c1a1-4111-8111-111111111111")
     with pytest.raises(rayborg.RayborgError, match="did not answer within 0.5s"):
-        rb._op("slow", timeout=0.5)
+        rb._call("slow", timeout=0.5)
     ray.kill(broken)
     with pytest.raises(rayborg.RayborgError, match="binder 0 is unavailable .*try again"):
         rb.arqs()

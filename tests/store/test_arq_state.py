@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from factories import add_device, add_profile
-from rayborg.store import arq_state
+from rayborg.store import arq_state, bind_plan
 from rayborg.store.arq_state import BindTarget
 from rayborg.store.tables import ARQState, AttachHandle, Device, ExtARQ
 
@@ -33,6 +33,10 @@ def new_arqs(store, count: int = 1, name: str = "dp") -> list[str]:
 def target(tree, instance: str | None = None, hostname: str = "host1") -> BindTarget:
     return BindTarget(hostname=hostname, device_rp_uuid=tree.rp_uuids[0],
                       instance_uuid=instance or str(uuid.uuid4()), project_id="proj")
+
+
+def unbind(session, arq_uuids: list[str]) -> dict[str, ARQState]:
+    return arq_state.unbind_locked(session, arq_state.lock_all(session, arq_uuids, None))
 
 
 def bind(store, arq_uuid: str, tgt: BindTarget) -> ARQState:
@@ -71,7 +75,7 @@ def test_bind_claims_a_handle_and_unbind_releases_it(store):
     assert row.attach_handle_id == tree.handle_ids[0] and row.deployable_id == tree.deployable_ids[0]
     assert row.nova_event_pending is True and handles_in_use(store) == {tree.handle_ids[0]}
 
-    assert store.transact(arq_state.unbind, [arq]) == {arq: ARQState.UNBOUND}
+    assert store.transact(unbind, [arq]) == {arq: ARQState.UNBOUND}
     row = arqs_by_uuid(store)[arq]
     assert (row.state, row.hostname, row.instance_uuid, row.attach_handle_id) == (
         ARQState.UNBOUND, None, None, None)
@@ -123,11 +127,11 @@ def test_transitions_are_compare_and_set(store):
     with pytest.raises(arq_state.StateConflict):  # a row that left the source states: lost race
         store.transact(arq_state._cas, arq_id, ARQState.BOUND)
     store.transact(arq_state.start_bind, {arq: target(tree)})
-    store.transact(arq_state.unbind, [arq])  # BindStarted -> Unbound: the pending finish must lose
+    store.transact(unbind, [arq])  # BindStarted -> Unbound: the pending finish must lose
     with pytest.raises(arq_state.StateConflict):
         store.transact(arq_state.finish_bind, arq)
     with pytest.raises(arq_state.StateConflict):  # Unbound -> Unbound is not a transition
-        store.transact(arq_state.unbind, [arq])
+        store.transact(unbind, [arq])
     assert handles_in_use(store) == set() and arqs_by_uuid(store)[arq].state == ARQState.UNBOUND
 
 
@@ -136,7 +140,7 @@ def test_unbind_of_a_handle_not_in_use_is_unbind_failed(store):
     (arq,) = new_arqs(store)
     bind(store, arq, target(tree))
     store.transact(lambda s: s.get(AttachHandle, tree.handle_ids[0]).__setattr__("in_use", False))
-    assert store.transact(arq_state.unbind, [arq]) == {arq: ARQState.UNBIND_FAILED}
+    assert store.transact(unbind, [arq]) == {arq: ARQState.UNBIND_FAILED}
     assert arqs_by_uuid(store)[arq].bind_error
 
 
@@ -180,12 +184,12 @@ def test_unbind_or_failure_of_a_held_bind_gives_the_handle_back(store):
     store.transact(arq_state.start_bind, {a: target(tree), b: target(tree)})
     for arq in (a, b):
         store.transact(arq_state.hold_handle, arq)
-    assert store.transact(arq_state.unbind, [a]) == {a: ARQState.UNBOUND}
+    assert store.transact(unbind, [a]) == {a: ARQState.UNBOUND}
     assert store.transact(arq_state.fail_bind, b, "mdev creation failed") == ARQState.BIND_FAILED
     assert handles_in_use(store) == set()
     with pytest.raises(arq_state.StateConflict):  # the binder finds it unbound: nothing to finish
         store.transact(arq_state.finish_bind, a)
-    assert store.transact(arq_state.fail_stuck_binds) == []
+    assert store.query(bind_plan.in_flight) == []
 
 
 def test_delete_releases_handles_and_reports_missing(store):
@@ -205,18 +209,6 @@ def test_delete_releases_handles_and_reports_missing(store):
     assert store.transact(arq_state.delete_arqs, None, tgt.instance_uuid) == []
     assert set(arqs_by_uuid(store)) == {c} and handles_in_use(store) == set()
     assert store.transact(arq_state.delete_arqs, None, tgt.instance_uuid) == []  # idempotent by instance
-
-
-def test_fail_stuck_binds(store):
-    tree = add_device(store)
-    stuck, bound, initial = new_arqs(store, 3)
-    store.transact(arq_state.start_bind, {stuck: target(tree)})
-    bind(store, bound, target(tree))
-    assert store.transact(arq_state.fail_stuck_binds) == [stuck]
-    rows = arqs_by_uuid(store)
-    assert [rows[u].state for u in (stuck, bound, initial)] == [ARQState.BIND_FAILED, ARQState.BOUND,
-                                                                ARQState.INITIAL]
-    assert rows[stuck].nova_event_pending is True
 
 
 def test_concurrent_binds_for_one_instance_admit_one_request(store):

@@ -8,7 +8,7 @@ import uuid
 
 from factories import add_device, add_profile
 
-from rayborg.store import arq_state
+from rayborg.store import arq_state, bind_plan
 from rayborg.store import standalone_allocations as outbox
 from rayborg.store.arq_state import BindTarget
 
@@ -37,7 +37,7 @@ def test_standalone_bind_unbind_and_delete_mark_their_consumer(store):
     assert pending.desired == {tree.rp_uuids[0]: {"FPGA": 2}} and pending.project_id == "p1"
     assert store.query(outbox.dirty) == []
 
-    store.transact(arq_state.unbind, [arqs[0]])
+    store.transact(bind_plan.unbind_releasing, [arqs[0]], None)
     assert store.query(outbox.dirty) == [instance]
     pending = store.query(outbox.pending, instance)
     assert (pending.pushed, pending.desired) == ({tree.rp_uuids[0]: {"FPGA": 2}}, {tree.rp_uuids[0]: {"FPGA": 1}})
@@ -70,5 +70,5 @@ def test_nova_binds_mark_nothing(store):
     instance = str(uuid.uuid4())
     store.transact(arq_state.start_bind, {arq: BindTarget("host1", tree.rp_uuids[0], instance, "p1")})
     store.transact(arq_state.finish_bind, arq)
-    store.transact(arq_state.unbind, [arq])
+    store.transact(bind_plan.unbind_releasing, [arq], None)
     assert store.query(outbox.dirty) == []
