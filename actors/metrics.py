@@ -24,10 +24,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, values
-from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class _Recorder:
 
     def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
-        self.registry = CollectorRegistry(auto_describe=False)
+        # prometheus_client is imported at the first record outside Ray: the actors never need it.
+        self._registry: CollectorRegistry | None = None
         self.to_ray: bool | None = None  # decided at the first record: a process never changes kind
         self._metrics: dict[str, Any] = {}
         self._record: dict[tuple[str, tuple[str, ...]], Callable[[float], None]] = {}
@@ -104,6 +106,8 @@ class _Recorder:
             return _ray_recorder(name, dict(zip(tags, labels)))
         metric = self._metrics.get(name)
         if metric is None:
+            from prometheus_client import Counter, Histogram
+
             registry = None if self.multiprocess_dir else self.registry  # files are collected instead
             if kind == "counter":
                 metric = Counter(name, description, tags, registry=registry)
@@ -113,11 +117,19 @@ class _Recorder:
         child = metric.labels(*labels)
         return child.inc if kind == "counter" else child.observe
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+        return self._registry
+
     def collect(self) -> Iterable[Metric]:
         """The front doors' own families: this process's, or every front door's files."""
         if self.multiprocess_dir is None:
             return self.registry.collect()
-        from prometheus_client import multiprocess
+        from prometheus_client import CollectorRegistry, multiprocess
 
         registry = CollectorRegistry(auto_describe=False)
         multiprocess.MultiProcessCollector(registry, self.multiprocess_dir)
@@ -156,6 +168,8 @@ _recorder = _Recorder()
 def use_multiprocess(directory: str) -> None:
     """Record into prometheus_client's per-process files under `directory` from now on (the front
     doors of one serve share it). Call it before this process records anything."""
+    from prometheus_client import values
+
     global _recorder
     os.makedirs(directory, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory

@@ -208,3 +208,15 @@ def test_pending_queues_hand_offs_in_order_until_attached():
     assert calls == [("submit", ["a"], {"a": "i1"}), ("released", "held"), ("submit", ["b"], None),
                      ("submit", ["c"], None)]
     assert closed
+
+
+def test_the_actors_metrics_module_does_not_import_prometheus_client():
+    """The actors record through Ray; prometheus_client (the front doors' recorder) is imported only
+    where it records (about 1 MiB in each actor process otherwise)."""
+    code = ("import sys; import rayborg.actors.metrics as m; "
+            "assert 'prometheus_client' not in sys.modules, 'imported at module level'; "
+            "m.bind_finished('Bound', 0.01); assert 'prometheus_client' in sys.modules; "
+            "print([f.name for f in m.collect()])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rayborg_binds" in out.stdout
