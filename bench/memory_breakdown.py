@@ -91,7 +91,8 @@ def one_run(args, work: Path) -> dict:
            "--database-url", f"sqlite:///{work / f'rayborg-{port}.db'}", *args.serve_args]
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    # cwd: the rayborg that is installed (or on $PYTHONPATH, to measure another checkout), not ./rayborg
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=work,
                             start_new_session=True)
     extra: list[int] = []
     try:

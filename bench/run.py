@@ -325,8 +325,25 @@ def start_rayborg_full(work: Path, db_url: str, nova_url: str) -> Deployment:
         dep.stop()
         raise
     dep.startup_s = time.perf_counter() - started
+    wait_actors_up(dep.base_url, 180, proc)  # serve answers before its actors are up: measure with them
     time.sleep(3.0)  # actors settle (first discovery sweep)
     return dep
+
+
+def wait_actors_up(base_url: str, deadline_s: float, proc: subprocess.Popen) -> None:
+    """Until GET /metrics says the Ray actors are up (`rayborg_actors_up 1`)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < deadline_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rayborg serve exited with {proc.returncode} before its actors were up")
+        try:
+            with urllib.request.urlopen(base_url + "/metrics", timeout=5) as resp:
+                if b"\nrayborg_actors_up 1.0\n" in resp.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the actors of {base_url} were not up within {deadline_s} s")
 
 
 def start_helper_services(work: Path) -> tuple[list, dict]:

@@ -102,7 +102,8 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
         api = f"{server.url}/v2"
         # Reads, /metrics and the writes that need only the store: answered while the actors start.
         assert call("GET", f"{api}/device_profiles") == (200, {"device_profiles": []})
-        assert call("GET", f"{server.url}/metrics")[0] == 200
+        status, text = call("GET", f"{server.url}/metrics")
+        assert status == 200 and b"\nrayborg_actors_up 0.0\n" in text
         dep = call("GET", f"{api}/deployables")[1]["deployables"][0]
         profile = [{"name": "early", "groups": [{"resources:FPGA": "1"}]}]
         assert call("POST", f"{api}/device_profiles", profile)[0] == 201
@@ -126,8 +127,9 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
         assert daemon.ray_address not in (None, daemon_lease.RAY_STARTING)
 
         # The actors' metrics are still relayed from Ray's per-node agent (PlacementSync applied a report).
-        wait_for(lambda: b"rayborg_report_apply_seconds_count" in call("GET", f"{server.url}/metrics")[1],
-                 what="the actors' metrics on /metrics")
+        text = wait_for(lambda: (lambda t: t if b"rayborg_report_apply_seconds_count" in t else None)(
+            call("GET", f"{server.url}/metrics")[1]), what="the actors' metrics on /metrics")
+        assert b"\nrayborg_actors_up 1.0\n" in text
 
         # Only the Ray processes rayborg uses (rayborg/ray_head.py) ...
         procs = processes_of(server.proc.pid)
