@@ -115,7 +115,8 @@ def start_runtime(settings: Settings, store) -> Runtime:
     gcs_address = ray.get_runtime_context().gcs_address
     dashboard = getattr(ctx, "dashboard_url", None)
     dashboard_url = (dashboard if "://" in dashboard else f"http://{dashboard}") if dashboard else None
-    # Where operators (and `ray status --address`, the CLI's --address) find this daemon's cluster.
+    # Where operators (and `ray list actors --address`, the CLI's --address) find this daemon's cluster;
+    # `ray status` needs the autoscaler monitor, off on a local head unless ray_autoscaler_monitor.
     how = "started locally" if local else f"joined at {settings.ray_address}"
     log.info("Ray %s (address %s, dashboard %s)", how, gcs_address, dashboard_url or "off")
     config = runtime_config(settings)
