@@ -8,20 +8,12 @@ import uuid
 
 import ray
 
+from waiting import wait_for  # noqa: F401  (re-exported: the actor tests import it from here)
+
 from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import NAMESPACE, RuntimeConfig
 from rayborg.actors.supervisor import Supervisor
 from rayborg.store.placement_state import provider_uuid
-
-
-def wait_for(predicate, timeout: float = 120.0, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def make_compute_nodes(placement_url: str, hostnames) -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO / "ray_cluster.yaml"
@@ -262,7 +263,7 @@ class NetnsCluster:
         started = time.monotonic()
         self.run(name, " && ".join(lines), timeout=timeout, log=self.work / f"{name}-start.log")
         if host.head:
-            _wait(lambda: _port_open(host.ip, GCS_PORT), timeout, f"the head's GCS on {self.head_address}")
+            wait_for(lambda: _port_open(host.ip, GCS_PORT), timeout, what=f"the head's GCS on {self.head_address}")
         host.started.append(time.monotonic())
         return time.monotonic() - started
 
@@ -286,7 +287,7 @@ class NetnsCluster:
                     raise NetnsError(f"rayborg serve exited:\n{self.serve_log()[-4000:]}") from None
                 return False
 
-        _wait(answers, timeout, f"rayborg serve on {self.serve_url}", detail=lambda: self.serve_log()[-3000:])
+        wait_for(answers, timeout, what=f"rayborg serve on {self.serve_url}", detail=lambda: self.serve_log()[-3000:])
         return time.monotonic() - started
 
     def serve_log(self) -> str:
@@ -303,7 +304,7 @@ class NetnsCluster:
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         try:
-            _wait(lambda: not self.serve_pids(), timeout, "rayborg serve to exit")
+            wait_for(lambda: not self.serve_pids(), timeout, what="rayborg serve to exit")
         finally:
             for pid in self.serve_pids():
                 _signal(pid, signal.SIGKILL)
@@ -344,7 +345,7 @@ class NetnsCluster:
             for pid in self.pids(name):
                 _signal(pid, sig)
             try:
-                _wait(lambda: not self.pids(name), timeout / 2, f"{name}'s processes to exit")
+                wait_for(lambda: not self.pids(name), timeout / 2, what=f"{name}'s processes to exit")
                 return
             except AssertionError:
                 if sig == signal.SIGKILL:
@@ -431,12 +432,3 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.25, detail=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    extra = f"\n{detail()}" if detail else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")

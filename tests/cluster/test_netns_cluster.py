@@ -26,6 +26,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "actors"))  # runtime_helpers
 
 import netns  # noqa: E402
+import waiting  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns"), pytest.mark.timeout(600)]
 
@@ -157,7 +158,7 @@ def deployables(c, host: str) -> list[dict]:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, detail=None):
-    return netns._wait(predicate, timeout, what, interval=interval, detail=detail)
+    return waiting.wait_for(predicate, timeout, interval=interval, what=what, detail=detail)
 
 
 def wait_placement_agrees(c, timeout: float = 60) -> None:
