@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from rayborg.actors import metrics
-from rayborg.api.app_keys import AUTH, POLICY, SETTINGS, STORE
+from rayborg.api.app_keys import AUTH, POLICY, RUNTIME, SETTINGS, STORE
 from rayborg.api.openapi_meta import operation
 from rayborg.store import nova_events
 
@@ -46,7 +46,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     if not app[SETTINGS].metrics_public:
         app[POLICY].authorize("admin_api", await app[AUTH].identify(request))
     families: dict[str, Metric] = {}
-    for family in [*metrics.collect(), *await _relayed(), await _nova_pending(app[STORE])]:
+    for family in [*metrics.collect(), *await _relayed(), await _nova_pending(app[STORE]), *_actors_up(app)]:
         known = families.setdefault(family.name, family)
         if known is not family:
             known.samples.extend(family.samples)
@@ -62,6 +62,16 @@ class _Families:
 
     def collect(self):
         return self._families
+
+
+def _actors_up(app: web.Application) -> list[Metric]:
+    """1 once this daemon's Ray actors are up, 0 while they start (serve answers before); none without."""
+    runtime = app.get(RUNTIME)
+    if runtime is None:
+        return []
+    gauge = GaugeMetricFamily("rayborg_actors_up", "1 once the Ray actors are up, 0 while they start")
+    gauge.add_metric([], 1 if getattr(runtime, "state", "up") == "up" else 0)
+    return [gauge]
 
 
 async def _nova_pending(store) -> Metric:
