@@ -15,8 +15,8 @@ from rayborg.api.context import RequestContext
 from rayborg.api.errors import (ApiError, BadRequest, Conflict, Forbidden, Locked, NotFound,
                                  UnsupportedMediaType)
 from rayborg.store.arq_state import AmountLimits
-from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError, ServiceTokenRequired,
-                                  StoreError)
+from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError, QuotaExceeded,
+                                  ServiceTokenRequired, StoreError)
 
 # Accepted everywhere for openstacksdk's pagination (it sends them only when a caller asks for a page).
 PAGING_PARAMS = frozenset({"limit", "marker"})
@@ -149,7 +149,7 @@ def iso(dt: datetime | None) -> str | None:
 
 _STORE_ERRORS: list[tuple[type[StoreError], type[ApiError]]] = [
     (NotFoundError, NotFound), (ConflictError, Conflict), (InvalidError, BadRequest),
-    (ServiceTokenRequired, Forbidden), (LockedError, Locked)]
+    (ServiceTokenRequired, Forbidden), (LockedError, Locked), (QuotaExceeded, Forbidden)]
 
 
 async def call_store(request: web.Request, fn: Callable[..., Any], *args, write: bool = False,

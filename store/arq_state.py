@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlmodel import Session
 
-from rayborg.store import attach_handles, standalone_allocations
+from rayborg.store import attach_handles, quotas, standalone_allocations
 from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError,  # noqa: F401
                                    ServiceTokenRequired, StateConflict, StoreError)
 from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, DeviceStatus,
@@ -82,7 +82,7 @@ def parse_amount(value: Any, limit: int) -> int | None:
     return number if 1 <= number <= limit else None
 
 
-def _per_unit(group: dict[str, str], key: str) -> int:
+def per_unit(group: dict[str, str], key: str) -> int:
     """ARQs per unit of a `resources:` amount: one per requested accelerator; Xilinx FPGAs count
     twice (management and user PF both go to the VM)."""
     return 2 if key == "resources:FPGA" and group.get("trait:CUSTOM_FPGA_XILINX") == "required" else 1
@@ -90,7 +90,7 @@ def _per_unit(group: dict[str, str], key: str) -> int:
 
 def arq_count(group: dict[str, str]) -> int:
     """ARQs one profile group yields."""
-    return sum(int(value) * _per_unit(group, key) for key, value in group.items()
+    return sum(int(value) * per_unit(group, key) for key, value in group.items()
                if key.startswith("resources:"))
 
 
@@ -106,7 +106,7 @@ def amounts_error(groups: list[dict[str, str]], limits: AmountLimits) -> str | N
             if number is None:
                 return (f"group {index}: {key} amount {value!r} must be an ASCII decimal integer from 1 to "
                         f"{limits.per_group}")
-            total += number * _per_unit(group, key)
+            total += number * per_unit(group, key)
             if total > limits.per_profile:
                 return (f"group {index}: {key} takes the profile to {total} accelerator requests, more than "
                         f"the {limits.per_profile} one profile may ask for")
@@ -211,14 +211,15 @@ _INSTANCE_TAKEN_IN_PROJECT = _INSTANCE_TAKEN.where(_arqs.c.project_id == bindpar
 
 
 def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str | None = None,
-               exclude: frozenset[str] = frozenset()) -> list[str]:
+               exclude: frozenset[str] = frozenset(), quota: quotas.Limits | None = None) -> list[str]:
     """Record where each ARQ goes and move them all to BindStarted, or change nothing.
 
     `project_id` limits what the caller sees (None: everything); standalone targets never get the
     RPs of `exclude` (a claim retrying after Placement refused them). Raises NotFoundError for an
     unknown ARQ, StateConflict for one not Initial/Unbound, InvalidError when an instance already has ARQs,
     and, for standalone targets (no `device_rp_uuid`), `device_choice.NoMatchingDevice` (a
-    ConflictError) when no free deployable matches an ARQ's profile group."""
+    ConflictError) when no free deployable matches an ARQ's profile group. With `quota`, a bind that
+    takes a project over a limit raises QuotaExceeded (`store/quotas.py`) and changes nothing."""
     if any(t.hostname is None and t.device_rp_uuid is not None for t in binds.values()):
         raise InvalidError("Fields absent in patch hostname")
     arqs = lock_all(session, list(binds), project_id)
@@ -244,6 +245,9 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
         if target.project_id is not None:
             values["project_id"] = target.project_id
         _cas(session, arq.id, S.BIND_STARTED, **values)
+    if quota is not None:  # the reservation is the BindStarted rows just written: count them with the rest
+        quotas.check_bind(session, [(binds[a.uuid].project_id or a.project_id, a.device_profile_id,
+                                     a.device_profile_group_id) for a in arqs], quota)
     return [a.uuid for a in arqs]
 
 

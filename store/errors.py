@@ -27,3 +27,7 @@ class LockedError(StoreError):
 
 class StateConflict(ConflictError):
     """An ARQ is not in a state the transition may start from (or lost a race)."""
+
+
+class QuotaExceeded(StoreError):
+    """A bind would take a project over its limit for a resource class (store/quotas.py)."""
