@@ -1,7 +1,18 @@
 """Bitstreams: the Glance image properties of the bitstream spec, from Glance or a local directory.
 
 Glance (keystoneauth1 Adapter, service type `image`) when configured; otherwise a directory where each
-bitstream file `X` has a JSON sidecar `X.json` holding the same properties (plus an optional `id`).
+bitstream file `X` has a JSON sidecar `X.json` holding the same properties (plus an optional `id`,
+else `bs-uuid`, else `X` is the id, and an optional `name`, else `X` is the name), e.g.
+`aes.gbs.json` beside `aes.gbs`:
+
+    {"bs-uuid": "...", "bs-name": "aes-128", "vendor": "Intel", "board": "PAC_ARRIA10",
+     "version": "1.0", "function_uuid": "d8424dc4...", "function_name": "aes"}
+
+A device profile group may name the function it needs instead of a bitstream id (train
+device-profiles; `BitstreamQuery`): `accel:function_id` matches the property `accel:function_id`
+(upstream Cyborg's) or the spec's `function_uuid`, `accel:function_name` the property
+`accel:function_name` or `function_name`, `accel:bitstream_name` the image's name (a directory's:
+`name`, else the file's name with its suffix). Exactly one bitstream must match.
 """
 
 from __future__ import annotations
@@ -11,9 +22,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from itertools import product
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from rayborg.drivers.base import BitstreamError
 
@@ -31,7 +45,8 @@ class BitstreamMeta(BaseModel):
     vendor: str
     board: str
     version: str
-    function_uuid: str
+    # upstream Cyborg looks functions up by the image property `accel:function_id`
+    function_uuid: str = Field(validation_alias=AliasChoices("function_uuid", "accel:function_id"))
     shell_id: str | None = None
     driver: str | None = None
     driver_ver: str | None = None
@@ -39,14 +54,19 @@ class BitstreamMeta(BaseModel):
     topology: Any = None
     description: str | None = None
     region_uuid: str | None = None
-    function_name: str | None = None
+    function_name: str | None = Field(None, validation_alias=AliasChoices("function_name", "accel:function_name"))
+    name: str | None = None  # Glance's image name (`accel:bitstream_name` matches it)
 
 
 class Bitstream(BaseModel):
     image_id: str
     meta: BitstreamMeta
-    path: Path
+    path: Path  # Path() while only the metadata is known (found in Glance, not downloaded)
     downloaded: bool = False  # a temporary copy (from Glance) that `discard` deletes
+
+    @property
+    def name(self) -> str:
+        return self.meta.name or self.path.name
 
     def discard(self) -> None:
         """Delete a downloaded copy once programmed (or failed); a local directory's file stays."""
@@ -54,11 +74,61 @@ class Bitstream(BaseModel):
             self.path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class BitstreamQuery:
+    """A bitstream asked for by what it does rather than by id (see the module docstring)."""
+
+    function_id: str | None = None
+    function_name: str | None = None
+    bitstream_name: str | None = None
+    region_uuid: str | None = None
+
+    @classmethod
+    def from_group(cls, group: Mapping[str, Any]) -> BitstreamQuery | None:
+        """The query of a device profile group's `accel:` keys; None when it names no function."""
+        if not group.keys() & PROFILE_KEYS.keys():  # most binds: no function, no work
+            return None
+        return cls(**{field: str(group[key]) for key, field in PROFILE_KEYS.items() if key in group})
+
+    def matches(self, bs: Bitstream) -> bool:
+        meta = bs.meta
+        return ((self.function_id is None or _norm(meta.function_uuid) == _norm(self.function_id))
+                and (self.function_name is None or meta.function_name == self.function_name)
+                and (self.bitstream_name is None or bs.name == self.bitstream_name)
+                and (self.region_uuid is None or _norm(meta.region_uuid) == _norm(self.region_uuid)))
+
+    def __str__(self) -> str:
+        keys = {field: key for key, field in PROFILE_KEYS.items()}
+        return " ".join(f"{keys.get(f.name, f.name)}={getattr(self, f.name)}" for f in fields(self)
+                        if getattr(self, f.name) is not None) or "(no filter)"
+
+
+# device profile key -> BitstreamQuery field
+PROFILE_KEYS = {"accel:function_id": "function_id", "accel:function_name": "function_name",
+                "accel:bitstream_name": "bitstream_name"}
+FUNCTION_TRAIT = "CUSTOM_FPGA_FUNCTION_ID_"  # + <VENDOR>_<ID> (train nova-placement)
+
+
+def already_runs(bs: Bitstream, bitstream_id: str | None, reported: Iterable[str]) -> bool:
+    """Whether a deployable holding `bitstream_id`, whose driver reports `reported` (function traits
+    CUSTOM_FPGA_FUNCTION_ID_<VENDOR>_<ID>, or bare function ids), already runs `bs`'s function."""
+    if bitstream_id is not None and bitstream_id == bs.image_id:
+        return True
+    trait_tail = "_" + re.sub(r"[^A-Z0-9_]", "_", bs.meta.function_uuid.upper())
+    return any(r.endswith(trait_tail) if r.startswith(FUNCTION_TRAIT) else _norm(r) == _norm(bs.meta.function_uuid)
+               for r in reported)
+
+
 class BitstreamSource(Protocol):
     def fetch(self, image_id: str) -> Bitstream: ...
 
-    def find(self, *, function_uuid: str | None = None, function_name: str | None = None,
-             region_uuid: str | None = None) -> Bitstream: ...
+    def find(self, query: BitstreamQuery) -> Bitstream:
+        """The one bitstream matching; its file may not be here yet (`local_copy`)."""
+        ...
+
+    def local_copy(self, bs: Bitstream) -> Bitstream:
+        """`bs` as a file on this host (a download, for Glance: `discard` it once programmed)."""
+        ...
 
 
 def parse_meta(props: dict[str, Any], *, image_id: str) -> BitstreamMeta:
@@ -74,24 +144,13 @@ def _norm(text: str | None) -> str:
     return re.sub(r"[^0-9a-z]", "", (text or "").lower())
 
 
-def _matches(meta: BitstreamMeta, function_uuid: str | None, function_name: str | None,
-             region_uuid: str | None) -> bool:
-    return ((function_uuid is None or _norm(meta.function_uuid) == _norm(function_uuid))
-            and (function_name is None or meta.function_name == function_name)
-            and (region_uuid is None or _norm(meta.region_uuid) == _norm(region_uuid)))
-
-
-def _pick_one(found: list[Bitstream], what: str) -> Bitstream:
+def _pick_one(found: list[Bitstream], what: BitstreamQuery) -> Bitstream:
     if not found:
-        raise BitstreamError(f"no bitstream matches {what}", device=what)
+        raise BitstreamError(f"no bitstream matches {what}", device=str(what))
     if len(found) > 1:  # the spec: "bitstream choice policy is outside Cyborg"
-        ids = ", ".join(b.image_id for b in found)
-        raise BitstreamError(f"more than one bitstream matches {what}: {ids}", device=what)
+        ids = ", ".join(sorted(b.image_id for b in found))
+        raise BitstreamError(f"more than one bitstream matches {what}: {ids}", device=str(what))
     return found[0]
-
-
-def _query_text(**query: str | None) -> str:
-    return " ".join(f"{k}={v}" for k, v in query.items() if v is not None) or "(no filter)"
 
 
 class LocalBitstreams:
@@ -118,16 +177,16 @@ class LocalBitstreams:
     def fetch(self, image_id: str) -> Bitstream:
         for bs in self.all():
             if image_id in (bs.image_id, bs.meta.bs_uuid, bs.path.name):
-                if not bs.path.is_file():
-                    raise BitstreamError(f"bitstream file {bs.path} does not exist", device=image_id)
-                return bs
+                return self.local_copy(bs)
         raise BitstreamError(f"bitstream {image_id} does not exist in {self.dir}", device=image_id)
 
-    def find(self, *, function_uuid: str | None = None, function_name: str | None = None,
-             region_uuid: str | None = None) -> Bitstream:
-        found = [b for b in self.all() if _matches(b.meta, function_uuid, function_name, region_uuid)]
-        return _pick_one(found, _query_text(function_uuid=function_uuid, function_name=function_name,
-                                            region_uuid=region_uuid))
+    def find(self, query: BitstreamQuery) -> Bitstream:
+        return _pick_one([b for b in self.all() if query.matches(b)], query)
+
+    def local_copy(self, bs: Bitstream) -> Bitstream:
+        if not bs.path.is_file():
+            raise BitstreamError(f"bitstream file {bs.path} does not exist", device=bs.image_id)
+        return bs
 
 
 class GlanceBitstreams:
@@ -182,17 +241,34 @@ class GlanceBitstreams:
         image = self._get(f"/v2/images/{image_id}", image_id).json()
         return self._download(image_id, self._meta(image))
 
-    def find(self, *, function_uuid: str | None = None, function_name: str | None = None,
-             region_uuid: str | None = None) -> Bitstream:
-        query = {"function_uuid": function_uuid, "function_name": function_name, "region_uuid": region_uuid}
-        params = {"tag": FPGA_TAG} | {k: v for k, v in query.items() if v is not None}
-        images = self._get("/v2/images", _query_text(**query), params=params).json().get("images", [])
+    def find(self, query: BitstreamQuery) -> Bitstream:
+        images: dict[str, dict[str, Any]] = {}
+        for params in _glance_filters(query):  # one listing per spelling of the properties asked for
+            url: str | None = "/v2/images"
+            while url:
+                body = self._get(url, str(query), params=params).json()
+                images.update((img["id"], img) for img in body.get("images", []))
+                url, params = body.get("next"), None  # Glance pages its answers
         # Glance filters by property already; filter again so a lax server cannot widen the match.
-        metas = [(img["id"], self._meta(img)) for img in images]
-        found = [Bitstream(image_id=i, meta=m, path=Path()) for i, m in metas
-                 if _matches(m, function_uuid, function_name, region_uuid)]
-        chosen = _pick_one(found, _query_text(**query))
-        return self._download(chosen.image_id, chosen.meta)
+        found = [bs for bs in (Bitstream(image_id=i, meta=self._meta(img), path=Path()) for i, img in images.items())
+                 if query.matches(bs)]
+        return _pick_one(found, query)
+
+    def local_copy(self, bs: Bitstream) -> Bitstream:
+        return bs if bs.downloaded else self._download(bs.image_id, bs.meta)
+
+
+# BitstreamQuery field -> the image properties that may hold it (Glance filters on exact names)
+_GLANCE_PROPERTIES = {"function_id": ("function_uuid", "accel:function_id"),
+                      "function_name": ("function_name", "accel:function_name"),
+                      "bitstream_name": ("name",), "region_uuid": ("region_uuid",)}
+
+
+def _glance_filters(query: BitstreamQuery) -> list[dict[str, str]]:
+    """The Glance image-list filters that together find every image `query` may match."""
+    asked = [(f.name, getattr(query, f.name)) for f in fields(query) if getattr(query, f.name) is not None]
+    spellings = [[(prop, value) for prop in _GLANCE_PROPERTIES[name]] for name, value in asked]
+    return [{"tag": FPGA_TAG} | dict(combo) for combo in product(*spellings)]
 
 
 def check_fits(meta: BitstreamMeta, *, device: str, vendor_names: set[str], boards: set[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import ChainMap
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -15,7 +16,8 @@ PROPS = {"bs-name": "aes-128", "bs-uuid": "b1", "vendor": "Intel", "board": "PAC
 
 
 @contextmanager
-def glance_standin():
+def glance_standin(extra: dict | None = None):
+    """`extra`: more images (id -> image), also those added to it while the stand-in runs."""
     images = {
         IMG: {"id": IMG, "name": "aes", "tags": ["FPGA"], **PROPS},
         "img-2": {"id": "img-2", "name": "gzip", "tags": ["FPGA"], **PROPS, "function_uuid": "ff", "function_name": "gzip"},
@@ -26,6 +28,8 @@ def glance_standin():
                 "function_uuid": "5d4c", "function_name": "xaes"},
         "cut": {"id": "cut", "tags": ["FPGA"], **PROPS, "function_uuid": "cc"},  # its download stops halfway
     }
+    if extra is not None:
+        images = ChainMap(extra, images)
     requests: list[str] = []
     tokens: list[str | None] = []
 

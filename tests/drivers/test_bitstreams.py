@@ -9,7 +9,7 @@ from glance_standin import IMG, glance_standin
 from keystoneauth1 import session as ks_session
 
 from rayborg.drivers import BitstreamError, HostDrivers, ProgrammingError
-from rayborg.drivers.bitstreams import GlanceBitstreams, LocalBitstreams
+from rayborg.drivers.bitstreams import BitstreamQuery, GlanceBitstreams, LocalBitstreams, already_runs
 
 
 @pytest.fixture
@@ -32,13 +32,32 @@ def test_glance_fetch_downloads_and_parses(glance, tmp_path):
 
 def test_glance_find_by_function(glance, tmp_path):
     url, requests, _ = glance
-    bs = store(url, tmp_path).find(function_uuid="d8424dc4a4a3c413f89e433683f9040b", region_uuid="ce48")
-    assert bs.image_id == IMG
-    assert requests[0].startswith("/v2/images?") and "tag=FPGA" in requests[0]
-    with pytest.raises(BitstreamError, match="more than one bitstream matches function_name=gzip: img-2, img-3"):
-        store(url, tmp_path).find(function_name="gzip")
-    with pytest.raises(BitstreamError, match="no bitstream matches function_uuid=00"):
-        store(url, tmp_path).find(function_uuid="00")
+    glance = store(url, tmp_path)
+    bs = glance.find(BitstreamQuery(function_id="d8424dc4a4a3c413f89e433683f9040b", region_uuid="ce48"))
+    assert bs.image_id == IMG and not bs.downloaded  # found: metadata only, nothing downloaded yet
+    assert all(r.startswith("/v2/images?") and "tag=FPGA" in r for r in requests)
+    copy = glance.local_copy(bs)
+    assert copy.downloaded and copy.path.read_bytes() == f"bitstream {IMG}".encode()
+    with pytest.raises(BitstreamError, match="more than one bitstream matches accel:function_name=gzip: img-2, img-3"):
+        glance.find(BitstreamQuery(function_name="gzip"))
+    with pytest.raises(BitstreamError, match="no bitstream matches accel:function_id=00"):
+        glance.find(BitstreamQuery(function_id="00"))
+    assert glance.find(BitstreamQuery(bitstream_name="gzip-b")).image_id == "img-3"  # by image name
+    assert glance.find(BitstreamQuery(function_name="gzip", bitstream_name="gzip")).image_id == "img-2"
+
+
+def test_glance_finds_upstreams_accel_function_id_property(tmp_path):
+    """Upstream Cyborg tags images with the property `accel:function_id`: found by either spelling,
+    and an image carrying each spelling of one function makes two matches."""
+    extra = {"up": {"id": "up", "name": "up.gbs", "tags": ["FPGA"], "bs-name": "u", "bs-uuid": "u",
+                    "vendor": "Intel", "board": "b", "version": "1", "accel:function_id": "3AFB"}}
+    with glance_standin(extra) as (url, requests, _):
+        glance = store(url, tmp_path)
+        assert glance.find(BitstreamQuery(function_id="3AFB")).meta.function_uuid == "3AFB"
+        assert any("accel%3Afunction_id=3AFB" in r for r in requests)
+        extra["up2"] = extra["up"] | {"id": "up2", "accel:function_id": None, "function_uuid": "3AFB"}
+        with pytest.raises(BitstreamError, match="more than one bitstream matches accel:function_id=3AFB: up, up2"):
+            glance.find(BitstreamQuery(function_id="3AFB"))
 
 
 @pytest.mark.parametrize("image, message", [
@@ -77,10 +96,10 @@ def test_local_directory(make_bitstream, tmp_path):
     make_bitstream("bs-b", "bb", function_name="gzip")
     local = LocalBitstreams(d)
     assert local.fetch("bs-a").meta.function_uuid == "aa" and local.fetch("bs-a.gbs").image_id == "bs-a"
-    assert local.find(function_name="gzip").image_id == "bs-b"
+    assert local.find(BitstreamQuery(function_name="gzip")).image_id == "bs-b"
     make_bitstream("bs-c", "cc")  # a second "aes"
-    with pytest.raises(BitstreamError, match="more than one bitstream matches function_name=aes"):
-        local.find(function_name="aes")
+    with pytest.raises(BitstreamError, match="more than one bitstream matches accel:function_name=aes"):
+        local.find(BitstreamQuery(function_name="aes"))
     (d / "broken.gbs.json").write_text("{not json")
     with pytest.raises(BitstreamError, match="unreadable bitstream metadata"):
         local.fetch("bs-a")
@@ -93,3 +112,38 @@ def test_glance_source_from_settings_with_a_token(glance, tmp_path):
     assert isinstance(src, GlanceBitstreams)
     assert src.fetch(IMG).path.parent == tmp_path
     assert bitstream_source({}) is None and isinstance(bitstream_source({"dir": str(tmp_path)}), LocalBitstreams)
+
+
+def test_local_directory_matches_profile_keys(make_bitstream):
+    """A sidecar holds Glance's property names: upstream's `accel:function_id`/`accel:function_name`
+    or the spec's; `accel:bitstream_name` is the sidecar's `name`, else the file's name."""
+    d = make_bitstream("bs-a", "aa").parent
+    make_bitstream("bs-u", None, **{"accel:function_id": "3AFB", "accel:function_name": "nic-40",
+                                    "function_name": None})
+    make_bitstream("bs-n", "nn", name="gzip.aocx")
+    local = LocalBitstreams(d)
+    assert local.find(BitstreamQuery(function_id="3afb")).image_id == "bs-u"  # ids compare case-blind
+    assert local.find(BitstreamQuery(function_name="nic-40")).image_id == "bs-u"
+    assert local.find(BitstreamQuery(bitstream_name="bs-a.gbs")).image_id == "bs-a"
+    assert local.find(BitstreamQuery(bitstream_name="gzip.aocx")).image_id == "bs-n"
+    with pytest.raises(BitstreamError, match="no bitstream matches accel:bitstream_name=bs-n.gbs"):
+        local.find(BitstreamQuery(bitstream_name="bs-n.gbs"))  # its sidecar names it otherwise
+    with pytest.raises(BitstreamError, match="no bitstream matches accel:function_id=aa accel:function_name=gzip"):
+        local.find(BitstreamQuery(function_id="aa", function_name="gzip"))  # every key must match
+
+
+def test_query_from_a_profile_group():
+    assert BitstreamQuery.from_group({"resources:FPGA": "1", "accel:bitstream_id": "x"}) is None
+    query = BitstreamQuery.from_group({"resources:FPGA": "1", "accel:function_name": "aes",
+                                       "accel:bitstream_name": "aes.gbs"})
+    assert query == BitstreamQuery(function_name="aes", bitstream_name="aes.gbs")
+    assert str(query) == "accel:function_name=aes accel:bitstream_name=aes.gbs"
+
+
+def test_already_runs_by_bitstream_or_reported_function(make_bitstream):
+    bs = LocalBitstreams(make_bitstream("bs-a", "d8424dc4-a4a3").parent).find(BitstreamQuery(function_name="aes"))
+    assert already_runs(bs, "bs-a", [])  # the stored bitstream
+    assert already_runs(bs, None, ["CUSTOM_FPGA_FUNCTION_ID_INTEL_D8424DC4_A4A3"])  # the driver's trait
+    assert already_runs(bs, "other", ["d8424dc4a4a3"])  # a bare function id (an attribute)
+    assert not already_runs(bs, "other", ["CUSTOM_FPGA_FUNCTION_ID_INTEL_FF", "CUSTOM_FPGA_INTEL", "ff"])
+    assert not already_runs(bs, None, ["CUSTOM_FPGA_FUNCTION_ID_INTEL_XD8424DC4_A4A3"])
