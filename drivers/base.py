@@ -27,6 +27,16 @@ _CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
 _STANDARD_TRAITS = frozenset(os_traits.get_traits())
 
 
+def valid_resource_class(name: str) -> bool:
+    """Placement's rule (os-resource-classes): a standard class, or CUSTOM_ and [A-Z0-9_]."""
+    return name in os_resource_classes.STANDARDS or bool(_CUSTOM_NAME.match(name))
+
+
+def valid_trait(name: str) -> bool:
+    """Placement's rule (os-traits): a standard trait, or CUSTOM_ and [A-Z0-9_]."""
+    return name in _STANDARD_TRAITS or bool(_CUSTOM_NAME.match(name))
+
+
 def custom_name(*parts: str) -> str:
     """`CUSTOM_` + parts, upper-cased, with every other character than A-Z0-9 turned into `_`.
 
@@ -96,7 +106,7 @@ class DriverDeployable(_Model):
     @field_validator("resource_class")
     @classmethod
     def _rc(cls, rc: str) -> str:
-        if rc not in os_resource_classes.STANDARDS and not _CUSTOM_NAME.match(rc):
+        if not valid_resource_class(rc):
             raise ValueError(f"{rc!r} is neither a standard nor a CUSTOM_ resource class")
         return rc
 
@@ -104,7 +114,7 @@ class DriverDeployable(_Model):
     @classmethod
     def _traits(cls, traits: list[str]) -> list[str]:
         for t in traits:
-            if t not in _STANDARD_TRAITS and not _CUSTOM_NAME.match(t):
+            if not valid_trait(t):
                 raise ValueError(f"{t!r} is neither a standard nor a CUSTOM_ trait")
         return list(dict.fromkeys(traits))  # drop duplicates, keep order
 

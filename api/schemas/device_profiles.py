@@ -2,39 +2,51 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from rayborg.api.schemas.common import Link, Strict
+from rayborg.drivers.base import valid_resource_class, valid_trait
 from rayborg.store.arq_state import AmountLimits, amounts_error
 
 NAME_PATTERN = r"^[a-zA-Z0-9-_]+$"
 KEY_PREFIXES = ("resources:", "trait:", "accel:")
-# Resource classes accepted besides CUSTOM_* (Cyborg's list).
-STANDARD_RCS = frozenset({"FPGA", "GPU", "VGPU", "PGPU", "CUSTOM_QAT", "CUSTOM_NIC", "CUSTOM_SSD"})
+# Cyborg's resource classes that Placement does not define (it accepts them; so do we, beside the
+# os-resource-classes standards and CUSTOM_ names).
+CYBORG_RCS = frozenset({"GPU"})
 TRAIT_VALUES = ("required", "forbidden")
-# Placement's rule for custom resource class and trait names.
-CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+ATTACH_TARGETS = ("VM", "host", "none")
+# accel: keys whose value names something (an image, a function): empty names nothing.
+NAMING_ACCEL_KEYS = ("accel:bitstream_name", "accel:function_id", "accel:function_name")
 # The validation context key (`validated(..., context=...)`) holding the operator's AmountLimits.
 LIMITS = "amount_limits"
 
 
 def _check_resource(rc: str) -> None:
     """The resource class; its amount is checked against the limits with the whole profile."""
-    if rc not in STANDARD_RCS and not CUSTOM_NAME.match(rc):
-        raise ValueError(f"Resource class {rc!r} must be one of {sorted(STANDARD_RCS)} or CUSTOM_[A-Z0-9_]+")
+    if rc not in CYBORG_RCS and not valid_resource_class(rc):
+        raise ValueError(f"resource class {rc!r} is neither a standard one (os-resource-classes) nor "
+                         "CUSTOM_ followed by [A-Z0-9_]")
 
 
 def _check_trait(trait: str, value: str) -> None:
-    if not CUSTOM_NAME.match(trait):
-        raise ValueError(f"Unsupported trait name format {trait!r}, should be CUSTOM_[A-Z0-9_]+")
+    if not valid_trait(trait):
+        raise ValueError(f"Unsupported trait name {trait!r}: neither a standard trait (os-traits) nor "
+                         "CUSTOM_ followed by [A-Z0-9_]")
     if value not in TRAIT_VALUES:
-        raise ValueError(f"Unsupported trait value {value!r} for {trait}: must be 'required' or 'forbidden'")
+        raise ValueError(f"Unsupported trait value {value!r}: must be 'required' or 'forbidden'")
+
+
+def _check_accel(key: str, value: str) -> None:
+    """The accel: keys rayborg acts on; any other accel: key passes, as upstream."""
+    if key == "accel:attach_target" and value not in ATTACH_TARGETS:
+        raise ValueError(f"{value!r} is not an attach target: must be one of {', '.join(ATTACH_TARGETS)}")
+    if key in NAMING_ACCEL_KEYS and not value.strip():
+        raise ValueError("must not be empty")
 
 
 def normalize_group(group: dict[str, str]) -> dict[str, str]:
-    """One request group, checked, with spaces after the prefix stripped; key order kept."""
+    """One request group, checked, with spaces after the prefix stripped; key order kept. A bad
+    value's error names its key."""
     if not group:
         raise ValueError("A device profile group must not be empty")
     out: dict[str, str] = {}
@@ -46,11 +58,16 @@ def normalize_group(group: dict[str, str]) -> dict[str, str]:
         name = raw_key[len(prefix):].strip()
         if not name:
             raise ValueError(f"Device profile group key {raw_key!r} names nothing after the prefix")
-        if prefix == "resources:":
-            _check_resource(name)
-        elif prefix == "trait:":
-            _check_trait(name, value)
         key = prefix + name
+        try:
+            if prefix == "resources:":
+                _check_resource(name)
+            elif prefix == "trait:":
+                _check_trait(name, value)
+            else:
+                _check_accel(key, value)
+        except ValueError as exc:
+            raise ValueError(f"key {key!r}: {exc}") from None
         if key in out:
             raise ValueError(f"Device profile group key {key!r} appears twice")
         out[key] = value

@@ -66,7 +66,17 @@ async def test_create_strips_spaces_accepts_null_description_and_given_uuid(clie
     ({"name": "dp", "groups": [{"resources:FPGA": "one"}]}, "integer"),
     ({"name": "dp", "groups": [{"resources:FPGA": "0"}]}, "from 1 to 64"),
     ({"name": "dp", "groups": [{"resources:FPGA": "1.5"}]}, "integer"),
-    ({"name": "dp", "groups": [{"trait:HW_CPU_X86_AVX": "required"}]}, "trait name"),
+    ({"name": "dp", "groups": [{"trait:HW_NO_SUCH_TRAIT": "required"}]}, "trait name 'HW_NO_SUCH_TRAIT'"),
+    ({"name": "dp", "groups": [{"trait:CUSTOM_a-b": "required"}]}, "group 0: key 'trait:CUSTOM_a-b'"),
+    ({"name": "dp", "groups": [{"resources:MEMORY_GB": "1"}]}, "group 0: key 'resources:MEMORY_GB'"),
+    ({"name": "dp", "groups": [GROUPS[1], {"resources:FPGA": "1", "accel:attach_target": "vm"}]},
+     "group 1: key 'accel:attach_target': 'vm' is not an attach target: must be one of VM, host, none"),
+    ({"name": "dp", "groups": [{"resources:FPGA": "1", "accel:function_name": " "}]},
+     "group 0: key 'accel:function_name': must not be empty"),
+    ({"name": "dp", "groups": [{"resources:FPGA": "1", "accel:bitstream_name": ""}]},
+     "group 0: key 'accel:bitstream_name': must not be empty"),
+    ({"name": "dp", "groups": [{"resources:FPGA": "1", "accel:function_id": ""}]},
+     "group 0: key 'accel:function_id': must not be empty"),
     ({"name": "dp", "groups": [{"trait:CUSTOM_X": "preferred"}]}, "trait value"),
     ({"name": "dp", "groups": [{"resources:FPGA": "1", "resources: FPGA": "2"}]}, "twice"),
     ({"name": "dp", "groups": GROUPS, "uuid": "not-a-uuid"}, "UUID"),
@@ -79,6 +89,15 @@ async def test_create_rejects_invalid_profiles(client, profile, needle):
     resp = await client.post("/v2/device_profiles", json=[profile])
     assert needle in await cyborg_fault(resp, 400)
     assert (await (await client.get("/v2/device_profiles")).json())["device_profiles"] == []
+
+
+async def test_create_accepts_standard_names_and_known_accel_values(client):
+    """Placement's standard resource classes and traits (os-resource-classes, os-traits) as well as
+    CUSTOM_ ones; Cyborg's GPU; each attach target; unknown accel: keys pass as upstream."""
+    groups = [{"resources:PCI_DEVICE": "1", "trait:HW_CPU_X86_AVX": "forbidden", "accel:attach_target": target,
+               "accel:function_name": "gzip", "accel:other": ""} for target in ("VM", "host", "none")]
+    groups.append({"resources:GPU": "1", "trait:CUSTOM_GPU_NVIDIA_T4": "required"})
+    assert (await create(client, name="standard", groups=groups))["groups"] == groups
 
 
 @pytest.mark.parametrize("body,needle", [
