@@ -4,6 +4,11 @@ found, in one transaction. Only PlacementSync calls this (it is the single write
 Rows are matched by stable identity (device key, deployable name, attach-handle info) so that
 uuids survive re-reports. Deployables whose Placement view changed are marked dirty; removed ones
 leave a tombstone so that their RP is deleted from Placement even if that has to wait.
+
+Two things a report does not simply overwrite: a stub device (its management stack is not loaded)
+is neither added nor changed nor removed, as upstream's conductor diff skips stubs; and the loaded
+bitstream, which most drivers cannot read back after a restart, is kept unless the driver reads
+something else (`_with_loaded`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deploy
                                   PlacementTombstone, utcnow)
 
 _DRIVER_KEY = re.compile(r"^(rc|trait\d+)$")
+_TRAIT_KEY = re.compile(r"^trait\d+$")
+# The trait of the function a bitstream loads (upstream's FPGA_TRAITS prefix, every vendor's spelling).
+FUNCTION_TRAIT_PREFIX = "CUSTOM_FPGA_FUNCTION_ID_"
 
 
 @dataclass
@@ -82,6 +90,8 @@ def apply_report(session: Session, report: HostReport) -> ReportDiff:
     stored = _HostRows.load(session, report.hostname)
     for reported in report.devices:
         device = existing.pop(reported.key, None)
+        if reported.stub:  # not schedulable: never stored, and a stored one is left as it was
+            continue
         _apply_device(session, report.hostname, reported, device, stored, diff)
     for gone in existing.values():
         for dep in stored.deployables.get(gone.id, {}).values():
@@ -137,8 +147,26 @@ def _apply_device(session: Session, hostname: str, reported: DriverDevice, devic
         session.delete(gone)
 
 
+def _with_loaded(dep: DriverDeployable, row: Deployable, attributes: list[Attribute]) -> DriverDeployable:
+    """The report as it should be applied, with what was programmed kept: sysfs seldom says which
+    bitstream is loaded (Inspur never, Intel/Xilinx only a function id at best) and a driver forgets
+    what it programmed when its process restarts. A driver that reports no bitstream keeps the stored
+    one and its function trait, unless it reads another function on the device; one that reports a
+    bitstream id wins."""
+    if dep.bitstream_id is not None or row.bitstream_id is None:
+        return dep
+    stored = [a.value for a in attributes if _TRAIT_KEY.match(a.key) and a.value.startswith(FUNCTION_TRAIT_PREFIX)]
+    reported = [t for t in dep.traits if t.startswith(FUNCTION_TRAIT_PREFIX)]
+    if reported and set(reported) != set(stored):
+        return dep
+    return DriverDeployable.model_validate(dep.model_dump() | {
+        "bitstream_id": row.bitstream_id, "traits": dep.traits + [t for t in stored if t not in dep.traits]})
+
+
 def _apply_deployable(session: Session, device_id: int, dep: DriverDeployable, row: Deployable | None,
                       stored: _HostRows, diff: ReportDiff) -> Deployable:
+    if row is not None:
+        dep = _with_loaded(dep, row, stored.attributes.get(row.id, []))
     if row is None:
         row = Deployable(name=dep.name, device_id=device_id, num_accelerators=dep.num_accelerators,
                          driver_name=dep.driver_name, bitstream_id=dep.bitstream_id,
