@@ -36,7 +36,9 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
 
 @dataclass
 class Runtime:
-    supervisor: object | None  # None in extra front-door processes: the first one supervises
+    # None where another process supervises: extra front doors of a serve, a joined front door
+    # (`rayborg/join.py`) until it takes the lease over.
+    supervisor: object | None
     binder: object
     started_ray: bool
     gcs_address: str | None = None
@@ -93,12 +95,10 @@ async def in_daemon_thread(fn: Callable[[], T], name: str, timeout: float | None
         raise TimeoutError(f"no answer within {timeout:.0f} s") from None
 
 
-def start_runtime(settings: Settings, store) -> Runtime:
-    """Connect to (or start) Ray and bring the actors up (the supervisor's loop starts with the app)."""
+def init_ray(settings: Settings) -> tuple[str, str | None]:
+    """Connect this process to Ray (a local head it starts, or the cluster at `ray_address`): the
+    cluster's GCS address and dashboard URL."""
     import ray
-
-    from rayborg.actors.supervisor import Supervisor
-    from rayborg.api.ray_binder import RayBinder
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     local = settings.ray_address == "local"
@@ -119,11 +119,34 @@ def start_runtime(settings: Settings, store) -> Runtime:
     # `ray status` needs the autoscaler monitor, off on a local head unless ray_autoscaler_monitor.
     how = "started locally" if local else f"joined at {settings.ray_address}"
     log.info("Ray %s (address %s, dashboard %s)", how, gcs_address, dashboard_url or "off")
-    config = runtime_config(settings)
-    supervisor = Supervisor(config)
+    return gcs_address, dashboard_url
+
+
+def start_supervisor(settings: Settings):
+    """The singletons up (those that run already are kept: `get_if_exists`) and a HostAgent on every
+    node; the supervisor's loop starts with the app (`Supervisor.start`)."""
+    from rayborg.actors.supervisor import Supervisor
+
+    supervisor = Supervisor(runtime_config(settings))
     supervisor.start_singletons()
     supervisor.reconcile()
-    return Runtime(supervisor=supervisor, binder=RayBinder(store, config.binder_count), started_ray=local,
+    return supervisor
+
+
+def start_runtime(settings: Settings, store) -> Runtime:
+    """Connect to (or start) Ray and bring the actors up (the supervisor's loop starts with the app)."""
+    gcs_address, dashboard_url = init_ray(settings)
+    runtime = use_actors(settings, store, gcs_address, dashboard_url, supervisor=start_supervisor(settings))
+    runtime.started_ray = settings.ray_address == "local"
+    return runtime
+
+
+def use_actors(settings: Settings, store, gcs_address: str | None = None, dashboard_url: str | None = None,
+               supervisor: object | None = None) -> Runtime:
+    """The front door's side of the actors; without `supervisor`, those another process started."""
+    from rayborg.api.ray_binder import RayBinder
+
+    return Runtime(supervisor=supervisor, binder=RayBinder(store, settings.binder_count), started_ray=False,
                    gcs_address=gcs_address, dashboard_url=dashboard_url)
 
 
@@ -131,10 +154,8 @@ def connect_runtime(settings: Settings, store, address: str) -> Runtime:
     """For an extra front-door process: join the Ray the first process started, use its actors."""
     import ray
 
-    from rayborg.api.ray_binder import RayBinder
-
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    return Runtime(supervisor=None, binder=RayBinder(store, settings.binder_count), started_ray=False)
+    return use_actors(settings, store, address)
 
 
 class Pending:

@@ -7,7 +7,8 @@ cluster, where every node gets its HostAgent from the supervisor. Several front-
 processes of one serve share the port (SO_REUSEPORT): the first one owns Ray's actors, the others only
 connect to them. Before anything starts, serve binds the port (another daemon there: exit) and takes
 the database's lease (another daemon on it: exit); the lease row records where this daemon and its
-Ray cluster are, for the CLI and the Python API (`store/daemon_lease.py`).
+Ray cluster are, for the CLI and the Python API (`store/daemon_lease.py`). `--join` makes one more front
+door of that daemon, e.g. on another host, which takes no lease until the holder is gone (`rayborg/join.py`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def serve(settings: Settings) -> int:
     from rayborg.store.engine import Store
     from rayborg.store.migrate import upgrade
 
+    if settings.join and (settings.ray_address == "local" or not settings.actors):
+        raise CLIError("--join serves with the actors of the daemon holding the database's lease: it needs "
+                       "that daemon's Ray cluster (--address auto or HOST:PORT) and the actors")
     # Ray's workers (and the CLI) have working directories of their own: a relative SQLite path
     # must name the same file for all of them.
     settings = settings.model_copy(update={"database_url": daemon_lease.absolute_url(settings.database_url)})
@@ -136,16 +140,29 @@ def serve(settings: Settings) -> int:
     try:
         revision = upgrade(settings.database_url)
         store = Store(settings.database_url)
+        if settings.join:
+            log.info("database %s at schema %s", _safe_url(settings.database_url), revision)
+            from rayborg.join import JoinedFrontDoor
+
+            joined = JoinedFrontDoor(settings, store, _lease_lost)
+            try:
+                return _serve(settings, store, socks, joined.start, joined=joined)
+            finally:
+                joined.release()
+                store.dispose()
         try:
             lease = daemon_lease.acquire(store, api_host=settings.host, api_port=settings.port,
                                          database_url=settings.database_url)
         except daemon_lease.DaemonRunning as exc:
             store.dispose()
-            raise CLIError(str(exc)) from None
+            joinable = exc.record.ray_address is not None  # it has actors to join
+            raise CLIError(f"{exc}{' (or add --join to serve beside it)' if joinable else ''}") from None
         try:
             lease.keep_alive(_lease_lost)  # from now on: starting Ray may take longer than a lease
             log.info("database %s at schema %s", _safe_url(settings.database_url), revision)
-            return _serve(settings, store, lease, socks)
+            return _serve(settings, store, socks, lambda: _start_holding(settings, store, lease),
+                          record=lambda runtime: lease.update(ray_address=runtime.gcs_address,
+                                                              dashboard_url=runtime.dashboard_url))
         finally:
             lease.release()
             store.dispose()
@@ -154,11 +171,18 @@ def serve(settings: Settings) -> int:
             sock.close()
 
 
-def _serve(settings: Settings, store, lease, socks: list[socket.socket]) -> int:
-    """Every front door answers at once; Ray and the actors come up in the first one's background
-    (`StartingRuntime`), and the others join them once the first tells them where they are."""
+def _start_holding(settings: Settings, store, lease):
+    """The lease holder's Ray side: `rayborg status` says 'starting' meanwhile, not --no-actors."""
+    from rayborg.runtime import start_runtime
     from rayborg.store.daemon_lease import RAY_STARTING
 
+    lease.update(ray_address=RAY_STARTING)
+    return start_runtime(settings, store)
+
+
+def _serve(settings: Settings, store, socks: list[socket.socket], start, record=None, joined=None) -> int:
+    """Every front door answers at once; Ray and the actors come up in the first one's background
+    (`start`, then `record(runtime)`), and the others join them once the first tells them where they are."""
     ctx = multiprocessing.get_context("spawn")
     extra, pipes = [], []
     for sock in socks[1:]:
@@ -173,22 +197,23 @@ def _serve(settings: Settings, store, lease, socks: list[socket.socket]) -> int:
             pipes.append(ours)
     starting = None
     if settings.actors:
-        from rayborg.runtime import StartingRuntime, start_runtime
-
-        lease.update(ray_address=RAY_STARTING)  # `rayborg status` meanwhile: starting, not --no-actors
+        from rayborg.runtime import StartingRuntime
 
         def up(runtime) -> None:
-            lease.update(ray_address=runtime.gcs_address, dashboard_url=runtime.dashboard_url)
+            if record is not None:
+                record(runtime)
             for pipe in pipes:
                 pipe.send(runtime.gcs_address)
 
-        starting = StartingRuntime(store, lambda: start_runtime(settings, store), up)
+        starting = StartingRuntime(store, start, up)
     app = build_app(settings, store, starting)
+    if joined is not None:
+        joined.attach(app, starting)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info("rayborg serving the Cyborg v2 API on http://%s:%d (database %s, auth %s, %d front-door "
-             "process%s, actors %s)", host, settings.port, _safe_url(settings.database_url),
+             "process%s, actors %s%s)", host, settings.port, _safe_url(settings.database_url),
              settings.auth_strategy, settings.api_workers, "es" if settings.api_workers > 1 else "",
-             "starting" if starting else "off")
+             "starting" if starting else "off", ", joined beside the lease holder" if joined else "")
     try:
         server.run(app, socks[0], settings)  # web.run_app with slow-client guards (api/server.py)
     finally:

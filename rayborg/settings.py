@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     fake_devices: str | None = None
     # Run the Ray actors (HostAgents, PlacementSync, binders); off: API and store only.
     actors: bool = True
+    # One more front door beside the daemon holding the database's lease, on its Ray cluster: no lease,
+    # no supervisor until that daemon is gone, then it takes over (rayborg/join.py).
+    join: bool = False
     log_level: str = "INFO"
 
     def resolved_driver_options(self) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,10 @@ def _pg_bin() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """`also_on`: one more address to listen on (a test bridge's), trusting clients of `network` there."""
+
+    def __init__(self, also_on: str | None = None, network: str | None = None) -> None:
+        self.also_on, self.network = also_on, network
         self.bin = _pg_bin()
         if self.bin is None:
             raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) not found; .ci/run installs them")
@@ -44,7 +47,12 @@ class PostgresServer:
             shutil.chown(self.dir, self.user)
         data = self.dir / "data"
         self._run("initdb", "-D", str(data), "-U", "rayborg", "--auth=trust", "-E", "UTF8", "--no-sync")
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
+        listen = "127.0.0.1"
+        if self.also_on:
+            listen += f",{self.also_on}"
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.network} trust\n")
+        opts = (f"-c listen_addresses={listen} -p {self.port} -c unix_socket_directories={self.dir} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
         return self
@@ -55,8 +63,8 @@ class PostgresServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://rayborg@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg://rayborg@{host}:{self.port}/{database}"
 
     def create_database(self) -> str:
         """A fresh empty database for one test; returns its URL."""

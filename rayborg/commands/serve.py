@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  rayborg serve                                  # 127.0.0.1:6666, SQLite, noauth\n"
                "  rayborg serve --fake-devices fpga:4,gpu:2       # a demo with simulated devices\n"
                "  rayborg serve --address auto --host 0.0.0.0 --auth-strategy keystone\n"
-               "                                                 # head of an existing Ray cluster\n\n"
+               "                                                 # head of an existing Ray cluster\n"
+               "  rayborg serve --join --address HEAD:6379 --host 0.0.0.0 --auth-strategy keystone\n"
+               "                                                 # another front door, on another host\n\n"
                "noauth (the default) trusts the identity headers a caller sends and makes one without them\n"
                "an admin: on an address other than loopback, serve refuses to start with noauth unless it\n"
                "was asked for explicitly (--auth-strategy noauth, RAYBORG_AUTH_STRATEGY or the config file).")
@@ -34,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="front-door processes sharing the port with SO_REUSEPORT (default 1)")
     p.add_argument("--address", dest="ray_address",
                    help="Ray cluster to join ('auto', host:port); default: start a local Ray")
+    p.add_argument("--join", action="store_const", const=True,
+                   help="one more front door beside the daemon holding the database's lease (needs --address: "
+                        "its Ray cluster): serves with that daemon's actors and takes over when it is gone")
     p.add_argument("--no-actors", dest="actors", action="store_const", const=False,
                    help="serve the API and store only, without Ray (binds then finish in-process)")
     p.add_argument("--fake-devices", metavar="SPEC",
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from rayborg.settings import SettingsError, load_settings
 
     keys = ("host", "port", "database_url", "public_url", "auth_strategy", "policy_file", "api_workers",
-            "ray_address", "actors", "fake_devices", "placement_url", "nova_url", "report_interval",
+            "ray_address", "actors", "join", "fake_devices", "placement_url", "nova_url", "report_interval",
             "binder_count", "sysfs_root")
     try:
         settings = load_settings(**{k: getattr(args, k) for k in keys})
