@@ -14,7 +14,7 @@ from rayborg.api.app_keys import AUTH, BINDER, POLICY, ROUTE_TABLE, SETTINGS, ST
 from rayborg.api.auth import make_auth
 from rayborg.api.errors import ApiError, BadRequest, error_response
 from rayborg.api.handlers import (accelerator_requests, attributes, deployables, device_profiles, devices,
-                                  metrics as metrics_handler, root)
+                                  metrics as metrics_handler, quotas, root)
 from rayborg.api.policy import PolicyEnforcer
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ ROUTES: list[tuple[str, str, object]] = [
     ("POST", "/v2/attributes", attributes.create_attribute),
     ("GET", "/v2/attributes/{uuid}", attributes.show_attribute),
     ("DELETE", "/v2/attributes/{uuid}", attributes.delete_attribute),
+    ("GET", "/v2/quotas/usage", quotas.show_usage),
     ("GET", "/metrics", metrics_handler.get_metrics),
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -133,6 +134,10 @@ class Settings(BaseSettings):
     # amounts of a profile add up to at most max_profile_amount (the ARQs one POST creates).
     max_group_amount: int = Field(default=64, ge=1)
     max_profile_amount: int = Field(default=128, ge=1)
+    # Quota limits of noauth mode (keystone mode: Keystone's unified limits), counted at bind: units
+    # of a resource class a project may hold, -1 unlimited. `[quota] default = -1` and one key per
+    # resource class, e.g. `FPGA = 4`; env RAYBORG_QUOTA__FPGA=4.
+    quota: dict[str, int] = Field(default_factory=dict)
     # Slow clients: seconds to receive a request's headers, and its body; connections served at once
     # (further ones wait in the kernel's backlog until one closes).
     header_timeout: float = Field(default=10.0, gt=0)
@@ -217,6 +222,16 @@ class Settings(BaseSettings):
         if name not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(f"unsupported database {name!r}: use {URL_FORMS}")
         return url
+
+    @field_validator("quota")
+    @classmethod
+    def _quota_limits(cls, table: dict[str, int]) -> dict[str, int]:
+        for key, limit in table.items():
+            if key != "default" and not re.fullmatch(r"[A-Z0-9_]+", key):
+                raise ValueError(f"{key!r} is neither 'default' nor a resource class (e.g. FPGA, CUSTOM_QAT)")
+            if limit < -1:
+                raise ValueError(f"{key} = {limit}: a limit is -1 (unlimited) or more")
+        return table
 
     @field_validator("driver_options")
     @classmethod

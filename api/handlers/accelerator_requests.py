@@ -14,6 +14,7 @@ from aiohttp import web
 from rayborg.api import microversion
 from rayborg.api.app_keys import BINDER
 from rayborg.api.context import RequestContext
+from rayborg.api.handlers import quotas
 from rayborg.api.errors import BadRequest, Forbidden, NotFound
 from rayborg.api.http import (amount_limits, authorize, call_store, empty_response, iso, json_response,
                               paginate, parse_uuid, query_params, read_json, split_list, version)
@@ -111,7 +112,8 @@ async def _patch(request: web.Request, body_of: Callable[[Any], Any]) -> web.Res
     targets = {arq_uuid: arq_state.BindTarget(**{"project_id": context.project_id, "hostname": None,
                                                  "device_rp_uuid": None, **fields})
                for arq_uuid, fields in patch.fields.items()}
-    started = await call_store(request, arq_state.start_bind, targets, _scope(context), write=True)
+    started = await call_store(request, arq_state.start_bind, targets, _scope(context), quota=quotas.limits(request),
+                               write=True)
     await request.app[BINDER].submit(started, {u: targets[u].instance_uuid for u in started})
     return empty_response(202)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 _RESOURCES = {"device_profiles": "device_profile", "accelerator_requests": "arq", "devices": "device",
               "deployables": "deployable", "attributes": "attribute"}
 _ACTIONS = {"GET": "get_all", "POST": "create", "PATCH": "update", "DELETE": "delete"}
+# Routes whose rule the naming below does not give.
+_NAMED = {("GET", "/v2/quotas/usage"): "cyborg:quota:get"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,8 @@ def route_rule(method: str, path: str) -> str | None:
     """The rule a route's handler checks, by the API's naming: `GET /v2/devices` ->
     `cyborg:device:get_all`, `GET /v2/devices/{uuid}` -> `get_one`, `POST /v2/devices/{uuid}/enable`
     -> `enable`; None for a route outside the cyborg:* rules."""
+    if (method, path) in _NAMED:
+        return _NAMED[method, path]
     parts = path.strip("/").split("/")
     if len(parts) < 2 or parts[0] != "v2" or parts[1] not in _RESOURCES:
         return None

@@ -37,6 +37,7 @@ ALLOWED = {
     "cyborg:deployable:program": ADMINS,
     "cyborg:attribute:get_all": MANAGERS, "cyborg:attribute:get_one": MANAGERS,
     "cyborg:attribute:create": ADMINS, "cyborg:attribute:delete": ADMINS,
+    "cyborg:quota:get": EVERYONE,
 }
 SETUP = {"X-Project-Id": PROJECT, "X-User-Id": "setup", "X-Roles": "admin", "X-Service-Roles": "service"}
 
@@ -240,6 +241,7 @@ CASES = [
     Case("POST", "/v2/attributes", "cyborg:attribute:create", 201, _attribute_create),
     Case("GET", "/v2/attributes/{uuid}", "cyborg:attribute:get_one", 200, _attribute_show),
     Case("DELETE", "/v2/attributes/{uuid}", "cyborg:attribute:delete", 204, _attribute_delete),
+    Case("GET", "/v2/quotas/usage", "cyborg:quota:get", 200, static("GET", "/v2/quotas/usage")),
 ]
 CALLERS = list(itertools.product(ROLE_SETS, (False, True)))
 

@@ -1,0 +1,78 @@
+"""Quotas through the API: a bind over the `[quota]` limit is 403 in Cyborg's body naming the
+resource, limit and usage, and changes nothing; GET /v2/quotas/usage shows usage and limits (a
+project its own, an admin any)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from cyborg_errors import cyborg_fault
+from factories import add_device, add_profile
+from rayborg.api.app import create_app
+from rayborg.settings import Settings
+
+MEMBER = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member"}
+NOVA = {**MEMBER, "X-Service-Roles": "service"}
+OTHER = {"X-Project-Id": "p2", "X-User-Id": "u2", "X-Roles": "member"}
+ADMIN = {"X-Project-Id": "p0", "X-User-Id": "a", "X-Roles": "admin"}
+USAGE = "/v2/quotas/usage"
+
+
+@pytest.fixture
+async def client(aiohttp_client, store, database_url):
+    settings = Settings(database_url=database_url, quota={"default": -1, "FPGA": 1}, _env_file=None)
+    return await aiohttp_client(create_app(settings, store))
+
+
+@pytest.fixture
+def tree(store):
+    add_profile(store, "dp", [{"resources:FPGA": "1"}])
+    return add_device(store, handles_per_deployable=4)
+
+
+async def create(client, headers=MEMBER) -> str:
+    resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "dp"}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["arqs"][0]["uuid"]
+
+
+async def bind(client, tree, arq: str, headers=NOVA):
+    ops = [{"op": "add", "path": "/hostname", "value": "host1"},
+           {"op": "add", "path": "/device_rp_uuid", "value": tree.rp_uuids[0]},
+           {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())}]
+    return await client.patch("/v2/accelerator_requests", json={arq: ops}, headers=headers)
+
+
+async def usages(client, headers=MEMBER, query: str = "", status: int = 200):
+    resp = await client.get(USAGE + query, headers=headers)
+    if status != 200:
+        return await cyborg_fault(resp, status)
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["quota_usages"]
+
+
+async def test_bind_over_quota_is_403_and_changes_nothing(client, tree):
+    first, second = await create(client), await create(client)
+    assert (await bind(client, tree, first)).status == 202
+    refused = await cyborg_fault(await bind(client, tree, second), 403)
+    assert "FPGA" in refused and "limit 1" in refused and "usage 1" in refused
+    shown = await client.get(f"/v2/accelerator_requests/{second}", headers=MEMBER)
+    assert (await shown.json())["state"] == "Initial"
+    other = await create(client, OTHER)  # another project has a quota of its own
+    assert (await bind(client, tree, other, {**OTHER, "X-Service-Roles": "service"})).status == 202
+
+
+async def test_usage_shows_own_project_and_admin_any(client, tree):
+    assert await usages(client) == [{"project_id": "p1", "resource": "FPGA", "used": 0, "reserved": 0, "limit": 1}]
+    assert (await bind(client, tree, await create(client))).status == 202
+    mine = await usages(client)
+    assert len(mine) == 1 and mine[0]["used"] + mine[0]["reserved"] == 1 and mine[0]["limit"] == 1
+    assert await usages(client, OTHER) == [{"project_id": "p2", "resource": "FPGA", "used": 0, "reserved": 0,
+                                            "limit": 1}]
+    assert "another project" in await usages(client, OTHER, "?project_id=p1", status=403)
+    seen = await usages(client, ADMIN, "?project_id=p1")  # the bind may have finished meanwhile
+    assert [(u["project_id"], u["resource"], u["used"] + u["reserved"]) for u in seen] == [("p1", "FPGA", 1)]
+    assert [u["project_id"] for u in await usages(client, ADMIN)] == ["p1"]  # every project holding any
+    assert "Unknown argument" in await usages(client, MEMBER, "?project=p1", status=400)
