@@ -35,7 +35,7 @@ from rayborg.actors.runtime_config import (NAMESPACE, PLACEMENT_SYNC_NAME, Runti
                                            host_agent_name)
 from rayborg.actors.standalone_placement import DEFAULT_OWNER, AllocationPusher
 from rayborg.drivers.base import BoundHandle
-from rayborg.store import arq_state, attach_handles, bind_plan, claims, nova_events
+from rayborg.store import arq_state, attach_handles, bind_plan, claims, loaded_function, nova_events
 from rayborg.store.attach_handles import HeldHandle
 from rayborg.store.bind_plan import BindPlan
 from rayborg.store.daemon_lease import shown_url
@@ -72,7 +72,8 @@ def nova_client(config: RuntimeConfig):
 
 def _slow(plan: BindPlan, placement: bool) -> bool:
     """Whether a bind needs more than a handle claimed (left to `Binder._bind_slow`)."""
-    return bool(plan.error or plan.bitstream_id or prepares(plan.driver_name) or (plan.standalone and placement))
+    return bool(plan.error or plan.bitstream_id or plan.function or prepares(plan.driver_name)
+                or (plan.standalone and placement))
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64)
@@ -204,6 +205,10 @@ class Binder:
             result = await self._program(plan)
             if not result["ok"]:
                 return await self._fail(arq_uuid, f"programming failed: {result['error']}")
+        elif plan.function is not None:
+            result = await self._program_function(plan)
+            if not result["ok"]:
+                return await self._fail(arq_uuid, result["error"])
         prepared = None
         try:
             if prepares(plan.driver_name):
@@ -238,6 +243,22 @@ class Binder:
         if result["ok"]:
             await asyncio.to_thread(self.store.transact, bind_plan.record_bitstream, plan.deployable_id,
                                     plan.bitstream_id)
+        return result
+
+    async def _program_function(self, plan: BindPlan) -> dict[str, Any]:
+        """The host finds the one bitstream with the function the profile names and programs it,
+        unless the deployable already runs that function (what the store last heard of it)."""
+        try:
+            agent = self._agent(plan.hostname)
+        except ValueError:
+            return {"ok": False, "error": f"host {plan.hostname} has no agent"}
+        bitstream_id, reported = await asyncio.to_thread(self.store.query, loaded_function.loaded,
+                                                         plan.deployable_id)
+        result = await agent.program_function.remote(plan.driver_name, plan.deployable_name, plan.function,
+                                                     bitstream_id, reported)
+        if result["ok"] and result["programmed"]:
+            await asyncio.to_thread(self.store.transact, bind_plan.record_bitstream, plan.deployable_id,
+                                    result["bitstream_id"])
         return result
 
     async def _prepare(self, arq_uuid: str) -> tuple[HeldHandle, str | None]:

@@ -41,6 +41,7 @@ class HostAgent:
         self.hotplug_sweeps = 0
         self.hotplug_subsystems: list[str] = []  # what the last hotplug batch was about
         self.programming: dict[str, float] = {}  # deployable name -> start time
+        self.programs_run = 0  # driver programmings started (since this agent started)
         self._program_calls: dict[str, tuple[Any, asyncio.Task]] = {}  # deployable -> (bitstream, call)
         self._sweep_lock = asyncio.Lock()
         self._queued_sweep: asyncio.Future | None = None
@@ -172,10 +173,10 @@ class HostAgent:
                            timeout: float | None) -> dict[str, Any]:
         fields = {"host": self.hostname, "deployable": deployable_name}
         self.programming[deployable_name] = time.time()
+        self.programs_run += 1
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(self.drivers.program, driver_name, deployable_name, bitstream,
-                                    timeout=timeout)
+            await asyncio.to_thread(self._program_sync, driver_name, deployable_name, bitstream, timeout)
         except Exception as exc:  # noqa: BLE001 - the caller gets a result, not a traceback
             log.warning("host %s: programming %s failed: %s", self.hostname, deployable_name, exc, extra=fields)
             metrics.programmed("failed", time.perf_counter() - started)
@@ -187,6 +188,44 @@ class HostAgent:
                  time.perf_counter() - started, extra=fields)
         await self._sweep_after_change()
         return {"ok": True, "error": None, "duration": time.perf_counter() - started}
+
+    def _program_sync(self, driver_name: str, deployable_name: str, bitstream: Any, timeout: float | None) -> None:
+        """The driver's programming; a bitstream found by function (`program_function`) is fetched
+        here first, inside the one-programming-per-deployable turn, and its download deleted after."""
+        from rayborg.drivers.bitstreams import Bitstream
+
+        if not isinstance(bitstream, Bitstream):
+            self.drivers.program(driver_name, deployable_name, bitstream, timeout=timeout)
+            return
+        local = self.drivers.bitstreams.local_copy(bitstream)
+        try:
+            self.drivers.program(driver_name, deployable_name, local, timeout=timeout)
+        finally:
+            local.discard()
+
+    async def program_function(self, driver_name: str, deployable_name: str, query: Any,
+                               bitstream_id: str | None, reported: list[str]) -> dict[str, Any]:
+        """Run the function `query` (drivers.bitstreams.BitstreamQuery) asks for on a deployable: find
+        the one bitstream of this host's source that matches and program it, unless the deployable
+        already runs it (`bitstream_id` and `reported`: what the store knows the deployable runs).
+        The result says which bitstream and whether it was programmed."""
+        from rayborg.drivers.bitstreams import already_runs
+
+        source = self.drivers.bitstreams
+        if source is None:
+            return {"ok": False, "error": f"host {self.hostname} has no bitstream source to find {query} in",
+                    "bitstream_id": None, "programmed": False}
+        try:
+            found = await asyncio.to_thread(source.find, query)
+        except Exception as exc:  # noqa: BLE001 - no match, several, Glance down: the caller's reason
+            return {"ok": False, "error": str(exc), "bitstream_id": None, "programmed": False}
+        if already_runs(found, bitstream_id, reported):
+            log.info("host %s: %s already runs %s (%s)", self.hostname, deployable_name, query, found.image_id,
+                     extra={"host": self.hostname, "deployable": deployable_name})
+            return {"ok": True, "error": None, "bitstream_id": found.image_id, "programmed": False}
+        result = await self.program(driver_name, deployable_name, found)
+        error = result["error"] and f"programming bitstream {found.image_id} for {query} failed: {result['error']}"
+        return result | {"error": error, "bitstream_id": found.image_id, "programmed": result["ok"]}
 
     async def prepare(self, driver_name: str, handle: Any) -> dict[str, Any]:
         """The driver's `prepare` of a handle claimed for an ARQ (drivers.base.BoundHandle)."""
@@ -212,6 +251,7 @@ class HostAgent:
                 "node_id": ctx.get_node_id(), "drivers": sorted(self.drivers.drivers),
                 "sysfs_root": self.sysfs_root, "last_hash": self.last_hash, "last_sweep": self.last_sweep,
                 "reports_sent": self.reports_sent, "programming": sorted(self.programming),
+                "programs_run": self.programs_run,
                 "hotplug": self._hotplug is not None, "hotplug_sweeps": self.hotplug_sweeps,
                 "hotplug_subsystems": self.hotplug_subsystems}
 

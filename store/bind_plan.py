@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 
+from rayborg.drivers.bitstreams import BitstreamQuery
 from rayborg.store import arq_state, attach_handles
 from rayborg.store.attach_handles import HeldHandle
 from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, ExtARQ, Host,
@@ -30,6 +31,7 @@ class BindPlan:
     bitstream_id: str | None      # to program first, or None
     error: str | None             # a reason to fail without trying
     standalone: bool = False      # rayborg chose the device: it allocates it in Placement too
+    function: BitstreamQuery | None = None  # a function to run: found, programmed unless running
 
 
 # Built once: building these selects cost more than running them (a binder runs them per batch).
@@ -53,7 +55,7 @@ def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
          loaded, dev_host, host_state) in rows:
         if uuid in plans:  # two deployables with one RP uuid: the first, as a lookup by RP would
             continue
-        error = bitstream = None
+        error = bitstream = function = None
         if dep_id is None:
             error = f"no deployable with resource provider {rp_uuid}"
         else:
@@ -63,10 +65,13 @@ def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
             wanted = group.get("accel:bitstream_id")
             if wanted and wanted != loaded:
                 bitstream = wanted
+            function = BitstreamQuery.from_group(group)
+            if function is not None and wanted:  # upstream fails such a bind too
+                error = error or f"accel:bitstream_id and {function} in one group: name one bitstream"
         plans[uuid] = BindPlan(arq_uuid=uuid, state=state, hostname=hostname, instance_uuid=instance,
                                deployable_id=dep_id, deployable_name=dep_name, driver_name=driver,
                                bitstream_id=bitstream, error=error,
-                               standalone=bool(standalone))
+                               standalone=bool(standalone), function=function)
     return plans
 
 
