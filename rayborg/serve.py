@@ -126,7 +126,9 @@ def _lease_lost(holder) -> None:
 
 def serve(settings: Settings) -> int:
     from rayborg.cli import CLIError
+    from rayborg.runtime import start_runtime
     from rayborg.store import daemon_lease
+    from rayborg.store.daemon_lease import RAY_STARTING
     from rayborg.store.engine import Store
     from rayborg.store.migrate import upgrade
 
@@ -160,7 +162,9 @@ def serve(settings: Settings) -> int:
         try:
             lease.keep_alive(_lease_lost)  # from now on: starting Ray may take longer than a lease
             log.info("database %s at schema %s", _safe_url(settings.database_url), revision)
-            return _serve(settings, store, socks, lambda: _start_holding(settings, store, lease),
+            if settings.actors:  # `rayborg status` meanwhile: starting, not --no-actors
+                lease.update(ray_address=RAY_STARTING)
+            return _serve(settings, store, socks, lambda: start_runtime(settings, store),
                           record=lambda runtime: lease.update(ray_address=runtime.gcs_address,
                                                               dashboard_url=runtime.dashboard_url))
         finally:
@@ -169,15 +173,6 @@ def serve(settings: Settings) -> int:
     finally:
         for sock in socks:
             sock.close()
-
-
-def _start_holding(settings: Settings, store, lease):
-    """The lease holder's Ray side: `rayborg status` says 'starting' meanwhile, not --no-actors."""
-    from rayborg.runtime import start_runtime
-    from rayborg.store.daemon_lease import RAY_STARTING
-
-    lease.update(ray_address=RAY_STARTING)
-    return start_runtime(settings, store)
 
 
 def _serve(settings: Settings, store, socks: list[socket.socket], start, record=None, joined=None) -> int:
