@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     # (a string: drivers parse their options from strings too).
     driver_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     report_interval: float = 60.0
+    # PATCH /v2/deployables/{uuid}/program answers once programming ends (the updated deployable, or
+    # the error) if that takes at most this many seconds; later, 202 and the outcome in the
+    # deployable's program_* fields. Intel/Xilinx tools take 10-60 s for a full image.
+    program_wait: float = Field(default=120.0, ge=0)
     # One binder keeps the store busy on 2 cores: measured with bench/writes.py's bind burst, SQLite
     # 1,078 binds/s with one and 1,093 with two; PostgreSQL 636 with one and 481 with two (the
     # binders' claims skip each other's locked handles and retry). A second one also costs ~80 MiB.

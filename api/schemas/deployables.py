@@ -21,6 +21,12 @@ class Deployable(BaseModel):
     created_at: str | None
     updated_at: str | None
     links: list[Link]
+    # rayborg: how the last PATCH .../program of this deployable went (Cyborg has no such fields).
+    program_status: str | None = Field(
+        default=None, description="the last programming request through the API: requested (waiting for "
+        "the host's agent), programming, done or failed; null when there was none")
+    program_image_uuid: str | None = Field(default=None, description="the image that request loads")
+    program_error: str | None = Field(default=None, description="why it failed")
 
 
 class DeployableList(BaseModel):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from rayborg.store.tables import Deployable, Device, ProgramRequest, utcnow
+
+
+# A request in one of these states still runs (or waits for a programmer); done and failed are final.
+ACTIVE = ("requested", "programming")
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,18 @@ def interrupted(session: Session) -> list[str]:
 def requested(session: Session) -> list[str]:
     """Uuids of the requests waiting for a programmer."""
     return list(session.scalars(select(ProgramRequest.uuid).where(ProgramRequest.state == "requested")))
+
+
+def outcome(session: Session, request_uuid: str) -> tuple[str, str | None]:
+    """(state, error) of one request."""
+    row = session.execute(select(ProgramRequest.state, ProgramRequest.error)
+                          .where(ProgramRequest.uuid == request_uuid)).one()
+    return row[0], row[1]
+
+
+def latest(session: Session, deployable_ids: list[int] | None = None) -> dict[int, ProgramRequest]:
+    """Each deployable's most recent request (all deployables', or those of `deployable_ids`)."""
+    newest = select(func.max(ProgramRequest.id)).group_by(ProgramRequest.deployable_id)
+    if deployable_ids is not None:
+        newest = newest.where(ProgramRequest.deployable_id.in_(deployable_ids))
+    return {r.deployable_id: r for r in session.scalars(select(ProgramRequest).where(ProgramRequest.id.in_(newest)))}

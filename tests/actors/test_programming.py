@@ -136,10 +136,10 @@ def test_api_programming_requests_end_done_or_failed(fpga_runtime):
 
     store, config = fpga_runtime
     deps = store.query(lambda s: list(s.exec(select(Deployable).order_by(Deployable.name))))
-    good = store.transact(record_program_request, deps[0].uuid, BITSTREAM, "p")[2].uuid
+    good = store.transact(record_program_request, deps[0].uuid, BITSTREAM, "p").program.uuid
     # A deployable whose driver is not on its host fails cleanly, with the reason recorded.
     store.transact(lambda s: setattr(s.get(Deployable, deps[1].id), "driver_name", "xilinx_fpga"))
-    bad = store.transact(record_program_request, deps[1].uuid, BITSTREAM, "p")[2].uuid
+    bad = store.transact(record_program_request, deps[1].uuid, BITSTREAM, "p").program.uuid
     programmer = RayProgrammer(store)
 
     async def run():

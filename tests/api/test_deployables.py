@@ -1,5 +1,6 @@
-"""/v2/deployables: list, show, attributes_list, links, program requests and their errors."""
+"""/v2/deployables: list, show, attributes_list, links, program requests, their outcome and errors."""
 
+import asyncio
 import json
 
 import pytest
@@ -7,12 +8,56 @@ from cyborg_errors import cyborg_fault
 from factories import add_device, add_profile
 from sqlmodel import select
 
+from rayborg.api.app_keys import PROGRAMMER
+from rayborg.drivers.base import HostReport
+from rayborg.drivers.registry import HostDrivers
 from rayborg.store import arq_state
-from rayborg.store.tables import ProgramRequest
+from rayborg.store.host_reports import apply_report
+from rayborg.store.queries import program_requests
+from rayborg.store.tables import Deployable, ProgramRequest
 
 IMAGE = "76babc1b-3222-4992-a046-52441e403577"
 PROGRAM = [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE}]}]
 MEMBER = {"X-User-Id": "u", "X-Project-Id": "p1", "X-Roles": "member"}
+
+
+class HostStandIn:
+    """What RayProgrammer and the host's agent do with a recorded request, without Ray: take it, run
+    the "tool" (which fails with `error`, and holds while `hold` is clear), record the new bitstream
+    as the agent's next report would, and end the request."""
+
+    def __init__(self, store):
+        self.store, self.error, self.hold = store, None, asyncio.Event()
+        self.hold.set()
+        self.tasks: list[asyncio.Task] = []
+
+    async def submit(self, request_uuid: str) -> None:
+        self.tasks.append(asyncio.get_running_loop().create_task(self._run(request_uuid)))
+
+    async def _run(self, request_uuid: str) -> None:
+        job = await self.store.atransact(program_requests.start, request_uuid)
+        await self.hold.wait()
+        if self.error is None:
+            await self.store.atransact(lambda s: setattr(s.scalars(select(Deployable).where(
+                Deployable.name == job.deployable_name)).one(), "bitstream_id", job.image_uuid))
+        await self.store.atransact(program_requests.finish, request_uuid, self.error)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self.tasks)
+
+
+@pytest.fixture
+def host(store):
+    return HostStandIn(store)
+
+
+@pytest.fixture
+def app(settings, store, host):
+    from rayborg.api.app import create_app
+
+    app = create_app(settings, store)
+    app[PROGRAMMER] = host
+    return app
 
 
 @pytest.fixture
@@ -39,18 +84,74 @@ async def test_list_and_show(client, tree):
 
 
 @pytest.mark.parametrize("path", ["/program", "/program/{uuid}"])
-async def test_program_records_the_request(client, store, tree, path):
+async def test_program_answers_the_programmed_deployable(client, store, tree, path):
     uuid = tree.deployable_uuids[0]
+    before = await (await client.get(f"/v2/deployables/{uuid}")).json()
+    assert (before["bitstream_id"], before["program_status"], before["program_image_uuid"]) == (None, None, None)
     resp = await client.patch(f"/v2/deployables/{uuid}{path.format(uuid=uuid)}", json=PROGRAM)
     assert resp.status == 200
-    assert (await resp.json())["uuid"] == uuid
-    assert requests(store) == [(IMAGE, "requested")]
+    body = await resp.json()
+    assert body["uuid"] == uuid and body["bitstream_id"] == IMAGE
+    assert (body["program_status"], body["program_image_uuid"], body["program_error"]) == ("done", IMAGE, None)
+    assert await (await client.get(f"/v2/deployables/{uuid}")).json() == body
+    assert requests(store) == [(IMAGE, "done")]
+
+
+async def test_a_failed_programming_is_an_error_naming_the_reason(client, store, tree, host):
+    uuid = tree.deployable_uuids[0]
+    host.error = "fpgaconf: exit code 3 (cannot open FME)"
+    resp = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM)
+    message = await cyborg_fault(resp, 500)
+    assert message == f"FPGA programming of deployable {uuid} with image {IMAGE} failed: {host.error}"
+    shown = await (await client.get(f"/v2/deployables/{uuid}")).json()
+    assert (shown["bitstream_id"], shown["program_status"], shown["program_error"]) == (None, "failed", host.error)
+
+
+async def test_programming_longer_than_program_wait_is_202_and_its_outcome_readable_later(
+        client, store, tree, host, settings):
+    uuid, other = tree.deployable_uuids
+    settings.program_wait = 0.1
+    host.hold.clear()  # the tool runs until the test lets it finish
+    resp = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM)
+    assert resp.status == 202
+    body = await resp.json()
+    assert (body["uuid"], body["bitstream_id"], body["program_status"]) == (uuid, None, "programming")
+    # one programming per deployable at a time; another deployable is not held up
+    again = await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM)
+    assert "is already being programmed with image" in await cyborg_fault(again, 409)
+    assert (await client.patch(f"/v2/deployables/{other}/program", json=PROGRAM)).status == 202
+    host.hold.set()
+    await host.drain()
+    for dep in (uuid, other):
+        shown = await (await client.get(f"/v2/deployables/{dep}")).json()
+        assert (shown["bitstream_id"], shown["program_status"], shown["program_error"]) == (IMAGE, "done", None)
+    listed = (await (await client.get("/v2/deployables")).json())["deployables"]
+    assert [d["program_status"] for d in listed] == ["done", "done"]
+    assert (await client.patch(f"/v2/deployables/{uuid}/program", json=PROGRAM)).status == 200
+
+
+async def test_without_actors_programming_is_503_and_records_nothing(aiohttp_client, settings, store, tree):
+    from rayborg.api.app import create_app
+
+    client = await aiohttp_client(create_app(settings, store))  # --no-actors: no programmer
+    resp = await client.patch(f"/v2/deployables/{tree.deployable_uuids[0]}/program", json=PROGRAM)
+    assert "--no-actors" in await cyborg_fault(resp, 503)
+    assert requests(store) == []
+
+
+async def test_stub_devices_are_not_listed(client, store):
+    """A stub device (its management stack not loaded: Intel FPGA without fpga/) is not stored."""
+    body = HostDrivers("h1", drivers=["fake"], options={"fake": {"spec": "fpga:2"}}).discover().model_dump()
+    body["devices"][1]["stub"] = True
+    store.transact(apply_report, HostReport.model_validate(body))
+    deps = (await (await client.get("/v2/deployables")).json())["deployables"]
+    assert [d["name"] for d in deps] == ["h1_fake_fpga_0"]
 
 
 async def test_program_by_an_admin_records_the_project(client, store, tree):
     resp = await client.patch(f"/v2/deployables/{tree.deployable_uuids[0]}/program", json=PROGRAM,
                               headers={"X-User-Id": "a", "X-Project-Id": "p9", "X-Roles": "admin"})
-    assert resp.status == 200
+    assert resp.status == 200, await resp.text()
     assert store.query(lambda s: [r.project_id for r in s.exec(select(ProgramRequest))]) == ["p9"]
 
 
@@ -106,7 +207,7 @@ async def test_program_refused_while_bound(client, store, tree):
     assert resp.status == 409
     other = await client.patch(f"/v2/deployables/{tree.deployable_uuids[1]}/program", json=PROGRAM)
     assert other.status == 200
-    assert requests(store) == [(IMAGE, "requested")]
+    assert requests(store) == [(IMAGE, "done")]
 
 
 @pytest.mark.parametrize("url,status,message", [
