@@ -189,7 +189,8 @@ class HostAgent:
         await self._sweep_after_change()
         return {"ok": True, "error": None, "duration": time.perf_counter() - started}
 
-    def _program_sync(self, driver_name: str, deployable_name: str, bitstream: Any, timeout: float | None) -> None:
+    def _program_sync(self, driver_name: str, deployable_name: str, bitstream: Any,
+                      timeout: float | None) -> None:
         """The driver's programming; a bitstream found by function (`program_function`) is fetched
         here first, inside the one-programming-per-deployable turn, and its download deleted after."""
         from rayborg.drivers.bitstreams import Bitstream
@@ -224,7 +225,8 @@ class HostAgent:
                      extra={"host": self.hostname, "deployable": deployable_name})
             return {"ok": True, "error": None, "bitstream_id": found.image_id, "programmed": False}
         result = await self.program(driver_name, deployable_name, found)
-        error = result["error"] and f"programming bitstream {found.image_id} for {query} failed: {result['error']}"
+        error = result["error"] and (f"programming bitstream {found.image_id} for {query} failed: "
+                                     f"{result['error']}")
         return result | {"error": error, "bitstream_id": found.image_id, "programmed": result["ok"]}
 
     async def prepare(self, driver_name: str, handle: Any) -> dict[str, Any]:

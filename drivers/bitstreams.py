@@ -54,7 +54,8 @@ class BitstreamMeta(BaseModel):
     topology: Any = None
     description: str | None = None
     region_uuid: str | None = None
-    function_name: str | None = Field(None, validation_alias=AliasChoices("function_name", "accel:function_name"))
+    function_name: str | None = Field(None, validation_alias=AliasChoices("function_name",
+                                                                         "accel:function_name"))
     name: str | None = None  # Glance's image name (`accel:bitstream_name` matches it)
 
 
@@ -115,8 +116,8 @@ def already_runs(bs: Bitstream, bitstream_id: str | None, reported: Iterable[str
     if bitstream_id is not None and bitstream_id == bs.image_id:
         return True
     trait_tail = "_" + re.sub(r"[^A-Z0-9_]", "_", bs.meta.function_uuid.upper())
-    return any(r.endswith(trait_tail) if r.startswith(FUNCTION_TRAIT) else _norm(r) == _norm(bs.meta.function_uuid)
-               for r in reported)
+    function = _norm(bs.meta.function_uuid)
+    return any(r.endswith(trait_tail) if r.startswith(FUNCTION_TRAIT) else _norm(r) == function for r in reported)
 
 
 class BitstreamSource(Protocol):

@@ -13,8 +13,8 @@ from rayborg.store.tables import Attribute, Deployable
 _LOADED = (
     select(Deployable.bitstream_id, Attribute.value)
     .outerjoin(Attribute, (Attribute.deployable_id == Deployable.id)
-               & or_(Attribute.key == "function_id",
-                     Attribute.key.startswith("trait") & Attribute.value.startswith("CUSTOM_FPGA_FUNCTION_ID_")))
+               & or_(Attribute.key == "function_id", Attribute.key.startswith("trait")
+                     & Attribute.value.startswith("CUSTOM_FPGA_FUNCTION_ID_")))
     .where(Deployable.id == bindparam("deployable_id")))
 
 
