@@ -230,12 +230,14 @@ class Settings(BaseSettings):
     @field_validator("quota")
     @classmethod
     def _quota_limits(cls, table: dict[str, int]) -> dict[str, int]:
-        for key, limit in table.items():
+        # resource classes are upper case; environment variable names arrive lower-cased
+        limits = {"default" if key.lower() == "default" else key.upper(): limit for key, limit in table.items()}
+        for key, limit in limits.items():
             if key != "default" and not re.fullmatch(r"[A-Z0-9_]+", key):
                 raise ValueError(f"{key!r} is neither 'default' nor a resource class (e.g. FPGA, CUSTOM_QAT)")
             if limit < -1:
                 raise ValueError(f"{key} = {limit}: a limit is -1 (unlimited) or more")
-        return table
+        return limits
 
     @field_validator("driver_options")
     @classmethod

@@ -76,3 +76,15 @@ async def test_usage_shows_own_project_and_admin_any(client, tree):
     assert [(u["project_id"], u["resource"], u["used"] + u["reserved"]) for u in seen] == [("p1", "FPGA", 1)]
     assert [u["project_id"] for u in await usages(client, ADMIN)] == ["p1"]  # every project holding any
     assert "Unknown argument" in await usages(client, MEMBER, "?project=p1", status=400)
+
+
+def test_quota_limits_from_the_environment_and_bad_ones(monkeypatch, tmp_path):
+    from rayborg.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("RAYBORG_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("[quota]\ndefault = 2\n")
+    monkeypatch.setenv("RAYBORG_QUOTA__CUSTOM_QAT", "3")  # arrives lower-cased
+    assert load_settings().quota == {"default": 2, "CUSTOM_QAT": 3}
+    monkeypatch.setenv("RAYBORG_QUOTA__FPGA", "-2")
+    with pytest.raises(SettingsError, match="FPGA = -2"):
+        load_settings()
