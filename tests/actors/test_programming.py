@@ -180,3 +180,18 @@ def test_one_programming_per_deployable_and_a_cancelled_caller_leaves_it_marked(
     assert ray.get(agent.status.remote())["programming"] == [name]  # the tool still runs
     wait_for(lambda: ray.get(agent.status.remote())["programming"] == [], timeout=20, interval=0.05,
              what="the tool to finish")
+
+
+def test_the_loaded_bitstream_survives_a_host_agent_restart(fpga_runtime):
+    """The fake driver, like Inspur's, cannot read back what is loaded: the restarted agent reports
+    no bitstream, and the store keeps the one programmed (the next bind does not reprogram)."""
+    store, _ = fpga_runtime
+    dep = store.query(lambda s: s.exec(select(Deployable).order_by(Deployable.name)).first())
+    agent = ray.get_actor(host_agent_name("host-a"), namespace=NAMESPACE)
+    assert ray.get(agent.program.remote("fake", dep.name, BITSTREAM), timeout=60)["ok"]
+    assert store.query(lambda s: s.get(Deployable, dep.id).bitstream_id) == BITSTREAM
+    pid = ray.get(agent.status.remote())["pid"]
+    ray.kill(agent, no_restart=False)
+    wait_for(lambda: (lambda st: st["pid"] != pid and st["reports_sent"] >= 1)(ray.get(agent.status.remote())),
+             timeout=60, what="the restarted agent's first report")
+    assert store.query(lambda s: s.get(Deployable, dep.id).bitstream_id) == BITSTREAM
