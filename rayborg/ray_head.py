@@ -7,15 +7,25 @@ which the Actors page and `ray list actors` need two: NodeHead (/logical/actors,
 StateHead (the state API, /api/v0/...). Measured with bench/memory_breakdown.py: ~20 MiB PSS per
 module process, ~50 MiB per monitor.
 
+Ray runs each dashboard module of the newer kind (`SubprocessModule`: NodeHead, StateHead, ...) in a
+process of its own, forked from a forkserver (itself two processes), and proxies the dashboard's
+requests to it over a Unix socket: with two modules, five processes and ~115 MiB PSS. With a list of
+modules (not "all"), the dashboard here runs them in its own process and event loop instead
+(`python -m rayborg.ray_head` is Ray's dashboard.py with `modules_in_this_process` applied): the
+module still serves its Unix socket and the dashboard still proxies to it, only from the same
+process; no forkserver, no module processes (~95 MiB less, bench/memory_breakdown.py).
+
 `ray.init` takes no option for any of these, so `trimmed_head` adjusts the two places where it
 decides, for the duration of one `ray.init` call: the head's RayParams (no_monitor,
 include_log_monitor) and the dashboard's command line (`--modules-to-load`, which Ray itself uses
-when the dashboard is off). ray is pinned (pyproject.toml); tests/e2e/test_startup.py checks the
+when the dashboard is off, and this module in place of dashboard.py). ray is pinned (pyproject.toml); tests/e2e/test_startup.py checks the
 processes and that the dashboard and `ray list actors` still show the actors.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +53,7 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
         if (process_type == ray_constants.PROCESS_TYPE_DASHBOARD and modules != ALL_MODULES
                 and not any(arg.startswith("--modules-to-load") for arg in command)):
             command = [*command, f"--modules-to-load={modules}"]
+            command = _in_this_process(command)
         return original_start(command, process_type, *args, **kwargs)
 
     node.Node.__init__, services.start_ray_process = init, start
@@ -50,3 +61,80 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
         yield
     finally:
         node.Node.__init__, services.start_ray_process = original_init, original_start
+
+
+def _in_this_process(command: list[str]) -> list[str]:
+    """The dashboard's command line with this module in place of Ray's dashboard.py."""
+    script = next((i for i, arg in enumerate(command) if arg.endswith(os.path.join("dashboard", "dashboard.py"))),
+                  None)
+    if script is None:  # not the command line this was written for: leave it to Ray
+        return command
+    return [*command[:script], "-m", "rayborg.ray_head", *command[script + 1:]]
+
+
+class _ThisProcess:
+    """What a SubprocessModuleHandle asks of the module's process, for a module running here."""
+
+    exitcode = None
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def is_alive(self) -> bool:
+        return True
+
+    def terminate(self) -> None:
+        pass
+
+    kill = terminate
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+def modules_in_this_process() -> None:
+    """Make Ray's dashboard run its SubprocessModules in its own process and event loop: each module
+    is made and its `run()` (its aiohttp server on the module's Unix socket, its background tasks)
+    scheduled on the dashboard's loop; the handle proxies to that socket as before. There is no
+    process to watch, so the handle's health check only waits for `run()`, and fails (the dashboard
+    logs it) if that raises."""
+    from ray.dashboard.subprocesses import handle as handle_module
+    from ray.dashboard.subprocesses.utils import get_http_session_to_module
+
+    cls = handle_module.SubprocessModuleHandle
+
+    def start_module(self) -> None:
+        os.makedirs(self.config.socket_dir, exist_ok=True)
+        self.process = _ThisProcess()
+        module = self.module_cls(self.config)
+        self._rayborg_module = module  # keeps it (and its background tasks' owner) alive
+        self._rayborg_running = self.loop.create_task(module.run(), name=f"{self.module_cls.__name__}.run")
+
+    def wait_for_module_ready(self) -> None:
+        self.http_client_session = get_http_session_to_module(
+            self.module_cls.__name__, self.config.socket_dir, self.config.session_name)
+        self.health_check_task = self.loop.create_task(self._rayborg_running_check())
+
+    async def running_check(self) -> None:
+        await self._rayborg_running  # raises (and the dashboard logs it) when the module failed to start
+
+    cls.preload_in_forkserver = classmethod(lambda klass, module_classes: None)
+    cls.start_module = start_module
+    cls.wait_for_module_ready = wait_for_module_ready
+    cls._rayborg_running_check = running_check
+
+
+def _run_dashboard() -> None:
+    """Ray's dashboard.py as its `__main__`, with the modules in this process."""
+    import importlib.util
+    import runpy
+
+    modules_in_this_process()
+    spec = importlib.util.find_spec("ray.dashboard.dashboard")
+    assert spec is not None and spec.origin
+    sys.argv[0] = spec.origin
+    runpy.run_path(spec.origin, run_name="__main__")
+
+
+if __name__ == "__main__":
+    _run_dashboard()

@@ -133,8 +133,13 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
 
         # Only the Ray processes rayborg uses (rayborg/ray_head.py) ...
         procs = processes_of(server.proc.pid)
-        modules = sorted(p.split()[0] for p in procs if p.startswith("ray-dashboard-"))
-        assert modules == ["ray-dashboard-NodeHead-0", "ray-dashboard-StateHead-0"], modules
+        # The dashboard runs its NodeHead and StateHead modules in its own process: no module processes,
+        # no forkserver (multiprocessing's forkserver and its resource tracker).
+        assert not [p for p in procs if p.startswith("ray-dashboard-") or "forkserver" in p
+                    or "resource_tracker" in p], procs
+        dashboards = [p for p in procs if "rayborg.ray_head" in p or "dashboard/dashboard.py" in p]
+        assert len(dashboards) == 1 and "-m rayborg.ray_head " in dashboards[0], dashboards
+        assert "--modules-to-load=NodeHead,StateHead" in dashboards[0]
         assert not [p for p in procs if "autoscaler/_private/monitor.py" in p or "log_monitor.py" in p]
         # ... and still every actor by name in the dashboard's Actors page and `ray list actors`.
         names = {f"rayborg:host:{host}", "rayborg:placement-sync", "rayborg:binder:0"}
