@@ -1,9 +1,12 @@
 """Runtime benchmark: Placement sync cost and bind throughput/latency through the binder actors.
 
-    python bench/runtime_bench.py [--hosts 100] [--devices 8] [--arqs 1000]
+    python bench/runtime_bench.py [--hosts 200] [--devices 8] [--nodes 3] [--arqs 1000] [--only sync|binds]
 
-Starts its own real Placement (tests/service_starters.py) and a local Ray, prints a table and
-writes bench/results/runtime.json. Figures, not assertions: compare runs on the same machine.
+Placement sync: --hosts simulated hosts x --devices devices, reported from stand-in HostAgents on
+--nodes Ray nodes (ray.cluster_utils.Cluster) through Ray to a real PlacementSync, against a real
+Placement of its own (tests/service_starters.py) whose access log counts the calls and Placement's own
+answering time: the first report, an unchanged re-report, one device added, one host lost. Binds: a
+local Ray. Prints the results as JSON and writes bench/results/runtime.json (both halves only). Figures, not assertions: compare runs on the same machine.
 """
 
 from __future__ import annotations
@@ -19,46 +22,85 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
-from placement_server import PlacementServer  # noqa: E402
 
+def placement_sync_cost(hosts: int, devices: int, db_url: str, nodes: int = 3) -> dict:
+    """Simulated hosts on `nodes` Ray nodes report through Ray to a real PlacementSync, which applies
+    them to the store and pushes them to a real Placement of its own. Placement's access log counts
+    the calls and the time Placement itself spent answering them."""
+    import ray
 
-def placement_sync_cost(placement_url: str, hosts: int, devices: int, db_url: str) -> dict:
+    from many_hosts import CountedPlacement, HostAgentStandIns, on_node, ray_nodes
     from rayborg.actors.placement_client import PlacementClient
-    from rayborg.actors.placement_push import push
-    from rayborg.drivers.registry import HostDrivers
+    from rayborg.actors.placement_sync import PlacementSync
+    from rayborg.actors.runtime_config import RuntimeConfig
     from rayborg.store.engine import Store
-    from rayborg.store.host_reports import apply_report
     from rayborg.store.migrate import upgrade
     from rayborg.store.placement_state import provider_uuid
 
     store = Store(db_url)
     upgrade(store.engine)
-    client = PlacementClient(placement_url)
-    names = [f"bench-host-{i:03d}" for i in range(hosts)]
-    for name in names:
-        client._request("POST", "/resource_providers", {"name": name, "uuid": provider_uuid(name)})
-    agents = {n: HostDrivers(n, drivers=["fake"], options={"fake": {"spec": f"fpga:{devices}x2", "seed": i}})
-              for i, n in enumerate(names)}
-
-    def round_(reports) -> tuple[float, int, int]:
-        client.calls.clear()
-        started = time.perf_counter()
-        for report in reports:
-            store.transact(apply_report, report)
-            push(store, client, report.hostname)
-        return time.perf_counter() - started, sum(client.calls.values()), client.writes
-
-    first = round_([a.discover() for a in agents.values()])
-    unchanged = round_([a.discover() for a in agents.values()])
-    # One device changes: a card is plugged into one host.
-    grown = HostDrivers(names[0], drivers=["fake"], options={"fake": {"spec": f"fpga:{devices + 1}x2", "seed": 0}})
-    one = round_([grown.discover()])
     store.dispose()
-    return {"hosts": hosts, "devices_per_host": devices,
-            "first_sync": {"seconds": round(first[0], 2), "calls": first[1], "writes": first[2]},
-            "unchanged_rereport": {"seconds": round(unchanged[0], 2), "calls": unchanged[1], "writes": unchanged[2]},
-            "one_device_changed": {"seconds": round(one[0], 3), "calls": one[1], "writes": one[2]}}
+    placement = CountedPlacement().start()
+    client = PlacementClient(placement.url)
+    names = [f"bench-host-{i:03d}" for i in range(hosts)]
+    for name in names:  # Nova's compute nodes, under which the devices nest
+        client._request("POST", "/resource_providers", {"name": name, "uuid": provider_uuid(name)})
+    try:
+        with ray_nodes(nodes):
+            # The store's only writer sits on the head, as the supervisor puts it with SQLite.
+            sync = PlacementSync.options(**on_node(0)).remote(
+                RuntimeConfig(database_url=db_url, placement_url=placement.url))
+            ray.get(sync.status.remote(), timeout=120)
+            share = {k: {n: i for i, n in enumerate(names) if i % nodes == k} for k in range(nodes)}
+            agents = {k: HostAgentStandIns.options(**on_node(k)).remote(sync, share[k], devices)
+                      for k in range(nodes)}
+            where = {n: k for k in share for n in share[k]}
+
+            def round_(hostnames: list[str] | None = None) -> dict:
+                mark = placement.mark()
+                started = time.perf_counter()
+                ray.get([a.report.remote(hostnames) for k, a in agents.items()
+                         if hostnames is None or any(where[n] == k for n in hostnames)])
+                return timed(started, placement.since(mark))
+
+            first = round_()
+            unchanged = round_()
+            # One device changes: a card is plugged into one host.
+            ray.get(agents[0].resize.remote(names[0], devices + 1))
+            one = round_([names[0]])
+            # A host's node leaves: the supervisor has PlacementSync mark it lost; then a push.
+            lost_name = names[-1]
+            mark = placement.mark()
+            started = time.perf_counter()
+            ray.get(sync.host_lost.remote(lost_name))
+            ray.get(sync.sync_now.remote())
+            lost = timed(started, placement.since(mark))
+            lost.update(devices=devices, **reserved_providers(client, provider_uuid(lost_name)))
+    finally:
+        placement.stop()
+    return {"hosts": hosts, "devices_per_host": devices, "ray_nodes": nodes,
+            "first_sync": first, "unchanged_rereport": unchanged, "one_device_changed": one,
+            "host_lost": lost}
+
+
+def timed(started: float, load) -> dict:
+    """A round's wall time beside what Placement answered in it and its own time for that."""
+    wall = time.perf_counter() - started
+    return {"seconds": round(wall, 3), "calls": load.total, "writes": load.writes,
+            "placement_own_seconds": round(load.busy_s, 3),
+            "wall_per_placement_second": round(wall / load.busy_s, 2) if load.busy_s else None}
+
+
+def reserved_providers(client, compute_uuid: str) -> dict:
+    """How many of a compute node's device providers have their whole inventory reserved."""
+    providers = [p["uuid"] for p in client.providers_in_tree(compute_uuid) if p["uuid"] != compute_uuid]
+    reserved = 0
+    for rp in providers:
+        inventories = client.get_inventories(rp)[1].values()
+        reserved += all(inv["reserved"] >= inv["total"] for inv in inventories)
+    return {"providers": len(providers), "providers_reserved": reserved}
 
 
 def bind_throughput(arqs: int, db_url: str, concurrency: int = 50) -> dict:
@@ -146,20 +188,17 @@ def bind_throughput(arqs: int, db_url: str, concurrency: int = 50) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--hosts", type=int, default=200, help="simulated hosts (Placement sync)")
     parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--nodes", type=int, default=3, help="Ray nodes the simulated hosts are spread over")
     parser.add_argument("--arqs", type=int, default=1000)
     parser.add_argument("--only", choices=("sync", "binds"), help="one half only (results are not written)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rayborg-bench-"))
     results = {}
     if args.only != "binds":
-        placement = PlacementServer().start()
-        try:
-            results["placement_sync"] = placement_sync_cost(placement.url, args.hosts, args.devices,
-                                                            f"sqlite:///{tmp / 'sync.db'}")
-        finally:
-            placement.stop()
+        results["placement_sync"] = placement_sync_cost(args.hosts, args.devices, f"sqlite:///{tmp / 'sync.db'}",
+                                                        args.nodes)
     if args.only != "sync":
         results["binds"] = bind_throughput(args.arqs, f"sqlite:///{tmp / 'binds.db'}")
     if args.only is None:
