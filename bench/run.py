@@ -14,8 +14,9 @@ Writes (unless --reads-only; needs Debian's rabbitmq-server): Cyborg with Rabbit
 real Placement from tests/service_starters.py), rayborg as `rayborg serve` with its Ray actors, both
 sending bind events to bench/nova_standin.py; bench/writes.py measures profile create+delete,
 create->Bound and ARQs bound/s, and the PSS of each whole deployment. Last, rayborg's Placement sync
-cost against that Placement (--sync-hosts simulated hosts x 8 devices: first report, unchanged
-re-report, one device added).
+cost (--hosts simulated hosts x 8 devices on 3 Ray nodes, reporting through Ray to a real PlacementSync
+and a Placement of its own: first report, unchanged re-report, one device added, one host lost;
+--sync-only runs just that).
 Prints a table and writes bench/results/results.{json,md} and bench/results/reads.png.
 Figures, not assertions: compare runs on the same machine only.
 """
@@ -477,26 +478,42 @@ def build_rows(res: dict) -> list[dict]:
 
 
 SYNC_ONE_CHANGE_MAX_CALLS = 10  # "O(1)": one changed device costs a handful of calls, whatever the cluster
+SYNC_OWN_TIME_RATIO = 2.0       # the first sync's wall <= 2x the time Placement itself spent answering it
+SYNC_LOST_EXTRA_CALLS = 4       # a lost host: a read and a write per device, and a few more
 
 
 def sync_rows(sync: dict | None) -> list[dict]:
     """rayborg's Placement sync cost (bench/runtime_bench.placement_sync_cost); Cyborg has no column:
-    its agents report through the conductor, which this run does not simulate for 100 hosts."""
+    its agents report through the conductor, which this run does not simulate for 200 hosts. The
+    floor of the wall-time row is Placement's own answering time for the same calls (its access log)."""
     if not sync:
         return []
     size = f"{sync['hosts']} hosts x {sync['devices_per_host']} devices"
     first, same, one = sync["first_sync"], sync["unchanged_rereport"], sync["one_device_changed"]
 
-    def row(metric, value, target="", met=None):
-        return {"metric": f"Placement sync: {metric}", "rayborg": value, "cyborg": None, "floor": None,
-                "ratio": None, "target": target, "met": met}
+    def row(metric, value, target="", met=None, floor=None):
+        return {"metric": f"Placement sync: {metric}", "rayborg": value, "cyborg": None, "floor": floor,
+                "ratio": ratio(value, floor), "target": target, "met": met}
 
-    return [row(f"first report of {size}: Placement calls", first["calls"]),
-            row(f"first report of {size}: wall s", first["seconds"]),
+    own = first.get("placement_own_seconds")
+    bound = ratio(first["seconds"], own)
+    rows = [row(f"first report of {size}: Placement calls", first["calls"]),
+            row(f"first report of {size}: wall s (floor: Placement's own answering s)", first["seconds"],
+                f"<= {SYNC_OWN_TIME_RATIO:g}x Placement's own", None if bound is None else bound <= SYNC_OWN_TIME_RATIO,
+                own),
             row("unchanged re-report of every host: Placement writes", same["writes"], "0", same["writes"] == 0),
-            row("unchanged re-report of every host: Placement calls", same["calls"]),
+            row("unchanged re-report of every host: Placement calls", same["calls"], "0", same["calls"] == 0),
             row("one device added on one host: Placement calls", one["calls"],
                 f"O(1): <= {SYNC_ONE_CHANGE_MAX_CALLS}", one["calls"] <= SYNC_ONE_CHANGE_MAX_CALLS)]
+    lost = sync.get("host_lost")
+    if lost:
+        most = 2 * lost["devices"] + SYNC_LOST_EXTRA_CALLS
+        rows += [row(f"one host lost ({lost['devices']} devices): Placement calls", lost["calls"],
+                     f"O(devices): <= {most}", lost["calls"] <= most),
+                 row("one host lost: its device providers reserved in Placement",
+                     f"{lost['providers_reserved']} of {lost['providers']}", "all",
+                     lost["providers"] > 0 and lost["providers_reserved"] == lost["providers"])]
+    return rows
 
 
 CREATE_TO_BOUND_TARGET_MS = 20.0
@@ -622,9 +639,12 @@ def markdown(res: dict, t: list[list[str]]) -> str:
              ("- A request counts as an error on a non-200 answer or after 30 s without one (client timeout); "
               "requests still open when the window closes are awaited and counted."),
              "- Memory is the PSS of each deployment's process tree (`/proc/<pid>/smaps_rollup`).",
-             ("- Placement sync (`bench/runtime_bench.py`'s `placement_sync_cost`, rayborg only): the store "
-              "and Placement push of simulated hosts against the same real Placement (one gunicorn worker), "
-              "first report, then every host again unchanged, then one host with one more device."), "",
+             ("- Placement sync (`bench/runtime_bench.py`'s `placement_sync_cost`, rayborg only): simulated "
+              "hosts on 3 Ray nodes (stand-in HostAgents, `bench/many_hosts.py`) report through Ray to a real "
+              "PlacementSync, which pushes to a real Placement of its own (one gunicorn worker); Placement's "
+              "access log counts the calls and its own answering time (the wall-time row's floor). First "
+              "report, then every host again unchanged, then one host with one more device, then one host "
+              "marked lost as the supervisor does when its node leaves, and a push."), "",
              "| " + " | ".join(t[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(t[0]) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in t[1:]]
     if res.get("notes"):
@@ -674,6 +694,17 @@ def write_outputs(res: dict, out: Path) -> None:
         print(f"\nwrote {out / 'results.json'}, results.md, reads.png ({res.get('total_s')} s)")
 
 
+def measure_sync(hosts: int, work: Path) -> dict:
+    """bench/runtime_bench.py's Placement sync cost: its own Placement and 3 Ray nodes."""
+    from runtime_bench import placement_sync_cost
+
+    print(f"Placement sync cost, {hosts} hosts x 8 devices on 3 Ray nodes ...", flush=True)
+    sync = placement_sync_cost(hosts, 8, f"sqlite:///{work / 'sync.db'}", nodes=3)
+    for phase in ("first_sync", "unchanged_rereport", "one_device_changed", "host_lost"):
+        print(f"  {phase}: {sync[phase]}", flush=True)
+    return sync
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per endpoint (max 60)")
@@ -689,8 +720,10 @@ def main() -> int:
     ap.add_argument("--write-cycles", type=int, default=30,
                     help="sequential create->bind->unbind->delete cycles (and profile create+delete pairs)")
     ap.add_argument("--write-clients", type=int, default=10, help="concurrent clients for binds/s")
-    ap.add_argument("--sync-hosts", type=int, default=100,
-                    help="simulated hosts (8 devices each) for the Placement sync cost; 0 skips it")
+    ap.add_argument("--hosts", "--sync-hosts", dest="sync_hosts", type=int, default=200,
+                    help="simulated hosts (8 devices each, on 3 Ray nodes) for the Placement sync cost; 0 skips it")
+    ap.add_argument("--sync-only", action="store_true",
+                    help="only the Placement sync cost: print its rows, write nothing")
     ap.add_argument("--burst", type=int, default=600, help="instances (2 ARQs each) in rayborg's bind burst")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -699,6 +732,13 @@ def main() -> int:
     args = ap.parse_args()
     if args.render_only:
         write_outputs(json.loads((args.out / "results.json").read_text()), args.out)
+        return 0
+    if args.sync_only:
+        work = Path(tempfile.mkdtemp(prefix="rayborg-sync-"))
+        try:
+            print_table(table(sync_rows(measure_sync(args.sync_hosts, work))))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         return 0
     args.duration = min(args.duration, 60.0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -770,14 +810,7 @@ def main() -> int:
                                                       args.burst, writes["nova_url"])
             rf.stop()
             if args.sync_hosts > 0:
-                print(f"Placement sync cost, {args.sync_hosts} hosts x 8 devices ...", flush=True)
-                from runtime_bench import placement_sync_cost
-
-                res["placement_sync"] = placement_sync_cost(writes["placement_url"], args.sync_hosts, 8,
-                                                            f"sqlite:///{work / 'sync.db'}")
-                print(f"  first {res['placement_sync']['first_sync']}; unchanged "
-                      f"{res['placement_sync']['unchanged_rereport']}; one device "
-                      f"{res['placement_sync']['one_device_changed']}", flush=True)
+                res["placement_sync"] = measure_sync(args.sync_hosts, work)
     finally:
         for d in deps:
             d.stop()
