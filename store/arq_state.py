@@ -245,9 +245,9 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
         if target.project_id is not None:
             values["project_id"] = target.project_id
         _cas(session, arq.id, S.BIND_STARTED, **values)
-    if quota is not None:  # the reservation is the BindStarted rows just written: count them with the rest
-        quotas.check_bind(session, [(binds[a.uuid].project_id or a.project_id, a.device_profile_id,
-                                     a.device_profile_group_id) for a in arqs], quota)
+    # the reservation, counted (after the check against `quota`, if any) in this transaction
+    quotas.reserve(session, [(binds[a.uuid].project_id or a.project_id, a.device_profile_id,
+                              a.device_profile_group_id, a.state) for a in arqs], quota)
     return [a.uuid for a in arqs]
 
 
@@ -313,7 +313,8 @@ def finish_binds(session: Session, arq_uuids: list[str]) -> dict[str, str]:
 
 
 _BIND_COLUMNS = (_arqs.c.id, _arqs.c.uuid, _arqs.c.state, _arqs.c.hostname, _arqs.c.device_rp_uuid,
-                 _arqs.c.instance_uuid, _arqs.c.standalone, _arqs.c.attach_handle_id, _arqs.c.deployable_id)
+                 _arqs.c.instance_uuid, _arqs.c.standalone, _arqs.c.attach_handle_id, _arqs.c.deployable_id,
+                 _arqs.c.project_id, _arqs.c.device_profile_id, _arqs.c.device_profile_group_id)
 
 
 def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[str, ARQState | StoreError]:
@@ -323,13 +324,14 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
     rows = session.execute(_FINISH_ROWS, {"uuids": list(arq_uuids)}).all()
     out: dict[str, ARQState | StoreError] = {
         u: NotFoundError(f"Accelerator request not found: {u}") for u in arq_uuids}
-    todo, bound = [], []
+    todo, bound, moved = [], [], []  # moved: quota counter changes (store/quotas.py)
     reached = S.BIND_STARTED if hold else S.BOUND
 
     def claimed(row, handle_id: int, deployable_id: int) -> None:
         bound.append({"b_id": row.id, "b_handle": handle_id, "b_dep": deployable_id,
                       "b_event": row.instance_uuid is not None and not hold})
         out[row.uuid] = reached
+        moved.append((row.project_id, row.device_profile_id, row.device_profile_group_id, row.state, reached.value))
 
     for row in rows:
         if row.state in _FINISHABLE and row.attach_handle_id is not None:  # held: keep it
@@ -370,6 +372,9 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
         standalone_allocations.mark(session, [row.instance_uuid for row, _ in failed if row.standalone])
         _write_all(session, _FAILED_WRITE, [{"b_id": row.id, "b_error": error, "b_event": row.instance_uuid is not None,
                                              "b_now": now} for row, error in failed])
+        moved += [(row.project_id, row.device_profile_id, row.device_profile_group_id, row.state,
+                   S.BIND_FAILED.value) for row, _ in failed]
+    quotas.move(session, moved)
     return out
 
 
@@ -409,7 +414,14 @@ def fail_bind(session: Session, arq_uuid: str, error: str) -> ARQState:
     standalone_allocations.mark_arqs(session, [arq])
     _cas(session, arq.id, S.BIND_FAILED, attach_handle_id=None, deployable_id=None, bind_error=error,
          nova_event_pending=arq.instance_uuid is not None)
+    quotas.move(session, [_quota_change(arq, S.BIND_FAILED)])
     return S.BIND_FAILED
+
+
+def _quota_change(arq: Any, after: ARQState | None) -> tuple:
+    """An ARQ's state change as `quotas.move` counts it (after None: deleted)."""
+    return (arq.project_id, arq.device_profile_id, arq.device_profile_group_id, arq.state,
+            "" if after is None else after.value)
 
 
 _CLEARED = {"hostname": None, "device_rp_uuid": None, "instance_uuid": None, "attach_handle_id": None,
@@ -431,6 +443,7 @@ def unbind_locked(session: Session, arqs: list[Any]) -> dict[str, ARQState]:
             continue
         _cas(session, arq.id, S.UNBOUND, bind_error=None, **_CLEARED)
         states[arq.uuid] = S.UNBOUND
+    quotas.move(session, [_quota_change(arq, states[arq.uuid]) for arq in arqs])
     return states
 
 
@@ -468,5 +481,6 @@ def delete_locked(session: Session, arqs: list[Any], asked: list[str] | None, al
         if arq.attach_handle_id is not None:
             attach_handles.release(session, arq.attach_handle_id)
         session.execute(_arqs.delete().where(_arqs.c.id == arq.id))
+    quotas.move(session, [_quota_change(arq, None) for arq in arqs])
     found = {a.uuid for a in arqs}
     return [u for u in dict.fromkeys(asked or []) if u not in found]

@@ -266,3 +266,19 @@ class DaemonLease(SQLModel, table=True):
     database_url: str  # as the daemon opened it, password hidden
     started_at: float  # Unix time, the daemon's clock
     heartbeat_at: float  # other machines take the lease over when this is older than LEASE_SECONDS
+
+
+class QuotaUsage(SQLModel, table=True):
+    """Quota usage counters (the rocky resource-quotas spec's `quota_usages`): a project's ARQs of one
+    device-profile group that hold quota, `reserved` (BindStarted) and `used` (Bound), kept by the
+    same transactions as the ARQ state changes (`store/quotas.py`). Counted per profile group, not
+    per resource class, because what an ARQ charges depends on how many of its group are held (a
+    Xilinx FPGA is two ARQs and one FPGA); `store/quotas.py` turns them into units per class."""
+
+    __tablename__ = "quota_usages"
+
+    project_id: str = Field(primary_key=True, max_length=255)
+    device_profile_id: int = Field(primary_key=True)  # no foreign key: a zero row never blocks a delete
+    device_profile_group_id: int = Field(primary_key=True)
+    used: int = Field(default=0)
+    reserved: int = Field(default=0)

@@ -1,5 +1,6 @@
-"""Quota usage derived from the ARQ rows (reserved at bind start, used at Bound, given back at
-BindFailed, unbind and delete) and its enforcement at bind start, on SQLite and PostgreSQL."""
+"""Quota usage counters kept by the ARQ state changes (reserved at bind start, used at Bound, given
+back at BindFailed, unbind and delete), always equal to what the ARQ rows hold, and the quota's
+enforcement at bind start, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ def start(store, arqs: list[str], tree, project: str, limits: Limits | None = No
 
 
 def usage_of(store, project: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+    assert_counters_match_rows(store)
     return {(u.project_id, u.resource): (u.used, u.reserved) for u in store.query(quotas.usage, project)}
+
+
+def assert_counters_match_rows(store) -> None:
+    assert store.query(quotas.counters) == store.query(quotas.counters_from_rows)
 
 
 @pytest.mark.parametrize("group,arqs,expected", [
@@ -50,6 +56,7 @@ def test_usage_follows_the_arq_states(store):
     tree = add_device(store, handles_per_deployable=8)
     add_profile(store, "fpga2", [{"resources:FPGA": "2"}])
     add_profile(store, "qat", [{"resources:CUSTOM_QAT": "1"}])
+    add_profile(store, "xilinx", [{"resources:FPGA": "1", "trait:CUSTOM_FPGA_XILINX": "required"}])
     a = create(store, "fpga2", "pa")
     assert usage_of(store) == {}  # Initial holds nothing: counted at bind
     start(store, a, tree, "pa")
@@ -65,6 +72,25 @@ def test_usage_follows_the_arq_states(store):
     store.transact(bind_plan.unbind_releasing, [a[0]], None)
     assert usage_of(store) == {("pa", "FPGA"): (1, 0)}
     store.transact(bind_plan.delete_releasing, [a[1]], None, None, True)
+    assert usage_of(store) == {}
+    h = create(store, "qat", "pb")  # a handle held first (device work to do), then Bound
+    start(store, h, tree, "pb")
+    assert store.transact(arq_state.hold_handle, h[0]) == ARQState.BIND_STARTED
+    assert usage_of(store) == {("pb", "CUSTOM_QAT"): (0, 1)}
+    assert store.transact(arq_state.finish_bind, h[0]) == ARQState.BOUND
+    assert usage_of(store) == {("pb", "CUSTOM_QAT"): (1, 0)}
+    store.transact(arq_state.fail_bind, h[0], "device lost")  # Bound -> BindFailed gives it back
+    assert usage_of(store) == {}
+    store.transact(bind_plan.unbind_releasing, h, None)  # BindFailed -> Unbound: nothing to give back
+    start(store, h, tree, "pb")  # Unbound -> BindStarted reserves again
+    store.transact(bind_plan.delete_releasing, h, None, None, True)
+    assert usage_of(store) == {}
+    x = create(store, "xilinx", "pb")  # two ARQs, one FPGA; a bind whose device is unknown fails
+    start(store, x, tree, "pb")
+    assert usage_of(store) == {("pb", "FPGA"): (0, 1)}
+    store.transact(arq_state.fail_bind, x[1], "user function failed")
+    assert usage_of(store) == {("pb", "FPGA"): (0, 1)}
+    store.transact(arq_state.fail_bind, x[0], "management function failed")
     assert usage_of(store) == {}
 
 
@@ -148,7 +174,8 @@ def test_usage_equals_bound_plus_in_flight_after_a_concurrent_mix(store):
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(worker, range(8)))
-    rows = store.query(lambda s: list(s.execute(select(ExtARQ.project_id, ExtARQ.state, ExtARQ.device_profile_id))))
+    held = select(ExtARQ.project_id, ExtARQ.state, ExtARQ.device_profile_id)
+    rows = store.query(lambda s: list(s.execute(held)))
     profile_class = {pid: classes[name] for pid, name in store.query(
         lambda s: list(s.execute(select(DeviceProfile.id, DeviceProfile.name))))}
     expected: Counter = Counter()
@@ -163,3 +190,35 @@ def test_usage_equals_bound_plus_in_flight_after_a_concurrent_mix(store):
         got[(u.project_id, u.resource, "used")] += u.used
         got[(u.project_id, u.resource, "reserved")] += u.reserved
     assert +got == +expected
+    assert_counters_match_rows(store)
+
+
+def test_bind_failures_in_a_batch_give_back_their_reservation(store):
+    tree = add_device(store, handles_per_deployable=1)
+    add_profile(store, "fpga", [{"resources:FPGA": "1"}])
+    arqs = create(store, "fpga", "pa") + create(store, "fpga", "pa")
+    for arq in arqs:
+        start(store, [arq], tree, "pa")
+    assert sorted(store.transact(arq_state.finish_binds, arqs).values()) == ["BindFailed", "Bound"]
+    assert usage_of(store) == {("pa", "FPGA"): (1, 0)}  # no handle left for the second
+
+
+def test_migration_counts_what_the_arqs_already_hold(store):
+    from alembic import command
+
+    from rayborg.store.migrate import _config, upgrade
+
+    tree = add_device(store, handles_per_deployable=4)
+    add_profile(store, "fpga", [{"resources:FPGA": "1"}])
+    bound, started = create(store, "fpga", "pa"), create(store, "fpga", "pa")
+    create(store, "fpga", "pa")  # Initial: nothing
+    start(store, bound, tree, "pa")
+    store.transact(arq_state.finish_binds, bound)
+    start(store, started, tree, "pa")
+    cfg = _config()
+    with store.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")  # a database from before the counters
+    upgrade(store.engine)
+    assert store.query(quotas.counters) == {("pa", 1, 0): (1, 1)}
+    assert usage_of(store) == {("pa", "FPGA"): (1, 1)}
