@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from keystoneauth1 import adapter, session as ks_session, token_endpoint
-from keystoneauth1.exceptions import ClientException
+if TYPE_CHECKING:
+    from keystoneauth1 import session as ks_session
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class BoundEvent:
 class NovaClient:
     def __init__(self, url: str | None = None, token: str | None = None,
                  session: ks_session.Session | None = None, timeout: float = 10.0):
+        # keystoneauth1 (~3 MiB) only in the processes that talk to Nova, not in every actor
+        from keystoneauth1 import adapter, session as ks_session, token_endpoint
+
         if session is None:
             if url is None:
                 raise ValueError("a Nova URL or a keystoneauth1 session is needed")
@@ -57,6 +61,8 @@ class NovaClient:
         instances = {e.instance_uuid for e in events}
         what = f"{len(instances)} instance(s)"
         body = {"events": [e.as_json() for e in events]}
+        from keystoneauth1.exceptions import ClientException
+
         try:
             resp = self._api.post("/os-server-external-events", json=body)
         except ClientException as exc:

@@ -12,12 +12,13 @@ import logging
 import random
 import time
 from collections import Counter
-
-from keystoneauth1 import adapter, session as ks_session, token_endpoint
-from keystoneauth1.exceptions import ConnectFailure, ConnectTimeout, DiscoveryFailure
+from typing import TYPE_CHECKING
 
 from rayborg.actors import metrics
 from rayborg.store.placement_state import ProviderState
+
+if TYPE_CHECKING:
+    from keystoneauth1 import session as ks_session
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ def is_custom(name: str) -> bool:
 class PlacementClient:
     def __init__(self, url: str | None = None, token: str | None = "admin",
                  session: ks_session.Session | None = None, timeout: float = 10.0):
+        # keystoneauth1 (~3 MiB) only in the processes that talk to Placement, not in every actor
+        from keystoneauth1 import adapter, session as ks_session, token_endpoint
+
         if session is None:
             if url is None:
                 raise ValueError("a Placement URL or a keystoneauth1 session is needed")
@@ -55,6 +59,8 @@ class PlacementClient:
 
     # -- transport ---------------------------------------------------------------------------
     def _request(self, method: str, path: str, json: dict | None = None):
+        from keystoneauth1.exceptions import ConnectFailure, ConnectTimeout, DiscoveryFailure
+
         self.calls[method] += 1
         try:
             resp = self._api.request(path, method, json=json)

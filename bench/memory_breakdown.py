@@ -7,7 +7,8 @@ actors on, RAYBORG_CONFIG pointing at an empty file), times from the process sta
 on /v2 and on /v2/device_profiles and to the actors being up (serve's log line), waits `--settle`
 seconds for the deployment to go idle, then prints the PSS (`/proc/PID/smaps_rollup`) of every
 process of serve's process tree and of its Ray session (processes naming its GCS address), by name,
-and the total. With several runs, the timings and the total are also given as medians.
+and the total (also USS, which other programs on the box do not lower, the steadier figure to compare two
+settings by). With several runs, the timings, each process and the totals are also given as medians.
 Figures, not assertions: on a shared box, compare medians of several runs.
 """
 
@@ -65,8 +66,23 @@ def session_pids(gcs_address: str | None) -> list[int]:
             if e.isdigit() and any(gcs_address in a for a in cmdline(int(e)))]
 
 
-def pss_by_process(pids: list[int]) -> list[tuple[int, str, float]]:
-    return sorted(((pid, name_of(pid), pss_mib([pid])) for pid in pids), key=lambda r: -r[2])
+def uss_mib(pid: int) -> float:
+    """Pages only this process maps (Private_Clean + Private_Dirty): unlike PSS, it does not drop when
+    other programs on the box (other Ray clusters, other tests) map the same libraries, so it is the
+    steadier figure to compare two settings by on a shared box."""
+    kib = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    kib += int(line.split()[1])
+    except OSError:
+        return 0.0
+    return round(kib / 1024, 1)
+
+
+def pss_by_process(pids: list[int]) -> list[tuple[int, str, float, float]]:
+    return sorted(((pid, name_of(pid), pss_mib([pid]), uss_mib(pid)) for pid in pids), key=lambda r: -r[2])
 
 
 def wait(predicate, timeout: float, proc: subprocess.Popen, what: str) -> float:
@@ -122,8 +138,9 @@ def measure(args, proc: subprocess.Popen, base: str, log: Path, started: float, 
     rows = min(samples, key=lambda s: abs(sum(r[2] for r in s) - statistics.median(
         sum(r[2] for r in x) for x in samples)))  # the sample of median total
     return {"v2_s": round(v2, 2), "device_profiles_s": round(profiles, 2), "actors_up_s": round(actors, 2),
-            "total_mib": round(sum(r[2] for r in rows), 1), "processes": len(rows),
-            "by_process": [{"pid": p, "name": n, "pss_mib": m} for p, n, m in rows]}
+            "total_mib": round(sum(r[2] for r in rows), 1), "total_uss_mib": round(sum(r[3] for r in rows), 1),
+            "processes": len(rows),
+            "by_process": [{"pid": p, "name": n, "pss_mib": m, "uss_mib": u} for p, n, m, u in rows]}
 
 
 def stop(proc: subprocess.Popen, extra: list[int]) -> None:
@@ -160,16 +177,28 @@ def main() -> int:
             if not args.json:
                 run = runs[-1]
                 for row in run["by_process"]:
-                    print(f"{row['pid']:>8}  {row['name'][:60]:<60} {row['pss_mib']:>7.1f} MiB")
-                print(f"total {run['total_mib']} MiB in {run['processes']} processes; first 200 on /v2 "
+                    print(f"{row['pid']:>8}  {row['name'][:52]:<52} {row['pss_mib']:>7.1f} MiB PSS "
+                          f"{row['uss_mib']:>7.1f} MiB USS")
+                print(f"total {run['total_mib']} MiB PSS ({run['total_uss_mib']} MiB USS) in {run['processes']} "
+                      f"processes; first 200 on /v2 "
                       f"{run['v2_s']} s, on /v2/device_profiles {run['device_profiles_s']} s; actors up "
                       f"{run['actors_up_s']} s\n", flush=True)
     if args.json:
         print(json.dumps(runs, indent=1))
     elif len(runs) > 1:
-        med = {k: statistics.median(r[k] for r in runs) for k in ("total_mib", "v2_s", "device_profiles_s",
-                                                                  "actors_up_s")}
-        print(f"median of {len(runs)}: total {med['total_mib']} MiB; /v2 {med['v2_s']} s; "
+        med = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("total_mib", "total_uss_mib", "v2_s",
+                                                                            "device_profiles_s", "actors_up_s")}
+        names = sorted({row["name"] for r in runs for row in r["by_process"]})
+        print(f"median of {len(runs)} by process (PSS, USS MiB):")
+        for name in sorted(names, key=lambda n: -statistics.median(
+                sum(row["pss_mib"] for row in r["by_process"] if row["name"] == n) for r in runs)):
+            pss = statistics.median(sum(row["pss_mib"] for row in r["by_process"] if row["name"] == name)
+                                    for r in runs)
+            uss = statistics.median(sum(row["uss_mib"] for row in r["by_process"] if row["name"] == name)
+                                    for r in runs)
+            print(f"  {name[:52]:<52} {pss:>7.1f} {uss:>7.1f}")
+        print(f"median of {len(runs)}: total {med['total_mib']} MiB PSS ({med['total_uss_mib']} MiB USS); "
+              f"/v2 {med['v2_s']} s; "
               f"/v2/device_profiles {med['device_profiles_s']} s; actors up {med['actors_up_s']} s")
     return 0
 

@@ -227,3 +227,17 @@ def test_the_actors_metrics_module_does_not_import_prometheus_client():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "rayborg_binds" in out.stdout
+
+
+def test_the_actors_modules_do_not_import_keystoneauth1():
+    """keystoneauth1 (~3 MiB in each actor process) is imported by the Placement and Nova clients only
+    once one is made: not in a Binder or PlacementSync of a deployment without Placement, Nova or
+    Keystone."""
+    code = ("import sys; import rayborg.actors.binder, rayborg.actors.placement_sync, rayborg.actors.host_agent, "
+            "rayborg.actors.placement_push, rayborg.actors.nova_notifier; "
+            "assert not [m for m in sys.modules if m.startswith('keystoneauth1')], 'imported at module level'; "
+            "from rayborg.actors.placement_client import PlacementClient; "
+            "PlacementClient('http://127.0.0.1:9'); assert 'keystoneauth1.adapter' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
