@@ -35,7 +35,7 @@ from rayborg.actors.runtime_config import (NAMESPACE, PLACEMENT_SYNC_NAME, Runti
                                            host_agent_name)
 from rayborg.actors.standalone_placement import DEFAULT_OWNER, AllocationPusher
 from rayborg.drivers.base import BoundHandle
-from rayborg.store import arq_state, attach_handles, bind_plan, claims, loaded_function, nova_events
+from rayborg.store import arq_state, attach_handles, bind_plan, claims, loaded_function, nova_events, quotas
 from rayborg.store.attach_handles import HeldHandle
 from rayborg.store.bind_plan import BindPlan
 from rayborg.store.daemon_lease import shown_url
@@ -341,10 +341,11 @@ class Binder:
         else's allocation fills them) are given back and others picked, CLAIM_ATTEMPTS times."""
         project_id, user_id = project_id or DEFAULT_OWNER, user_id or DEFAULT_OWNER
         limits = arq_state.AmountLimits(self.config.max_group_amount, self.config.max_profile_amount)
+        quota = quotas.Limits.from_table(self.config.quota)  # as a bind PATCH: over it, nothing is created
         exclude: set[str] = set()
         for _ in range(CLAIM_ATTEMPTS):
             arqs = await asyncio.to_thread(self.store.transact, claims.start, profile, count, host, consumer,
-                                           project_id, limits, exclude)
+                                           project_id, limits, exclude, quota)
             await self.bind(arqs)
             devices = await asyncio.to_thread(self.store.query, claims.devices, consumer)
             failed = [d for d in devices if d["state"] != ARQState.BOUND]

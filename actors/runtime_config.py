@@ -40,6 +40,7 @@ class RuntimeConfig:
     report_interval: float = 60.0
     max_group_amount: int = 64                # Settings' input limits, for claims made through Ray
     max_profile_amount: int = 128
+    quota: dict[str, int] = field(default_factory=dict)  # Settings.quota, for claims made through Ray
     binder_count: int = 2
     retry_interval: float = 2.0               # first backoff step for Placement/Nova retries
     redrive_interval: float = 15.0            # binders re-take BindStarted ARQs idle this long

@@ -31,7 +31,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         drivers=settings.enabled_drivers, driver_options=settings.resolved_driver_options(),
         fake_devices=settings.fake_devices, report_interval=settings.report_interval,
         binder_count=settings.binder_count,
-        max_group_amount=settings.max_group_amount, max_profile_amount=settings.max_profile_amount, log_format=logs.resolve_format(), log_level=settings.log_level)
+        max_group_amount=settings.max_group_amount, max_profile_amount=settings.max_profile_amount, quota=settings.quota, log_format=logs.resolve_format(), log_level=settings.log_level)
 
 
 @dataclass

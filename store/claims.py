@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from rayborg.store import arq_state, device_choice
+from rayborg.store import arq_state, device_choice, quotas
 from rayborg.store.errors import InvalidError
 from rayborg.store.tables import Attribute, Deployable, Device, DeviceProfile, ExtARQ
 
@@ -59,10 +59,12 @@ def log_fields(consumer: str, device: dict[str, Any]) -> dict[str, Any]:
 
 
 def start(session: Session, profile: str, count: int, host: str | None, consumer: str, project_id: str,
-          limits: arq_state.AmountLimits, exclude: Iterable[str] = ()) -> list[str]:
+          limits: arq_state.AmountLimits, exclude: Iterable[str] = (),
+          quota: quotas.Limits | None = None) -> list[str]:
     """Create `count` x the profile's ARQs and start their standalone bind to `consumer` (devices
     chosen on `host`, or any, never among the RPs of `exclude`); all or nothing. ClaimError when
-    the profile or count is out of bounds or nothing free matches."""
+    the profile or count is out of bounds or nothing free matches; QuotaExceeded (naming the
+    resource, limit and usage) when the claim takes the project over `quota`, as a bind PATCH."""
     if count < 1:
         raise ClaimError(f"count must be at least 1, not {count}")
     if session.execute(select(DeviceProfile.id).where(DeviceProfile.name == profile)).first() is None:
@@ -80,7 +82,7 @@ def start(session: Session, profile: str, count: int, host: str | None, consumer
         raise ClaimError(f"device profile {profile!r} asks for no resources")
     targets = {a.uuid: arq_state.BindTarget(host, None, consumer, project_id) for a in arqs}
     try:
-        return arq_state.start_bind(session, targets, None, exclude=frozenset(exclude))
+        return arq_state.start_bind(session, targets, None, exclude=frozenset(exclude), quota=quota)
     except device_choice.NoMatchingDevice as exc:
         where = f" on host {host}" if host else ""
         traits = f" with traits {sorted(exc.required)}" if exc.required else ""

@@ -88,3 +88,11 @@ def test_quota_limits_from_the_environment_and_bad_ones(monkeypatch, tmp_path):
     monkeypatch.setenv("RAYBORG_QUOTA__FPGA", "-2")
     with pytest.raises(SettingsError, match="FPGA = -2"):
         load_settings()
+
+
+def test_claims_through_ray_get_the_settings_limits():
+    """The binders check rayborg.claim against [quota] too: it reaches them in the RuntimeConfig."""
+    from rayborg.runtime import runtime_config
+
+    settings = Settings(database_url="sqlite://", quota={"default": 3, "FPGA": 1}, _env_file=None)
+    assert runtime_config(settings).quota == {"default": 3, "FPGA": 1}

@@ -222,3 +222,20 @@ def test_migration_counts_what_the_arqs_already_hold(store):
     upgrade(store.engine)
     assert store.query(quotas.counters) == {("pa", 1, 0): (1, 1)}
     assert usage_of(store) == {("pa", "FPGA"): (1, 1)}
+
+
+def test_a_claim_over_quota_is_refused_and_creates_nothing(store):
+    """rayborg.claim (claims.start) passes the quota like a bind PATCH: the refusal names the
+    resource, limit and usage, and neither ARQs nor usage are left behind."""
+    from rayborg.store import claims
+
+    add_device(store, deployables=4, handles_per_deployable=1)
+    add_profile(store, "fpga", [{"resources:FPGA": "1"}])
+    amounts, limits = arq_state.AmountLimits(per_group=64, per_profile=8), Limits(per_class={"FPGA": 2})
+    store.transact(claims.start, "fpga", 1, None, claims.consumer_uuid(None), "pa", amounts, (), limits)
+    with pytest.raises(QuotaExceeded, match=r"resource FPGA of project pa: limit 2, usage 1, requested 2"):
+        store.transact(claims.start, "fpga", 2, None, claims.consumer_uuid(None), "pa", amounts, (), limits)
+    assert len(store.query(claims.listing)) == 1 and usage_of(store) == {("pa", "FPGA"): (0, 1)}
+    assert store.query(lambda s: len(list(s.scalars(select(ExtARQ))))) == 1
+    store.transact(claims.start, "fpga", 1, None, claims.consumer_uuid(None), "pa", amounts, (), limits)
+    assert usage_of(store) == {("pa", "FPGA"): (0, 2)}
