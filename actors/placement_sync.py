@@ -103,6 +103,7 @@ class PlacementSync:
         from rayborg.store.hosts import mark_lost
 
         await asyncio.to_thread(self.store.transact, mark_lost, hostname)
+        self._wake.set()  # its devices' inventory gets reserved in Placement
         log.warning("host %s left the cluster: its devices are kept but not bound", hostname)
 
     async def _push(self, hostname: str | None) -> bool:

@@ -20,6 +20,7 @@ from sqlmodel import Session, delete, select
 
 from rayborg.drivers.base import DriverDeployable, DriverDevice, HostReport
 from rayborg.store.hosts import upsert_host
+from rayborg.store.placement_marks import mark_host_dirty
 from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deployable, Device, HostState,
                                   PlacementTombstone, utcnow)
@@ -83,6 +84,8 @@ class _HostRows:
 def apply_report(session: Session, report: HostReport) -> ReportDiff:
     diff = ReportDiff(report.hostname)
     host = upsert_host(session, report.hostname)
+    if host.state == HostState.LOST.value:  # back: its devices' inventory is no longer reserved
+        mark_host_dirty(session, report.hostname)
     host.report_hash, host.reported_at, host.state = report.content_hash, utcnow(), HostState.UP.value
 
     existing = {d.std_board_info_key: d for d in

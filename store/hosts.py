@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
+from rayborg.store.placement_marks import mark_host_dirty
 from rayborg.store.tables import Host, HostState
 
 
@@ -17,8 +18,12 @@ def upsert_host(session: Session, hostname: str) -> Host:
 
 
 def mark_lost(session: Session, hostname: str) -> None:
-    """Its Ray node left: the devices are kept, but nothing new binds there."""
-    upsert_host(session, hostname).state = HostState.LOST.value
+    """Its Ray node left: the devices are kept, but nothing new binds there (nor lands there through
+    Placement: the next push reserves their inventory)."""
+    host = upsert_host(session, hostname)
+    if host.state != HostState.LOST.value:
+        host.state = HostState.LOST.value
+        mark_host_dirty(session, hostname)
 
 
 def hostnames_up(session: Session) -> list[str]:

@@ -48,6 +48,13 @@ def mark_device_dirty(session: Session, device_id: int) -> None:
         dep.placement_dirty = True
 
 
+def mark_host_dirty(session: Session, hostname: str) -> None:
+    """The host was lost or is back: `reserved` of all its deployables changes."""
+    stmt = select(Deployable).join(Device, Device.id == Deployable.device_id).where(Device.hostname == hostname)
+    for dep in session.exec(stmt):
+        dep.placement_dirty = True
+
+
 def tombstones(session: Session, hostname: str | None = None) -> list[tuple[int, str]]:
     """(tombstone id, RP uuid) of removed deployables whose RP is still to be deleted."""
     stmt = select(PlacementTombstone)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from rayborg.store.tables import Attribute, Deployable, Device, DeviceStatus
+from rayborg.store.tables import Attribute, Deployable, Device, DeviceStatus, Host, HostState
 
 # Cyborg marks every device RP it owns with this trait (os-traits' OWNER_CYBORG).
 OWNER_CYBORG = "OWNER_CYBORG"
@@ -61,10 +61,13 @@ def attributes_of(session: Session, deployable_id: int) -> dict[str, str]:
 
 
 def desired_state(session: Session, dep: Deployable, device: Device, parent_uuid: str) -> ProviderState:
-    """A disabled (maintaining) device reserves its whole inventory so nothing new lands on it."""
+    """A disabled (maintaining) device, or one of a lost host, reserves its whole inventory so nothing
+    new lands on it."""
     attrs = attributes_of(session, dep.id)
     total = dep.num_accelerators
-    reserved = total if device.status == DeviceStatus.MAINTAINING.value else 0
+    lost = session.exec(select(Host.id).where(Host.hostname == device.hostname,
+                                              Host.state == HostState.LOST.value)).first() is not None
+    reserved = total if lost or device.status == DeviceStatus.MAINTAINING.value else 0
     return ProviderState(uuid=dep.rp_uuid, name=dep.name, parent_uuid=parent_uuid,
                          resource_class=attrs.get("rc", "FPGA"), total=total, reserved=reserved,
                          traits=tuple(desired_traits(attrs)))

@@ -11,6 +11,7 @@ from rayborg.actors.placement_push import push
 from rayborg.drivers.base import (ControlPathId, DriverAttachHandle, DriverDeployable, DriverDevice,
                                   HostReport)
 from rayborg.store.host_reports import apply_report
+from rayborg.store.hosts import mark_lost
 from rayborg.store.placement_marks import mark_device_dirty
 from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import AttachHandle, Attribute, Deployable, Device, PlacementTombstone
@@ -124,6 +125,22 @@ def test_disabled_device_is_reserved(store, placement, host):
     push(store, placement, host)
     assert placement.writes == 1
     assert placement.get_inventories(rp)[1]["FPGA"]["reserved"] == 2
+
+
+def test_lost_host_is_reserved_in_devices_calls_and_back_unreserved(store, placement, host):
+    devices = [_device(host, bus) for bus in range(0x10, 0x18)]
+    store.transact(apply_report, _report(host, *devices))
+    push(store, placement, host)
+    rps = [provider_uuid(d.deployables[0].name) for d in devices]
+    placement.calls.clear()
+    store.transact(mark_lost, host)
+    push(store, placement, host)
+    # a read and a write of each device's inventory, and the compute node's lookup: O(its devices)
+    assert placement.writes == len(devices) and sum(placement.calls.values()) <= 2 * len(devices) + 1
+    assert {placement.get_inventories(rp)[1]["FPGA"]["reserved"] for rp in rps} == {2}
+    store.transact(apply_report, _report(host, *devices))  # its node is back and reports again
+    push(store, placement, host)
+    assert {placement.get_inventories(rp)[1]["FPGA"]["reserved"] for rp in rps} == {0}
 
 
 def test_no_compute_node_waits_and_placement_down_keeps_marks(store, placement_server):
