@@ -391,6 +391,11 @@ class Binder:
     async def deployables(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.store.query, operator.deployables)
 
+    async def quota_usage(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        """Quota usage and the [quota] limits, per project and resource class (`quotas.report`)."""
+        limits = quotas.Limits.from_table(self.config.quota)
+        return await asyncio.to_thread(self.store.query, quotas.report, limits, project_id)
+
     async def arqs(self, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.store.query, operator.arqs, state, host)
 

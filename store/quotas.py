@@ -244,3 +244,16 @@ def check(session: Session, started: Iterable[tuple[str | None, int, int]], limi
                 raise QuotaExceeded(
                     f"Quota exceeded for resource {rc} of project {project}: limit {limit}, "
                     f"usage {before[rc]}, requested {after[rc] - before[rc]}")
+
+
+def report(session: Session, limits: Limits, project_id: str | None = None) -> list[dict]:
+    """What GET /v2/quotas/usage, `rayborg quota` and `Rayborg.quota` show: one item (project,
+    resource, used, reserved, limit) per (project, resource class) held (only `project_id`'s, if
+    given), plus, for one project, every class with a limit of its own that it holds nothing of."""
+    items = {(u.project_id, u.resource): (u.used, u.reserved) for u in usage(session, project_id)}
+    if project_id is not None:
+        for resource in limits.per_class:
+            items.setdefault((project_id, resource), (0, 0))
+    return [{"project_id": project, "resource": resource, "used": used, "reserved": reserved,
+             "limit": limits.of(project, resource)}
+            for (project, resource), (used, reserved) in sorted(items.items())]

@@ -22,18 +22,6 @@ def limits(request: web.Request) -> quotas.Limits:
     return quotas.Limits.from_table(request.app[SETTINGS].quota)
 
 
-def usage_body(rows: list[quotas.Usage], limits: quotas.Limits, project_id: str | None) -> list[dict]:
-    """One item per (project, resource class) held, plus, for one project, every class with a limit
-    of its own that it holds nothing of (used 0)."""
-    items = {(u.project_id, u.resource): (u.used, u.reserved) for u in rows}
-    if project_id is not None:
-        for resource in limits.per_class:
-            items.setdefault((project_id, resource), (0, 0))
-    return [{"project_id": project, "resource": resource, "used": used, "reserved": reserved,
-             "limit": limits.of(project, resource)}
-            for (project, resource), (used, reserved) in sorted(items.items())]
-
-
 @operation(summary="Show quota usage and limits per resource class", query=schemas.QuotaUsageQuery,
            responses={200: schemas.QuotaUsageList}, tags=TAGS)
 async def show_usage(request: web.Request) -> web.Response:
@@ -47,5 +35,4 @@ async def show_usage(request: web.Request) -> web.Response:
         if project not in (None, context.project_id):
             raise Forbidden("Only an admin may read another project's quota usage")
         project = context.project_id
-    rows = await call_store(request, quotas.usage, project)
-    return json_response({"quota_usages": usage_body(rows, limits(request), project)})
+    return json_response({"quota_usages": await call_store(request, quotas.report, limits(request), project)})

@@ -428,6 +428,11 @@ class Rayborg:
     def claims(self) -> dict[str, list[str]]:
         return self._call("claims")
 
+    def quota(self, project: str | None = None) -> list[dict[str, Any]]:
+        """Quota usage per project (only `project`'s, if given) and resource class: project_id,
+        resource, used (Bound), reserved (binds in flight) and limit (-1: unlimited)."""
+        return self._call("quota_usage", project)
+
 
 class Claim:
     """Devices held for this program: `devices` (host, deployable, rp_uuid...), `consumer` (the
