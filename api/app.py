@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid as uuidlib
 
 from aiohttp import web
 
@@ -77,75 +77,132 @@ def _metric_route(request: web.Request) -> str:
     return _route_path(request)
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler):
-    request_id = f"req-{uuidlib.uuid4()}"
-    request["request_id"] = request_id
-    path = request.path
-    request["prefix"] = next((p for p in MOUNT_PREFIXES[1:] if path == p or path.startswith(p + "/")), "")
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["x-openstack-request-id"] = request_id
-        return response
-    except web.HTTPException as exc:  # redirects and the like, raised past the error middleware
-        status = exc.status
-        raise
-    finally:
-        metrics.api_request(_metric_route(request), request.method, status, time.perf_counter() - started)
+def _request_id() -> str:
+    """`req-` and a random (version 4) UUID, as Cyborg's request ids: formatted from 16 random bytes
+    directly, half the cost of `uuid.uuid4()` and its str()."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"req-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Every failure leaves in Cyborg's envelope, with the microversion headers if they apply."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        resp = error_response(exc.status, exc.message, exc.headers)
-    except web.RequestPayloadError as exc:  # a body that does not decode (bad Content-Encoding)
+class _RouteFacts:
+    """What the middleware needs to know of a matched route, worked out at its first request: its
+    path without the mount prefix, the label for metrics, whether it is under /v2, whether it is
+    public. Per resource object: the route table is fixed once the app runs."""
+
+    __slots__ = ("metric", "versioned", "public")
+
+    def __init__(self, path: str, matched: bool):
+        self.metric = path if matched else "unmatched"
+        self.versioned = path.startswith("/v2")
+        self.public = path in PUBLIC_PATHS
+
+
+def _route_facts(request: web.Request, prefix: str, known: dict) -> _RouteFacts:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    if resource is None:  # unmatched (404/405): by the request's own path, and not cached
+        path = request.path
+        return _RouteFacts(path[len(prefix):] or "/" if prefix else path, False)
+    facts = known.get(resource)
+    if facts is None:  # each resource is of one mount prefix (the routes are added per prefix)
+        path = resource.canonical
+        facts = known[resource] = _RouteFacts(path[len(prefix):] or "/" if prefix else path, True)
+    return facts
+
+
+def _mount_prefix(path: str) -> str:
+    for p in MOUNT_PREFIXES[1:]:
+        if path.startswith(p) and (len(path) == len(p) or path[len(p)] == "/"):
+            return p
+    return ""
+
+
+def _error(request: web.Request, exc: BaseException) -> web.Response:
+    """Every failure leaves in Cyborg's envelope (the microversion headers are added by the caller)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message, exc.headers)
+    if isinstance(exc, web.RequestPayloadError):  # a body that does not decode (bad Content-Encoding)
         detail = getattr(exc.__cause__, "message", None) or str(exc)
         resp = error_response(400, f"The request body could not be read: {detail}")
         # End the body (aiohttp would linger on it and log a traceback) and, after this answer, the
         # connection: its stream is past trusting.
         request.content.feed_eof()
         resp.force_close()
-    except ConnectionResetError:  # the client hung up mid-request: nobody to answer, nothing to log loudly
+        return resp
+    if isinstance(exc, ConnectionResetError):  # the client hung up mid-request: nobody to answer
         log.debug("client left during %s %s (%s)", request.method, request.path, request.get("request_id"))
         resp = error_response(400, "The client closed the connection before the request was read.")
         resp.force_close()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+        return resp
+    if isinstance(exc, web.HTTPException):  # >= 400 only: the caller re-raises redirects
         message = {404: "The resource could not be found.",
                    405: f"The method {request.method} is not allowed for this resource.",
                    413: "The request body is too large."}.get(exc.status, exc.reason)
         resp = error_response(exc.status, message)
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
-    except Exception:
-        log.exception("unexpected error on %s %s (%s)", request.method, request.path,
-                      request.get("request_id"))
-        resp = error_response(500, "An unexpected error prevented the server from fulfilling the request.")
-    if "version" in request:
-        resp.headers.update(microversion.response_headers(request["version"]))
-    return resp
+        return resp
+    log.error("unexpected error on %s %s (%s)", request.method, request.path, request.get("request_id"),
+              exc_info=exc)
+    return error_response(500, "An unexpected error prevented the server from fulfilling the request.")
 
 
-@web.middleware
-async def version_auth_middleware(request: web.Request, handler):
-    """Microversion negotiation and authentication for everything under /v2 (but its document)."""
-    path = _route_path(request)
-    if "\x00" in request.path:
-        raise BadRequest("The path must not contain NUL characters")
-    if path.startswith("/v2"):
-        request["version"] = microversion.negotiate(request.headers)
-    if path not in PUBLIC_PATHS:
-        request["ctx"] = await request.app[AUTH].identify(request)
-    response = await handler(request)
-    if "version" in request:
-        response.headers.update(microversion.response_headers(request["version"]))
+def make_front_door():
+    """The front door's one middleware, with its own cache of route facts (one per app)."""
+    known: dict[object, _RouteFacts] = {}
+
+    @web.middleware
+    async def front_door_middleware(request: web.Request, handler):
+        return await _front_door(request, handler, known)
+
+    return front_door_middleware
+
+
+async def _front_door(request: web.Request, handler, known: dict) -> web.StreamResponse:
+    """The one middleware every request passes through (one layer: each aiohttp middleware costs a
+    coroutine and a wrapper per request). In order:
+
+    - a request id (`x-openstack-request-id` on every answer) and the mount prefix;
+    - for everything under /v2 (but its document): microversion negotiation and authentication;
+    - the handler; every failure leaves in Cyborg's envelope (`_error`), with the microversion
+      headers once a version was negotiated; redirects and other non-error HTTPExceptions pass;
+    - the request's count and latency for GET /metrics (`metrics.api_request`)."""
+    started = time.perf_counter()
+    request_id = _request_id()
+    request["request_id"] = request_id
+    path = request.path
+    prefix = request["prefix"] = _mount_prefix(path)
+    facts = _route_facts(request, prefix, known)
+    version = None
+    try:
+        try:
+            if "\x00" in path:
+                raise BadRequest("The path must not contain NUL characters")
+            if facts.versioned:
+                version = request["version"] = microversion.negotiate(request.headers)
+            if not facts.public:
+                request["ctx"] = await request.app[AUTH].identify(request)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _error(request, exc)
+        except Exception as exc:  # noqa: BLE001 - the envelope for every failure
+            response = _error(request, exc)
+    except web.HTTPException as exc:  # redirects and the like
+        metrics.api_request(facts.metric, request.method, exc.status, time.perf_counter() - started)
+        raise
+    except BaseException:
+        metrics.api_request(facts.metric, request.method, 500, time.perf_counter() - started)
+        raise
+    headers = response.headers
+    if version is not None:
+        headers.update(microversion.response_headers(version))
+    headers["x-openstack-request-id"] = request_id
+    metrics.api_request(facts.metric, request.method, response.status, time.perf_counter() - started)
     return response
 
 
@@ -155,7 +212,7 @@ def create_app(settings, store, binder=None) -> web.Application:
     `binder` finishes binds in the background: the in-process `LocalBinder` by default, the Ray
     binder pool when `rayborg serve` runs the actors."""
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[request_id_middleware, error_middleware, version_auth_middleware])
+                          middlewares=[make_front_door()])
     app[SETTINGS] = settings
     app[STORE] = store
     app[POLICY] = PolicyEnforcer(settings.policy_file, settings.enforce_new_defaults, settings.enforce_scope)

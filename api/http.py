@@ -138,10 +138,11 @@ def is_uuid(value: Any) -> bool:
     return True
 
 
-def iso(dt: datetime | None) -> str | None:
-    """ISO 8601 with offset and whole seconds, as Cyborg prints (`2020-03-13T02:26:31+00:00`)."""
-    if dt is None:
-        return None
+def iso(dt: datetime | str | None) -> str | None:
+    """ISO 8601 with offset and whole seconds, as Cyborg prints (`2020-03-13T02:26:31+00:00`); text
+    passes as it is (the store's prepared reads give it already so: `Prepared(iso_datetimes=True)`)."""
+    if dt is None or type(dt) is str:
+        return dt
     if dt.tzinfo is None:  # SQLite hands back naive datetimes; the store writes UTC only
         return dt.isoformat(timespec="seconds") + "+00:00"
     return dt.astimezone(timezone.utc).isoformat(timespec="seconds")

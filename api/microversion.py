@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import microversion_parse
@@ -43,8 +44,29 @@ def _out_of_range(version: tuple[int, int]) -> NotAcceptable:
     return NotAcceptable(message, headers=_range_headers())
 
 
+_NEGOTIATED: dict[str, tuple[int, int]] = {}  # header value -> version, for the values seen most
+_NEGOTIATED_MAX = 256
+
+
 def negotiate(headers) -> tuple[int, int]:
-    """The version a request asks for; 406 when it is malformed or outside the supported range."""
+    """The version a request asks for; 406 when it is malformed or outside the supported range.
+    Clients send the same few header values over and over: a value negotiated cleanly once is
+    remembered (at most _NEGOTIATED_MAX of them), and no header at all is 2.0 at once."""
+    values = headers.getall(HEADER, ())
+    if not values:
+        return MIN_VERSION
+    value = values[0]
+    found = _NEGOTIATED.get(value) if len(values) == 1 else None
+    if found is not None:
+        return found
+    version = _negotiate(headers)
+    # Not several headers (the last one wins) nor the bare form (which logs a warning each time).
+    if len(values) == 1 and len(_NEGOTIATED) < _NEGOTIATED_MAX and " " in value.strip():
+        _NEGOTIATED[value] = version
+    return version
+
+
+def _negotiate(headers) -> tuple[int, int]:
     raw = microversion_parse.get_version(headers, service_type=SERVICE_TYPE)
     if raw is None:
         bare = headers.get(HEADER)
@@ -65,7 +87,9 @@ def negotiate(headers) -> tuple[int, int]:
     return version
 
 
+@functools.lru_cache(maxsize=None)
 def response_headers(version: tuple[int, int]) -> dict[str, str]:
+    """The headers every answer at `version` carries (one dict per version, made once: do not change it)."""
     return {HEADER: f"{SERVICE_TYPE} {fmt(version)}", **_range_headers()}
 
 

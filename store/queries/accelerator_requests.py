@@ -35,8 +35,9 @@ class ARQView:
     attach_handle_type: str = ""
     attach_handle_uuid: str | None = None
     attach_handle_info: dict[str, str] = field(default_factory=dict)
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    # ISO text as the API prints it when read (prepared with iso_datetimes), a datetime when made here
+    created_at: datetime | str | None = None
+    updated_at: datetime | str | None = None
 
 
 # One joined column select instead of ORM objects: reads are the hot path of the API, and building
@@ -71,7 +72,7 @@ def _prepared(by_uuid: bool, by_project: bool, by_instance: bool) -> Prepared:
         stmt = stmt.where(ExtARQ.project_id == bindparam("project_id"))
     if by_instance:
         stmt = stmt.where(ExtARQ.instance_uuid == bindparam("instance_uuid"))
-    return Prepared(stmt)
+    return Prepared(stmt, iso_datetimes=True)
 
 
 def _read(reader: RawReader, uuid: str | None = None, project_id: str | None = None,

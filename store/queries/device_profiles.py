@@ -5,7 +5,6 @@ Every function takes a `Session` first so that callers run it through `Store.tra
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import delete, select
@@ -26,18 +25,20 @@ class ProfileConflict(ConflictError):
 
 
 class ProfileRow(NamedTuple):
-    """The columns a profile's response shows (attribute access like a DeviceProfile)."""
+    """The columns a profile's response shows (attribute access like a DeviceProfile; the dates as
+    ISO text, `Prepared(iso_datetimes=True)`)."""
 
     uuid: str
     name: str
     description: str | None
     groups: list[dict[str, str]]
-    created_at: datetime
-    updated_at: datetime | None
+    created_at: str
+    updated_at: str | None
 
 
 _LIST = Prepared(select(DeviceProfile.uuid, DeviceProfile.name, DeviceProfile.description, DeviceProfile.groups,
-                        DeviceProfile.created_at, DeviceProfile.updated_at).order_by(DeviceProfile.id))
+                        DeviceProfile.created_at, DeviceProfile.updated_at).order_by(DeviceProfile.id),
+                 iso_datetimes=True)
 
 
 @raw_read

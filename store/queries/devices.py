@@ -26,12 +26,12 @@ def _listing(keys: tuple[str, ...]) -> Prepared:
     stmt = select(*SHOWN).order_by(Device.id)
     for key in keys:
         stmt = stmt.where(getattr(Device, key) == bindparam(key))
-    return Prepared(stmt)
+    return Prepared(stmt, iso_datetimes=True)
 
 
 @raw_read
 def list_devices(reader: RawReader, filters: dict[str, str]) -> list[tuple]:
-    """Rows of SHOWN, filtered by exact match on any of FILTERS."""
+    """Rows of SHOWN (the dates as ISO text), filtered by exact match on any of FILTERS."""
     keys = tuple(key for key in FILTERS if key in filters)
     return reader.all(_listing(keys), **{key: filters[key] for key in keys})
 
