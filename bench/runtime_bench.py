@@ -6,7 +6,8 @@ Placement sync: --hosts simulated hosts x --devices devices, reported from stand
 --nodes Ray nodes (ray.cluster_utils.Cluster) through Ray to a real PlacementSync, against a real
 Placement of its own (tests/service_starters.py) whose access log counts the calls and Placement's own
 answering time: the first report, an unchanged re-report, one device added, one host lost. Binds: a
-local Ray. Prints the results as JSON and writes bench/results/runtime.json (both halves only). Figures, not assertions: compare runs on the same machine.
+local Ray. Prints the results as JSON and writes bench/results/runtime.json (both halves only).
+Figures, not assertions: compare runs on the same machine.
 """
 
 from __future__ import annotations
