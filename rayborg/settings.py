@@ -110,6 +110,19 @@ class KeystoneOptions(BaseModel):
     token: str | None = None  # a fixed admin token, e.g. Placement's noauth2 "admin"
 
 
+class UnifiedLimitsOptions(BaseModel):
+    """Keystone mode's quota limits from Keystone's unified limits (oslo.limit), read with the
+    [keystone] service user's system-scoped token (it needs `reader` on the system): registered
+    limits of the accelerator service named `class:<RC>` (as Nova names them), project limits
+    overriding them; a class with neither is unlimited. Off: the [quota] table."""
+
+    enabled: bool = False
+    endpoint_id: str | None = None  # the accelerator endpoint whose limits apply; else by service type
+    service_type: str = "accelerator"
+    region_name: str | None = None
+    cache_seconds: float = Field(default=5.0, ge=0)  # a project's limits are read again after this
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAYBORG_", env_nested_delimiter="__", extra="ignore")
 
@@ -134,10 +147,11 @@ class Settings(BaseSettings):
     # amounts of a profile add up to at most max_profile_amount (the ARQs one POST creates).
     max_group_amount: int = Field(default=64, ge=1)
     max_profile_amount: int = Field(default=128, ge=1)
-    # Quota limits of noauth mode (keystone mode: Keystone's unified limits), counted at bind: units
+    # Quota limits (keystone mode with [unified_limits] enabled: Keystone's instead), counted at bind: units
     # of a resource class a project may hold, -1 unlimited. `[quota] default = -1` and one key per
     # resource class, e.g. `FPGA = 4`; env RAYBORG_QUOTA__FPGA=4.
     quota: dict[str, int] = Field(default_factory=dict)
+    unified_limits: UnifiedLimitsOptions = Field(default_factory=UnifiedLimitsOptions)
     # Slow clients: seconds to receive a request's headers, and its body; connections served at once
     # (further ones wait in the kernel's backlog until one closes).
     header_timeout: float = Field(default=10.0, gt=0)

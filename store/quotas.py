@@ -26,7 +26,7 @@ slots in turn, so a group asking for one resource class (the usual case) is coun
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from sqlalchemy import bindparam, func, or_, select, text
@@ -66,6 +66,9 @@ class Limits:
 
     default: int = UNLIMITED
     per_class: Mapping[str, int] = field(default_factory=dict)
+    # project -> resource class -> limit, overriding the two above (Keystone's unified limits:
+    # `api/quota_limits.py`); called in the bind's transaction, so it should answer from a cache.
+    per_project: Callable[[str], Mapping[str, int]] | None = None
 
     @classmethod
     def from_table(cls, table: Mapping[str, int]) -> Limits:
@@ -76,10 +79,18 @@ class Limits:
     @property
     def enforced(self) -> bool:
         """Whether any resource class has a limit (else a bind skips the check and its query)."""
-        return self.default != UNLIMITED or any(v != UNLIMITED for v in self.per_class.values())
+        return (self.per_project is not None or self.default != UNLIMITED
+                or any(v != UNLIMITED for v in self.per_class.values()))
 
     def of(self, project_id: str, resource: str) -> int:
+        if self.per_project is not None and resource in (own := self.per_project(project_id)):
+            return own[resource]
         return self.per_class.get(resource, self.default)
+
+    def classes(self, project_id: str) -> list[str]:
+        """The resource classes with a limit of their own for this project."""
+        own = self.per_project(project_id) if self.per_project is not None else {}
+        return sorted({*self.per_class, *own})
 
 
 @dataclass(frozen=True)
@@ -252,7 +263,7 @@ def report(session: Session, limits: Limits, project_id: str | None = None) -> l
     given), plus, for one project, every class with a limit of its own that it holds nothing of."""
     items = {(u.project_id, u.resource): (u.used, u.reserved) for u in usage(session, project_id)}
     if project_id is not None:
-        for resource in limits.per_class:
+        for resource in limits.classes(project_id):
             items.setdefault((project_id, resource), (0, 0))
     return [{"project_id": project, "resource": resource, "used": used, "reserved": reserved,
              "limit": limits.of(project, resource)}

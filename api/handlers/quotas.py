@@ -1,12 +1,14 @@
 """/v2/quotas/usage: what a project holds per resource class (used, reserved) and its limits.
 
-Limits come from the `[quota]` settings table (noauth mode and, until Keystone's unified limits are
-read, keystone mode too); the bind PATCH enforces them (`store/quotas.py`)."""
+Limits come from the `[quota]` settings table, or in keystone mode with `[unified_limits] enabled`
+from Keystone's unified limits (`api/quota_limits.py`); the bind PATCH enforces them
+(`store/quotas.py`)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from rayborg.api import quota_limits
 from rayborg.api.app_keys import SETTINGS
 from rayborg.api.errors import Forbidden
 from rayborg.api.http import authorize, call_store, json_response, query_params
@@ -19,7 +21,7 @@ TAGS = ["quotas"]
 
 def limits(request: web.Request) -> quotas.Limits:
     """The limits a bind is checked against."""
-    return quotas.Limits.from_table(request.app[SETTINGS].quota)
+    return quota_limits.limits(request.app, request.app[SETTINGS])
 
 
 @operation(summary="Show quota usage and limits per resource class", query=schemas.QuotaUsageQuery,

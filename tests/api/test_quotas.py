@@ -96,3 +96,33 @@ def test_claims_through_ray_get_the_settings_limits():
 
     settings = Settings(database_url="sqlite://", quota={"default": 3, "FPGA": 1}, _env_file=None)
     assert runtime_config(settings).quota == {"default": 3, "FPGA": 1}
+
+
+def test_unified_limits_merge_and_cache():
+    """Keystone's project limits override the registered ones, names other than `class:RC` are not
+    ours, and a project's limits are read again only after cache_seconds."""
+    from rayborg.api.quota_limits import UnifiedLimits
+    from rayborg.settings import KeystoneOptions, UnifiedLimitsOptions
+    from rayborg.store.quotas import Limits
+
+    class Enforcer:
+        def get_registered_limits(self, names):
+            return [("class:FPGA", 2), ("class:PGPU", 4), ("servers", 10)]
+
+        def get_project_limits(self, project, names):
+            return [("class:FPGA", 1)] if project == "pa" else []
+
+    now = [0.0]
+    source = UnifiedLimits(KeystoneOptions(), UnifiedLimitsOptions(enabled=True, cache_seconds=5),
+                           clock=lambda: now[0])
+    source._enforcer = Enforcer()
+    limits = Limits(per_project=source)
+    assert (limits.of("pa", "FPGA"), limits.of("pb", "FPGA"), limits.of("pa", "PGPU")) == (1, 2, 4)
+    assert limits.of("pa", "VGPU") == -1 and limits.classes("pa") == ["FPGA", "PGPU"] and limits.enforced
+    assert source.reads == 2
+    now[0] = 4.9
+    limits.of("pa", "FPGA")
+    assert source.reads == 2
+    now[0] = 5.1
+    limits.of("pa", "FPGA")
+    assert source.reads == 3
