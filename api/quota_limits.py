@@ -94,13 +94,19 @@ class UnifiedLimits:
 _by_app: WeakKeyDictionary[web.Application, UnifiedLimits] = WeakKeyDictionary()
 
 
-def limits(app: web.Application, settings: Settings) -> quotas.Limits:
-    """The limits a bind is checked against: Keystone's unified limits in keystone mode when
-    `[unified_limits] enabled`, else the [quota] table."""
-    table = quotas.Limits.from_table(settings.quota)
-    if settings.auth_strategy != "keystone" or not settings.unified_limits.enabled:
-        return table
-    source = _by_app.get(app)
+def from_keystone(settings: Settings) -> bool:
+    """Whether the limits are Keystone's: keystone mode with `[unified_limits] enabled`."""
+    return settings.auth_strategy == "keystone" and settings.unified_limits.enabled
+
+
+def limits(app: web.Application | None, settings: Settings) -> quotas.Limits:
+    """The limits a bind is checked against: Keystone's unified limits (`from_keystone`, cached per
+    app; `app` None: a reader of its own, e.g. `rayborg quota`), else the [quota] table."""
+    if not from_keystone(settings):
+        return quotas.Limits.from_table(settings.quota)
+    source = None if app is None else _by_app.get(app)
     if source is None:
-        source = _by_app.setdefault(app, UnifiedLimits(settings.keystone, settings.unified_limits))
+        source = UnifiedLimits(settings.keystone, settings.unified_limits)
+        if app is not None:
+            source = _by_app.setdefault(app, source)
     return quotas.Limits(per_project=source)

@@ -1,5 +1,6 @@
 """`rayborg quota [--project P] [--json]`: quota usage and limits per project and resource class,
-read from the database of the settings (no daemon needed), with the settings' [quota] limits."""
+read from the database of the settings (no daemon needed), with the limits a bind is checked
+against: the [quota] table, or Keystone's unified limits (keystone mode, [unified_limits] enabled)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quota", help="show quota usage and limits per project and resource class",
                        description="Units each project holds per resource class: used (Bound), reserved "
-                                   "(binds in flight) and the limit of the [quota] settings (-1: "
-                                   "unlimited). Read from the database.")
+                                   "(binds in flight) and the limit (-1: unlimited) of the [quota] "
+                                   "settings, or of Keystone's unified limits in keystone mode with "
+                                   "[unified_limits] enabled. Read from the database.")
     p.add_argument("--project",
                    help="only this project (and the classes it has a limit for but holds none of)")
     p.add_argument("--database-url",
@@ -21,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rayborg.api import quota_limits
     from rayborg.cli import CLIError
     from rayborg.commands.db import database_errors
     from rayborg.commands.ops import _print_json, _table
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     store = Store(settings.database_url)
     try:
         with database_errors(settings.database_url):
-            rows = store.query(quotas.report, quotas.Limits.from_table(settings.quota), args.project)
+            rows = store.query(quotas.report, quota_limits.limits(None, settings), args.project)
     finally:
         store.dispose()
     if args.json:

@@ -81,3 +81,23 @@ def test_python_api_quota_reads_the_binders_report(held, monkeypatch):
     rb = object.__new__(Rayborg)
     assert rb.quota("pa") == [PA_FPGA]
     assert [u["project_id"] for u in rb.quota()] == ["pa", "pb"] and calls == ["quota_usage", "quota_usage"]
+
+
+def test_quota_command_shows_keystones_limits_in_keystone_mode(held, monkeypatch, capsys):
+    """With [unified_limits] enabled in keystone mode the limits shown are Keystone's (read once per
+    project through oslo.limit: here a stand-in for the read), not the [quota] table's."""
+    from rayborg.api.quota_limits import UnifiedLimits
+
+    asked = []
+
+    def read(self, project):
+        asked.append(project)
+        return {"FPGA": 1} if project == "pa" else {}
+
+    monkeypatch.setattr(UnifiedLimits, "_read", read)
+    monkeypatch.setenv("RAYBORG_AUTH_STRATEGY", "keystone")
+    monkeypatch.setenv("RAYBORG_KEYSTONE__AUTH_URL", "http://127.0.0.1:1/v3")
+    monkeypatch.setenv("RAYBORG_UNIFIED_LIMITS__ENABLED", "true")
+    assert cli(["quota", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{**PA_FPGA, "limit": 1}, PB_QAT]
+    assert sorted(asked) == ["pa", "pb"]
