@@ -15,10 +15,18 @@ modules (not "all"), the dashboard here runs them in its own process and event l
 module still serves its Unix socket and the dashboard still proxies to it, only from the same
 process; no forkserver, no module processes (~95 MiB less, bench/memory_breakdown.py).
 
-`ray.init` takes no option for any of these, so `trimmed_head` adjusts the two places where it
+Ray's runtime-env agent (~50 MiB, one per node, started by the raylet) is needed only by workers with
+a runtime_env (rayborg's actors have none; `ray job`, a user's task with `env_vars` or `pip` do). The
+raylet here starts `python -m rayborg.ray_head --lazy-runtime-env-agent` instead (~5 MiB): it binds
+the agent's port and records it as the agent would, and on the first connection runs Ray's agent
+in its place (exec, the same pid) on that port; the raylet retries the calls refused meanwhile
+(`lazy_runtime_env_agent`).
+
+`ray.init` takes no option for any of these, so `trimmed_head` adjusts the places where it
 decides, for the duration of one `ray.init` call: the head's RayParams (no_monitor,
-include_log_monitor) and the dashboard's command line (`--modules-to-load`, which Ray itself uses
-when the dashboard is off, and this module in place of dashboard.py). ray is pinned (pyproject.toml); tests/e2e/test_startup.py checks the
+include_log_monitor), the dashboard's command line (`--modules-to-load`, which Ray itself uses
+when the dashboard is off, and this module in place of dashboard.py) and the raylet's
+(`--runtime_env_agent_command`). ray is pinned (pyproject.toml); tests/e2e/test_startup.py checks the
 processes and that the dashboard and `ray list actors` still show the actors.
 """
 
@@ -36,7 +44,8 @@ DEFAULT_DASHBOARD_MODULES = "NodeHead,StateHead"
 
 
 @contextmanager
-def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: bool) -> Iterator[None]:
+def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: bool,
+                 lazy_runtime_env_agent: bool = True) -> Iterator[None]:
     """Within this block, a Ray head started by `ray.init` runs only the processes asked for."""
     from ray._private import node, ray_constants, services
 
@@ -54,6 +63,8 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
                 and not any(arg.startswith("--modules-to-load") for arg in command)):
             command = [*command, f"--modules-to-load={modules}"]
             command = _in_this_process(command)
+        if process_type == ray_constants.PROCESS_TYPE_RAYLET and lazy_runtime_env_agent:
+            command = _lazy_agent_command(command)
         return original_start(command, process_type, *args, **kwargs)
 
     node.Node.__init__, services.start_ray_process = init, start
@@ -124,6 +135,63 @@ def modules_in_this_process() -> None:
     cls._rayborg_running_check = running_check
 
 
+LAZY_AGENT = "--lazy-runtime-env-agent"
+AGENT_SCRIPT = os.path.join("runtime_env", "agent", "main.py")
+
+
+def _lazy_agent_command(command: list[str]) -> list[str]:
+    """The raylet's command line with the lazy stand-in as its runtime-env agent."""
+    import shlex
+    import subprocess
+
+    flag = "--runtime_env_agent_command="
+    out = []
+    for arg in command:
+        if arg.startswith(flag):
+            agent = shlex.split(arg[len(flag):])
+            at = next((i for i, a in enumerate(agent) if a.endswith(AGENT_SCRIPT)), None)
+            if at is not None:
+                agent = [*agent[:at], "-m", "rayborg.ray_head", LAZY_AGENT, agent[at], *agent[at + 1:]]
+                arg = flag + subprocess.list2cmdline(agent)  # as Ray writes it
+        out.append(arg)
+    return out
+
+
+def _option(args: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
+
+
+def lazy_runtime_env_agent(agent_script: str, args: list[str], poll: float = 1.0) -> None:
+    """Stand in for Ray's runtime-env agent until somebody calls it: bind its port and record it in the
+    session directory as the agent does (the raylet waits for that file), then wait, importing
+    nothing of Ray. On the first connection, become Ray's agent (exec: the same pid, which the
+    raylet watches) on the same port; the connections made meanwhile are refused or reset, and the
+    raylet's agent client retries those (every second, for minutes). Exits when the raylet is gone."""
+    import select
+    import socket
+
+    host, port = _option(args, "node-ip-address"), int(_option(args, "runtime-env-agent-port"))
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(address)
+    listener.listen(128)
+    bound = listener.getsockname()[1]
+    path = os.path.join(_option(args, "session-dir"), f"runtime_env_agent_port_{_option(args, 'node-id')}")
+    with open(path + ".tmp", "w") as f:
+        f.write(str(bound))
+    os.replace(path + ".tmp", path)
+    raylet = os.getppid()
+    while not select.select([listener], [], [], poll)[0]:
+        if os.getppid() != raylet:
+            return
+    listener.close()
+    flags = sys.orig_argv[1:sys.orig_argv.index("-m")]  # the interpreter's own options (-u)
+    os.execv(sys.executable, [sys.executable, *flags, agent_script,
+                              *[a for a in args if not a.startswith("--runtime-env-agent-port=")],
+                              f"--runtime-env-agent-port={bound}"])
+
+
 def _run_dashboard() -> None:
     """Ray's dashboard.py as its `__main__`, with the modules in this process."""
     import importlib.util
@@ -137,4 +205,7 @@ def _run_dashboard() -> None:
 
 
 if __name__ == "__main__":
-    _run_dashboard()
+    if sys.argv[1:2] == [LAZY_AGENT]:
+        lazy_runtime_env_agent(sys.argv[2], sys.argv[3:])
+    else:
+        _run_dashboard()

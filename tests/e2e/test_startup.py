@@ -137,10 +137,14 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
         # no forkserver (multiprocessing's forkserver and its resource tracker).
         assert not [p for p in procs if p.startswith("ray-dashboard-") or "forkserver" in p
                     or "resource_tracker" in p], procs
-        dashboards = [p for p in procs if "rayborg.ray_head" in p or "dashboard/dashboard.py" in p]
-        assert len(dashboards) == 1 and "-m rayborg.ray_head " in dashboards[0], dashboards
+        dashboards = [p for p in procs if " -m rayborg.ray_head --host=" in p or "dashboard/dashboard.py --" in p]
+        assert len(dashboards) == 1 and " -m rayborg.ray_head --host=" in dashboards[0], dashboards
         assert "--modules-to-load=NodeHead,StateHead" in dashboards[0]
         assert not [p for p in procs if "autoscaler/_private/monitor.py" in p or "log_monitor.py" in p]
+        # Ray's runtime-env agent waits behind a stand-in until a worker needs a runtime_env.
+        assert not [p for p in procs if p.startswith("ray::RuntimeEnvAgent")], procs
+        assert len([p for p in procs if "-m rayborg.ray_head --lazy-runtime-env-agent " in p
+                    and Path(p.split()[0]).name.startswith("python")]) == 1, procs
         # ... and still every actor by name in the dashboard's Actors page and `ray list actors`.
         names = {f"rayborg:host:{host}", "rayborg:placement-sync", "rayborg:binder:0"}
 
@@ -155,6 +159,16 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
                              env={k: v for k, v in server.env.items() if k != "RAY_ADDRESS"})
         assert out.returncode == 0, out.stderr[-2000:]
         assert names <= {a["name"] for a in json.loads(out.stdout)}
+        # A task with a runtime_env still runs: the stand-in hands its port to Ray's agent at the first call.
+        task = ("import os, ray; ray.init(address=os.environ['GCS']); "
+                "f = ray.remote(lambda: os.environ.get('RAYBORG_LAZY_AGENT')); "
+                "print(ray.get(f.options(runtime_env={'env_vars': {'RAYBORG_LAZY_AGENT': 'yes'}}).remote(), "
+                "timeout=90))")
+        env = {k: v for k, v in server.env.items() if k != "RAY_ADDRESS"}
+        out = subprocess.run([sys.executable, "-c", task], capture_output=True, text=True, timeout=150,
+                             env={**env, "GCS": daemon.ray_address})
+        assert out.returncode == 0 and out.stdout.strip().endswith("yes"), (out.stdout + out.stderr)[-3000:]
+        assert len([p for p in processes_of(server.proc.pid) if p.startswith("ray::RuntimeEnvAgent")]) == 1
     finally:
         assert server.stop() == 0, server.log.read_text()[-3000:]
     print(f"first 200 on /v2 {first_answer:.2f} s after the process started")
