@@ -34,6 +34,7 @@ from rayborg.actors.placement_sync import placement_client
 from rayborg.actors.runtime_config import (NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig, binder_name,
                                            host_agent_name)
 from rayborg.actors.standalone_placement import DEFAULT_OWNER, AllocationPusher
+from rayborg.actors.unified_limits import UnifiedLimits
 from rayborg.drivers.base import BoundHandle
 from rayborg.store import arq_state, attach_handles, bind_plan, claims, loaded_function, nova_events, quotas
 from rayborg.store.attach_handles import HeldHandle
@@ -341,7 +342,7 @@ class Binder:
         else's allocation fills them) are given back and others picked, CLAIM_ATTEMPTS times."""
         project_id, user_id = project_id or DEFAULT_OWNER, user_id or DEFAULT_OWNER
         limits = arq_state.AmountLimits(self.config.max_group_amount, self.config.max_profile_amount)
-        quota = quotas.Limits.from_table(self.config.quota)  # as a bind PATCH: over it, nothing is created
+        quota = self._quota_limits()  # as a bind PATCH: over it, nothing is created
         exclude: set[str] = set()
         for _ in range(CLAIM_ATTEMPTS):
             arqs = await asyncio.to_thread(self.store.transact, claims.start, profile, count, host, consumer,
@@ -393,8 +394,16 @@ class Binder:
 
     async def quota_usage(self, project_id: str | None = None) -> list[dict[str, Any]]:
         """Quota usage and the [quota] limits, per project and resource class (`quotas.report`)."""
-        limits = quotas.Limits.from_table(self.config.quota)
-        return await asyncio.to_thread(self.store.query, quotas.report, limits, project_id)
+        return await asyncio.to_thread(self.store.query, quotas.report, self._quota_limits(), project_id)
+
+    def _quota_limits(self) -> quotas.Limits:
+        """The [quota] table, or Keystone's unified limits (`RuntimeConfig.unified_limits`; one reader,
+        and its cache, per binder)."""
+        if self.config.unified_limits is None:
+            return quotas.Limits.from_table(self.config.quota)
+        if getattr(self, "_unified_limits", None) is None:
+            self._unified_limits = UnifiedLimits(self.config.keystone, self.config.unified_limits)
+        return quotas.Limits(per_project=self._unified_limits)
 
     async def arqs(self, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.store.query, operator.arqs, state, host)

@@ -41,6 +41,7 @@ class RuntimeConfig:
     max_group_amount: int = 64                # Settings' input limits, for claims made through Ray
     max_profile_amount: int = 128
     quota: dict[str, int] = field(default_factory=dict)  # Settings.quota, for claims made through Ray
+    unified_limits: dict[str, Any] | None = None  # [unified_limits] when Keystone's apply instead
     binder_count: int = 2
     retry_interval: float = 2.0               # first backoff step for Placement/Nova retries
     redrive_interval: float = 15.0            # binders re-take BindStarted ARQs idle this long

@@ -22,6 +22,13 @@ STOP_RAY_SECONDS = 15.0
 T = TypeVar("T")
 
 
+def _unified_limits(settings: Settings) -> dict | None:
+    """[unified_limits] for the binders' claims when Keystone's limits apply (keystone mode, enabled)."""
+    from rayborg.api.quota_limits import from_keystone
+
+    return settings.unified_limits.model_dump() if from_keystone(settings) else None
+
+
 def runtime_config(settings: Settings) -> RuntimeConfig:
     keystone = settings.keystone.model_dump(exclude_none=True) if settings.keystone.auth_url else {}
     return RuntimeConfig(
@@ -31,7 +38,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         drivers=settings.enabled_drivers, driver_options=settings.resolved_driver_options(),
         fake_devices=settings.fake_devices, report_interval=settings.report_interval,
         binder_count=settings.binder_count,
-        max_group_amount=settings.max_group_amount, max_profile_amount=settings.max_profile_amount, quota=settings.quota, log_format=logs.resolve_format(), log_level=settings.log_level)
+        max_group_amount=settings.max_group_amount, max_profile_amount=settings.max_profile_amount, quota=settings.quota, unified_limits=_unified_limits(settings), log_format=logs.resolve_format(), log_level=settings.log_level)
 
 
 @dataclass

@@ -96,13 +96,17 @@ def test_claims_through_ray_get_the_settings_limits():
 
     settings = Settings(database_url="sqlite://", quota={"default": 3, "FPGA": 1}, _env_file=None)
     assert runtime_config(settings).quota == {"default": 3, "FPGA": 1}
+    assert runtime_config(settings).unified_limits is None  # noauth: never Keystone's
+    keystone = Settings(database_url="sqlite://", auth_strategy="keystone", _env_file=None,
+                        keystone={"auth_url": "http://k/v3"},
+                        unified_limits={"enabled": True, "endpoint_id": "e"})
+    assert runtime_config(keystone).unified_limits["endpoint_id"] == "e"
 
 
 def test_unified_limits_merge_and_cache():
     """Keystone's project limits override the registered ones, names other than `class:RC` are not
     ours, and a project's limits are read again only after cache_seconds."""
-    from rayborg.api.quota_limits import UnifiedLimits
-    from rayborg.settings import KeystoneOptions, UnifiedLimitsOptions
+    from rayborg.actors.unified_limits import UnifiedLimits
     from rayborg.store.quotas import Limits
 
     class Enforcer:
@@ -113,8 +117,7 @@ def test_unified_limits_merge_and_cache():
             return [("class:FPGA", 1)] if project == "pa" else []
 
     now = [0.0]
-    source = UnifiedLimits(KeystoneOptions(), UnifiedLimitsOptions(enabled=True, cache_seconds=5),
-                           clock=lambda: now[0])
+    source = UnifiedLimits({}, {"cache_seconds": 5}, clock=lambda: now[0])
     source._enforcer = Enforcer()
     limits = Limits(per_project=source)
     assert (limits.of("pa", "FPGA"), limits.of("pb", "FPGA"), limits.of("pa", "PGPU")) == (1, 2, 4)

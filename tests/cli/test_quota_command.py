@@ -83,10 +83,26 @@ def test_python_api_quota_reads_the_binders_report(held, monkeypatch):
     assert [u["project_id"] for u in rb.quota()] == ["pa", "pb"] and calls == ["quota_usage", "quota_usage"]
 
 
+
+def test_binders_check_claims_against_keystones_limits_when_they_apply(held, monkeypatch):
+    """With RuntimeConfig.unified_limits (keystone mode, [unified_limits] enabled) a binder's claims
+    and its quota report use Keystone's limits (one reader, cached, per binder)."""
+    from rayborg.actors.binder import Binder
+    from rayborg.actors.unified_limits import UnifiedLimits
+
+    monkeypatch.setattr(UnifiedLimits, "_read", lambda self, project: {"FPGA": 1})
+    binder = object.__new__(Binder.__ray_metadata__.modified_class)
+    binder.store = held
+    binder.config = RuntimeConfig(database_url=held.url, quota={"FPGA": 4}, unified_limits={"enabled": True})
+    limits = binder._quota_limits()
+    assert limits.of("pa", "FPGA") == 1 and binder._quota_limits().per_project is limits.per_project
+    assert asyncio.run(binder.quota_usage("pa")) == [{**PA_FPGA, "limit": 1}]
+
+
 def test_quota_command_shows_keystones_limits_in_keystone_mode(held, monkeypatch, capsys):
     """With [unified_limits] enabled in keystone mode the limits shown are Keystone's (read once per
     project through oslo.limit: here a stand-in for the read), not the [quota] table's."""
-    from rayborg.api.quota_limits import UnifiedLimits
+    from rayborg.actors.unified_limits import UnifiedLimits
 
     asked = []
 
