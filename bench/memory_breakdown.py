@@ -138,7 +138,8 @@ def measure(args, proc: subprocess.Popen, base: str, log: Path, started: float, 
     rows = min(samples, key=lambda s: abs(sum(r[2] for r in s) - statistics.median(
         sum(r[2] for r in x) for x in samples)))  # the sample of median total
     return {"v2_s": round(v2, 2), "device_profiles_s": round(profiles, 2), "actors_up_s": round(actors, 2),
-            "total_mib": round(sum(r[2] for r in rows), 1), "total_uss_mib": round(sum(r[3] for r in rows), 1),
+            "total_mib": round(sum(r[2] for r in rows), 1),
+            "total_uss_mib": round(sum(r[3] for r in rows), 1),
             "processes": len(rows),
             "by_process": [{"pid": p, "name": n, "pss_mib": m, "uss_mib": u} for p, n, m, u in rows]}
 
@@ -179,15 +180,15 @@ def main() -> int:
                 for row in run["by_process"]:
                     print(f"{row['pid']:>8}  {row['name'][:52]:<52} {row['pss_mib']:>7.1f} MiB PSS "
                           f"{row['uss_mib']:>7.1f} MiB USS")
-                print(f"total {run['total_mib']} MiB PSS ({run['total_uss_mib']} MiB USS) in {run['processes']} "
-                      f"processes; first 200 on /v2 "
+                print(f"total {run['total_mib']} MiB PSS ({run['total_uss_mib']} MiB USS) in "
+                      f"{run['processes']} processes; first 200 on /v2 "
                       f"{run['v2_s']} s, on /v2/device_profiles {run['device_profiles_s']} s; actors up "
                       f"{run['actors_up_s']} s\n", flush=True)
     if args.json:
         print(json.dumps(runs, indent=1))
     elif len(runs) > 1:
-        med = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("total_mib", "total_uss_mib", "v2_s",
-                                                                            "device_profiles_s", "actors_up_s")}
+        keys = ("total_mib", "total_uss_mib", "v2_s", "device_profiles_s", "actors_up_s")
+        med = {k: round(statistics.median(r[k] for r in runs), 2) for k in keys}
         names = sorted({row["name"] for r in runs for row in r["by_process"]})
         print(f"median of {len(runs)} by process (PSS, USS MiB):")
         for name in sorted(names, key=lambda n: -statistics.median(

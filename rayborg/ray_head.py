@@ -76,8 +76,8 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
 
 def _in_this_process(command: list[str]) -> list[str]:
     """The dashboard's command line with this module in place of Ray's dashboard.py."""
-    script = next((i for i, arg in enumerate(command) if arg.endswith(os.path.join("dashboard", "dashboard.py"))),
-                  None)
+    script_path = os.path.join("dashboard", "dashboard.py")
+    script = next((i for i, arg in enumerate(command) if arg.endswith(script_path)), None)
     if script is None:  # not the command line this was written for: leave it to Ray
         return command
     return [*command[:script], "-m", "rayborg.ray_head", *command[script + 1:]]

@@ -137,7 +137,8 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
         # no forkserver (multiprocessing's forkserver and its resource tracker).
         assert not [p for p in procs if p.startswith("ray-dashboard-") or "forkserver" in p
                     or "resource_tracker" in p], procs
-        dashboards = [p for p in procs if " -m rayborg.ray_head --host=" in p or "dashboard/dashboard.py --" in p]
+        dashboards = [p for p in procs
+                      if " -m rayborg.ray_head --host=" in p or "dashboard/dashboard.py --" in p]
         assert len(dashboards) == 1 and " -m rayborg.ray_head --host=" in dashboards[0], dashboards
         assert "--modules-to-load=NodeHead,StateHead" in dashboards[0]
         assert not [p for p in procs if "autoscaler/_private/monitor.py" in p or "log_monitor.py" in p]
@@ -247,11 +248,12 @@ def test_the_actors_modules_do_not_import_keystoneauth1():
     """keystoneauth1 (~3 MiB in each actor process) is imported by the Placement and Nova clients only
     once one is made: not in a Binder or PlacementSync of a deployment without Placement, Nova or
     Keystone."""
-    code = ("import sys; import rayborg.actors.binder, rayborg.actors.placement_sync, rayborg.actors.host_agent, "
-            "rayborg.actors.placement_push, rayborg.actors.nova_notifier; "
-            "assert not [m for m in sys.modules if m.startswith('keystoneauth1')], 'imported at module level'; "
+    code = ("import sys; import rayborg.actors.binder, rayborg.actors.placement_sync, "
+            "rayborg.actors.host_agent, rayborg.actors.placement_push, rayborg.actors.nova_notifier; "
+            "assert not [m for m in sys.modules if m.startswith('keystoneauth1')], 'imported early'; "
             "from rayborg.actors.placement_client import PlacementClient; "
-            "PlacementClient('http://127.0.0.1:9'); assert 'keystoneauth1.adapter' in sys.modules; print('ok')")
+            "PlacementClient('http://127.0.0.1:9'); "
+            "assert 'keystoneauth1.adapter' in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
