@@ -162,8 +162,8 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
         assert names <= {a["name"] for a in json.loads(out.stdout)}
         # A task with a runtime_env still runs: the stand-in hands its port to Ray's agent at the first call.
         task = ("import os, ray; ray.init(address=os.environ['GCS']); "
-                "f = ray.remote(lambda: os.environ.get('RAYBORG_LAZY_AGENT')); "
-                "print(ray.get(f.options(runtime_env={'env_vars': {'RAYBORG_LAZY_AGENT': 'yes'}}).remote(), "
+                "f = ray.remote(lambda: os.environ.get('LAZY_AGENT_PROBE')); "
+                "print(ray.get(f.options(runtime_env={'env_vars': {'LAZY_AGENT_PROBE': 'yes'}}).remote(), "
                 "timeout=90))")
         env = {k: v for k, v in server.env.items() if k != "RAY_ADDRESS"}
         out = subprocess.run([sys.executable, "-c", task], capture_output=True, text=True, timeout=150,
