@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any
 
 from rayborg.drivers.base import BoundHandle, DriverAttachHandle, DriverDevice, DriverFailure, custom_name
 from rayborg.drivers.nvidia_gpu import NvidiaGpuBase, vgpu_config

@@ -24,8 +24,8 @@ from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlmodel import Session
 
 from rayborg.store import attach_handles, quotas, standalone_allocations
-from rayborg.store.errors import (ConflictError, InvalidError, LockedError, NotFoundError,  # noqa: F401
-                                   ServiceTokenRequired, StateConflict, StoreError)
+from rayborg.store.errors import (InvalidError, NotFoundError, ServiceTokenRequired, StateConflict,
+                                   StoreError)
 from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, DeviceStatus,
                                   ExtARQ, new_uuid, utcnow)
 

@@ -15,7 +15,8 @@ from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from rayborg.store import arq_state, attach_handles
-from rayborg.store.arq_state import RESOLVED, LockedError, NotFoundError
+from rayborg.store.arq_state import RESOLVED
+from rayborg.store.errors import LockedError, NotFoundError
 from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import ARQState, AttachHandle, DeviceProfile, ExtARQ
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from rayborg.store.arq_state import ConflictError, NotFoundError
+from rayborg.store.errors import ConflictError, NotFoundError
 from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import DeviceProfile, ExtARQ
 

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from serve_process import ServeProcess
+from waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
 
@@ -31,16 +31,6 @@ def call(method: str, url: str, body=None, headers=None):
     except urllib.error.HTTPError as err:
         raw = err.read()
         return err.code, json.loads(raw) if raw else None
-
-
-def wait_for(fn, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_serve_no_actors_starts_answers_and_stops_cleanly(tmp_path):

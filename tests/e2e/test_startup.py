@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from serve_process import ServeProcess
+from waiting import wait_for
 
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.drivers.registry import discover_host
@@ -41,16 +42,6 @@ def call(method: str, url: str, body=None):
             return resp.status, json.loads(raw) if raw and is_json else raw
     except urllib.error.HTTPError as err:
         return err.code, err.read()
-
-
-def wait_for(fn, timeout: float = 90, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def seed_devices(database_url: str, hostname: str, fake: str) -> None:
