@@ -39,7 +39,7 @@ from rayborg.drivers.base import BoundHandle
 from rayborg.store import arq_state, attach_handles, bind_plan, claims, loaded_function, nova_events, quotas
 from rayborg.store.attach_handles import HeldHandle
 from rayborg.store.bind_plan import BindPlan
-from rayborg.store.daemon_lease import shown_url
+from rayborg.store.urls import shown_url
 from rayborg.store.engine import Store
 from rayborg.store.queries import operator
 from rayborg.store.tables import ARQState

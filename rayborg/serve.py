@@ -22,7 +22,6 @@ import threading
 from multiprocessing.connection import Connection
 
 from aiohttp import web
-from sqlalchemy.engine import make_url
 
 from rayborg import logs
 from rayborg.api import server
@@ -33,7 +32,9 @@ log = logging.getLogger("rayborg.serve")
 
 
 def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    from rayborg.store.urls import shown_url
+
+    return shown_url(url)
 
 
 def build_app(settings: Settings, store, starting=None) -> web.Application:

@@ -15,8 +15,6 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from rayborg import logs
 from rayborg.store.engine import default_database_url
@@ -233,10 +231,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, url: str) -> str:
+        from rayborg.store.urls import backend_name
+
         try:
-            name = make_url(url).get_backend_name()
-        except ArgumentError:
-            raise ValueError(f"not a database URL: {url!r} ({URL_FORMS})") from None
+            name = backend_name(url)
+        except ValueError as exc:
+            raise ValueError(f"{exc} ({URL_FORMS})") from None
         if name not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(f"unsupported database {name!r}: use {URL_FORMS}")
         return url

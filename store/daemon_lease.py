@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rayborg.store.engine import Store, normalize_url
 from rayborg.store.tables import DaemonLease
+from rayborg.store.urls import shown_url  # noqa: F401  (re-exported: shown as the lease records it)
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "daemon"
@@ -45,10 +46,6 @@ def absolute_url(url: str) -> str:
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return url
     return u.set(database=str(Path(u.database).resolve())).render_as_string(hide_password=False)
-
-
-def shown_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def same_database(a: str, b: str) -> bool:

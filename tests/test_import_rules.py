@@ -31,15 +31,6 @@ RULES = [
 
 # (file, imported module): why it is still here. Remove an entry when its import goes.
 ALLOWED: dict[tuple[str, str], str] = {
-    # issue 15 items 1, 2 (in progress by another engineer): binds and the Python API's operations
-    # still run SQL closures and string RPC through the client package.
-    ("rayborg/python_api/client.py", "sqlalchemy.exc"): "issue 15 item 2: DBAPIError of store reads",
-    # URL parsing and the database's connection errors, outside store/ (no SQL, but the import).
-    ("rayborg/settings.py", "sqlalchemy.engine"): "make_url validates database_url",
-    ("rayborg/settings.py", "sqlalchemy.exc"): "ArgumentError of make_url",
-    ("rayborg/serve.py", "sqlalchemy.engine"): "make_url: the SQLite path made absolute",
-    ("rayborg/commands/db.py", "sqlalchemy.engine"): "make_url: the URL shown without its password",
-    ("rayborg/commands/db.py", "sqlalchemy.exc"): "DBAPIError: a database that cannot be reached",
 }
 
 

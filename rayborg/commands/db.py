@@ -6,7 +6,6 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.engine import make_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,15 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 @contextmanager
 def database_errors(url: str) -> Iterator[None]:
     """An unreachable or unreadable database is one readable line, not a traceback."""
-    from sqlalchemy.exc import DBAPIError
-
     from rayborg.cli import CLIError
+    from rayborg.store.urls import DatabaseError, error_reason, shown_url
 
     try:
         yield
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise CLIError(f"database {make_url(url).render_as_string(hide_password=True)}: {reason}") from None
+    except DatabaseError as exc:
+        raise CLIError(f"database {shown_url(url)}: {error_reason(exc)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         url = load_settings(database_url=args.database_url).database_url
     except SettingsError as exc:
         raise CLIError(str(exc)) from None
-    shown = make_url(url).render_as_string(hide_password=True)
+    from rayborg.store.urls import shown_url
+
+    shown = shown_url(url)
     with database_errors(url):
         revision = upgrade(url) if args.db_action == "upgrade" else current(url)
     print(f"{shown}: at revision {revision or 'none (empty database)'} (head {head()})")

@@ -552,7 +552,7 @@ def _settings_database_url() -> str:
 
 
 def _shown(url: str) -> str:
-    from rayborg.store.daemon_lease import shown_url
+    from rayborg.store.urls import shown_url
 
     return shown_url(url)
 
@@ -565,15 +565,13 @@ def _same_database(a: str, b: str) -> bool:
 
 def _daemon_of(url: str):
     """The running daemon of the database at `url`, as its lease row records it."""
-    from sqlalchemy.exc import DBAPIError
-
     from rayborg.store.daemon_lease import RAY_STARTING, find
+    from rayborg.store.urls import DatabaseError, error_reason
 
     try:
         daemon = find(url)
-    except DBAPIError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise RayborgError(f"cannot read database {_shown(url)}: {reason}") from None
+    except DatabaseError as exc:
+        raise RayborgError(f"cannot read database {_shown(url)}: {error_reason(exc)}") from None
     if daemon is None:
         raise RayborgError(f"no rayborg daemon runs for database {_shown(url)} (start one with `rayborg "
                            f"serve` with these settings, or name the database and Ray cluster of another)")
