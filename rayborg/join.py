@@ -39,13 +39,15 @@ class JoinedFrontDoor:
         self.lease: Lease | None = None
         self._watch: asyncio.Task | None = None
 
-    def take_if_free(self) -> bool:
-        """Take the lease when no live daemon holds it (blocking: database calls)."""
+    def take_if_free(self, ray_address: str, dashboard_url: str | None = None) -> bool:
+        """Take the lease when no live daemon holds it (blocking: database calls), recording
+        `ray_address` in the same write."""
         if daemon_lease.current(self.store) is not None:
             return False
         try:
             lease = daemon_lease.acquire(self.store, api_host=self.settings.host, api_port=self.settings.port,
-                                         database_url=self.settings.database_url)
+                                         database_url=self.settings.database_url, ray_address=ray_address,
+                                         dashboard_url=dashboard_url)
         except DaemonRunning:  # another front door was quicker
             return False
         lease.keep_alive(self._on_lost)
@@ -57,9 +59,8 @@ class JoinedFrontDoor:
         are up, or, when nobody holds the lease, take it and start them."""
         gcs_address, dashboard_url = init_ray(self.settings)
         while True:
-            if self.take_if_free():
+            if self.take_if_free(RAY_STARTING):
                 log.info("no daemon held the lease: this front door took it and starts the actors")
-                self.lease.update(ray_address=RAY_STARTING)
                 runtime = use_actors(self.settings, self.store, gcs_address, dashboard_url,
                                      supervisor=start_supervisor(self.settings))
                 self.lease.update(ray_address=gcs_address, dashboard_url=dashboard_url)
@@ -94,15 +95,17 @@ class JoinedFrontDoor:
         """Once this front door's actors are up: take the lease when its holder is gone, then supervise."""
         while self.lease is None:
             await asyncio.sleep(WATCH_SECONDS)
-            if starting.state != "up" or not await asyncio.to_thread(self.take_if_free):
+            if starting.state != "up":
+                continue
+            runtime = starting.runtime
+            # The lease names this front door's Ray cluster (the holder's, which it joined) at once:
+            # the CLI and Python API read it to find the actors.
+            if not await asyncio.to_thread(self.take_if_free, runtime.gcs_address, runtime.dashboard_url):
                 continue
             took = time.monotonic()
             log.warning("the daemon that held the lease is gone: this front door took the lease over and "
                         "starts the supervisor")
-            runtime = starting.runtime
             runtime.supervisor = supervisor = await asyncio.to_thread(start_supervisor, self.settings)
-            await asyncio.to_thread(self.lease.update, ray_address=runtime.gcs_address,
-                                    dashboard_url=runtime.dashboard_url)
             supervisor.start()
             await starting.programmer.target.resume()  # programming the old holder left unfinished
             log.info("supervising the actors (%.1f s after taking the lease)", time.monotonic() - took)

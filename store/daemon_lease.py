@@ -147,12 +147,15 @@ class _Raced(Exception):
 
 
 # -- the lease --------------------------------------------------------------------------------------
-def acquire(store: Store, *, api_host: str, api_port: int, database_url: str) -> Lease:
-    """Take this database's lease for this process, or raise DaemonRunning naming its holder."""
+def acquire(store: Store, *, api_host: str, api_port: int, database_url: str, ray_address: str | None = None,
+            dashboard_url: str | None = None) -> Lease:
+    """Take this database's lease for this process, or raise DaemonRunning naming its holder. A front
+    door that already knows its Ray cluster names it here, so that no reader ever sees the lease
+    without it."""
     now = time.time()
     mine = DaemonRecord(owner=str(uuid.uuid4()), hostname=socket.gethostname(), machine=_machine(),
                         pid=os.getpid(), process_start=_process_start(os.getpid()) or "", api_host=api_host,
-                        api_port=api_port, ray_address=None, dashboard_url=None,
+                        api_port=api_port, ray_address=ray_address, dashboard_url=dashboard_url,
                         database_url=shown_url(database_url), started_at=now, heartbeat_at=now)
     for _ in range(5):
         try:

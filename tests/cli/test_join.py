@@ -50,25 +50,28 @@ def test_a_joined_front_door_uses_the_holders_actors_and_takes_no_lease(joined, 
     holder = _hold(store, ray_address=GCS)
     try:
         assert joined.start() == ("actors", GCS, None)
-        assert not joined.take_if_free() and joined.lease is None
+        assert not joined.take_if_free(GCS) and joined.lease is None
         assert daemon_lease.current(store) == holder.record
     finally:
         holder.release()
-    # The holder gone: the joined front door takes the lease, with its own address.
-    assert joined.take_if_free()
-    assert daemon_lease.current(store).api_port == 6010 and joined.lease is not None
+    # The holder gone: the joined front door takes the lease, with its own address and, in the same
+    # write, the Ray cluster it joined (a reader never sees the lease without it).
+    assert joined.take_if_free(GCS, "http://dash")
+    record = daemon_lease.current(store)
+    assert (record.api_port, record.ray_address, record.dashboard_url) == (6010, GCS, "http://dash")
+    assert joined.lease is not None
 
 
 def test_a_joined_front_door_takes_the_lease_of_a_holder_killed_9(joined, store):
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, store.url], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
-        assert not joined.take_if_free()
+        assert not joined.take_if_free(GCS)
     finally:
         proc.kill()
         proc.wait()
-    assert joined.take_if_free()
-    assert daemon_lease.current(store).api_port == 6010
+    assert joined.take_if_free(GCS)
+    assert (daemon_lease.current(store).api_port, daemon_lease.current(store).ray_address) == (6010, GCS)
 
 
 def test_with_no_holder_a_joined_front_door_takes_the_lease_and_starts_the_actors(joined, store):
