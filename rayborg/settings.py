@@ -28,8 +28,7 @@ URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST/DB"
 # settings from the environment again); the others belong to the test suite and bench/, so a
 # developer's shell that sets them still runs rayborg (tests/cli/test_strict_settings.py finds any
 # RAYBORG_* name the repository uses that is neither a setting nor listed here).
-OTHER_VARIABLES = (CONFIG_ENV, logs.ENV,
-                   "RAYBORG_SHARED", "RAYBORG_SERVICE_CACHE", "RAYBORG_BENCH_CYBORG_VENV")
+OTHER_VARIABLES = (CONFIG_ENV, logs.ENV, "RAYBORG_SERVICE_CACHE", "RAYBORG_BENCH_CYBORG_VENV")
 
 
 class SettingsError(ValueError):

@@ -74,3 +74,10 @@ def add_profile(store, name: str = "fpga-dp1", groups: list[dict[str, str]] | No
         return dp.uuid
 
     return store.transact(build)
+
+
+def nova_bind_ops(hostname: str, rp_uuid: str, instance: str) -> list[dict]:
+    """The JSON-Patch operations of one ARQ's bind as Nova sends them."""
+    return [{"op": "add", "path": "/hostname", "value": hostname},
+            {"op": "add", "path": "/device_rp_uuid", "value": rp_uuid},
+            {"op": "add", "path": "/instance_uuid", "value": instance}]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from cyborg_errors import cyborg_fault
-from factories import add_device, add_profile
+from factories import add_device, add_profile, nova_bind_ops
 from rayborg.api.app_keys import BINDER
 from rayborg.store.tables import AttachHandle
 
@@ -42,9 +42,7 @@ async def create(client, name="dp", headers=MEMBER) -> list[dict]:
 
 
 def bind_ops(tree, instance: str, hostname: str = "host1") -> list[dict]:
-    return [{"op": "add", "path": "/hostname", "value": hostname},
-            {"op": "add", "path": "/device_rp_uuid", "value": tree.rp_uuids[0]},
-            {"op": "add", "path": "/instance_uuid", "value": instance}]
+    return nova_bind_ops(hostname, tree.rp_uuids[0], instance)
 
 
 UNBIND_OPS = [{"op": "remove", "path": p} for p in ("/hostname", "/device_rp_uuid", "/instance_uuid")]

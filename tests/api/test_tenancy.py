@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from cyborg_errors import cyborg_fault
-from factories import add_device, add_profile
+from factories import add_device, add_profile, nova_bind_ops
 
 from rayborg.api.app import create_app
 from rayborg.api.app_keys import BINDER
@@ -41,12 +41,6 @@ async def listed(client, headers, query="") -> list[str]:
     resp = await client.get(ARQS + query, headers=headers)
     assert resp.status == 200, await resp.text()
     return sorted(a["uuid"] for a in (await resp.json())["arqs"])
-
-
-def bind_ops(tree, instance: str) -> list[dict]:
-    return [{"op": "add", "path": "/hostname", "value": "host1"},
-            {"op": "add", "path": "/device_rp_uuid", "value": tree.rp_uuids[0]},
-            {"op": "add", "path": "/instance_uuid", "value": instance}]
 
 
 # -- 1. policy answers are reused only between callers equal in what the rule reads ------------------
@@ -147,14 +141,14 @@ async def test_a_caller_without_project_touches_no_arqs(client, tree, headers):
     arq = await create(client, A)
     bound = await create(client, A)
     instance = str(uuid.uuid4())
-    resp = await client.patch(ARQS, json={bound: bind_ops(tree, instance)}, headers=A_NOVA)
+    resp = await client.patch(ARQS, json={bound: nova_bind_ops("host1", tree.rp_uuids[0], instance)}, headers=A_NOVA)
     assert resp.status == 202, await resp.text()
     await client.app[BINDER].drain()
 
     requests = [("GET", ARQS, None), ("GET", f"{ARQS}?instance={instance}", None),
                 ("GET", f"{ARQS}/{arq}", None),
                 ("POST", ARQS, {"device_profile_name": "dp"}),
-                ("PATCH", ARQS, {arq: bind_ops(tree, str(uuid.uuid4()))}),
+                ("PATCH", ARQS, {arq: nova_bind_ops("host1", tree.rp_uuids[0], str(uuid.uuid4()))}),
                 ("PATCH", ARQS, {bound: [{"op": "remove", "path": "/instance_uuid"}]}),
                 ("PATCH", f"{ARQS}/{bound}", [{"op": "remove", "path": "/instance_uuid"}]),
                 ("DELETE", f"{ARQS}?arqs={arq}", None), ("DELETE", f"{ARQS}/{arq}", None),
@@ -190,11 +184,11 @@ async def test_bind_to_an_instance_another_project_uses_reveals_nothing(client, 
     project's ARQs on that uuid neither refuse the bind nor show in what the caller sees."""
     instance = str(uuid.uuid4())
     a_arq = await create(client, A)
-    resp = await client.patch(ARQS, json={a_arq: bind_ops(tree, instance)}, headers=A_NOVA)
+    resp = await client.patch(ARQS, json={a_arq: nova_bind_ops("host1", tree.rp_uuids[0], instance)}, headers=A_NOVA)
     assert resp.status == 202, await resp.text()
 
     b_arq = await create(client, B)
-    resp = await client.patch(ARQS, json={b_arq: bind_ops(tree, instance)}, headers=B_NOVA)
+    resp = await client.patch(ARQS, json={b_arq: nova_bind_ops("host1", tree.rp_uuids[0], instance)}, headers=B_NOVA)
     assert resp.status == 202, await resp.text()
     await client.app[BINDER].drain()
     assert await listed(client, A, f"?instance={instance}") == [a_arq]
@@ -202,9 +196,9 @@ async def test_bind_to_an_instance_another_project_uses_reveals_nothing(client, 
 
     # Within a project the rule holds as before: an instance's ARQs are bound in one request.
     again = await create(client, A)
-    resp = await client.patch(ARQS, json={again: bind_ops(tree, instance)}, headers=A_NOVA)
+    resp = await client.patch(ARQS, json={again: nova_bind_ops("host1", tree.rp_uuids[0], instance)}, headers=A_NOVA)
     assert "already has accelerator requests" in await cyborg_fault(resp, 400)
     # And an admin, who sees every project, is refused as before.
     admin_nova = {"X-Project-Id": "p-admin", "X-Roles": "admin", "X-Service-Roles": "service"}
-    resp = await client.patch(ARQS, json={again: bind_ops(tree, instance)}, headers=admin_nova)
+    resp = await client.patch(ARQS, json={again: nova_bind_ops("host1", tree.rp_uuids[0], instance)}, headers=admin_nova)
     assert "already has accelerator requests" in await cyborg_fault(resp, 400)

@@ -130,7 +130,7 @@ def test_the_variables_rayborg_reads_and_sets_are_accepted(clean_env, monkeypatc
     for name, value in {"RAYBORG_CONFIG": str(clean_env), "RAYBORG_LOG_FORMAT": "text",
                         "rayborg_port": "7001", "RAYBORG_KEYSTONE__AUTH_URL": "http://ks/v3",
                         "RAYBORG_DRIVER_OPTIONS__PMEM": "{}", "RAYBORG_DRIVER_OPTIONS__SPDK__SOCKET": "/s",
-                        "RAYBORG_SHARED": "/x", "RAYBORG_SERVICE_CACHE": "/c",
+                        "RAYBORG_SERVICE_CACHE": "/c",
                         "RAYBORG_BENCH_CYBORG_VENV": "/v"}.items():
         monkeypatch.setenv(name, value)
     assert cli(["serve"]) == 0
@@ -145,7 +145,7 @@ def test_every_rayborg_variable_the_repository_uses_is_accepted():
         for path in (REPO / top).rglob("*"):
             if path.suffix in (".py", ".sh", ".md", ".toml", "") and path.is_file() and path.name != THIS:
                 used.update(name.findall(path.read_text("utf-8", "replace")))
-    assert {"RAYBORG_SHARED", "RAYBORG_LOG_FORMAT", "RAYBORG_KEYSTONE__AUTH_URL"} <= used
+    assert {"RAYBORG_SERVICE_CACHE", "RAYBORG_LOG_FORMAT", "RAYBORG_KEYSTONE__AUTH_URL"} <= used
     assert list(unknown_variables(Settings, dict.fromkeys(used, ""))) == []
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from factories import nova_bind_ops
 from serve_process import ServeProcess
 from waiting import wait_for
 
@@ -130,10 +131,7 @@ def test_discovery_to_bound_arq_to_nova_event(tmp_path, placement_server, nova):
         assert status == 201
         arq = body["arqs"][0]["uuid"]
         instance = str(uuid.uuid4())
-        status, _ = call("PATCH", f"{api}/accelerator_requests", {arq: [
-            {"op": "add", "path": "/hostname", "value": host},
-            {"op": "add", "path": "/device_rp_uuid", "value": dep["rp_uuid"]},
-            {"op": "add", "path": "/instance_uuid", "value": instance}]})
+        status, _ = call("PATCH", f"{api}/accelerator_requests", {arq: nova_bind_ops(host, dep["rp_uuid"], instance)})
         assert status == 202
         resolved = wait_for(lambda: (lambda r: r[1]["arqs"] if r[0] == 200 else None)(
             call("GET", f"{api}/accelerator_requests?instance={instance}&bind_state=resolved")), what="bind")

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from factories import nova_bind_ops
 from serve_process import ServeProcess
 from waiting import wait_for
 
@@ -101,10 +102,7 @@ def test_serve_answers_before_the_actors_and_a_bind_made_meanwhile_ends_bound(tm
         status, body = call("POST", f"{api}/accelerator_requests", {"device_profile_name": "early"})
         arq = body["arqs"][0]["uuid"]
         instance = str(uuid.uuid4())
-        status, _ = call("PATCH", f"{api}/accelerator_requests", {arq: [
-            {"op": "add", "path": "/hostname", "value": host},
-            {"op": "add", "path": "/device_rp_uuid", "value": dep["rp_uuid"]},
-            {"op": "add", "path": "/instance_uuid", "value": instance}]})
+        status, _ = call("PATCH", f"{api}/accelerator_requests", {arq: nova_bind_ops(host, dep["rp_uuid"], instance)})
         assert status == 202
         assert "actors up" not in server.log.read_text(), "the actors came up before the bind: nothing tested"
         bound = wait_for(lambda: (lambda a: a if a["state"] in ("Bound", "BindFailed") else None)(
