@@ -92,6 +92,10 @@ class Device(TimestampMixin, table=True):
     vendor_board_info: str = Field(default="")
     hostname: str = Field(max_length=255, index=True)
     status: str = Field(default=DeviceStatus.ENABLED.value, max_length=20)
+    # Why an operator disabled the device (None while enabled), shown with its status.
+    status_reason: str | None = Field(default=None, max_length=255)
+    # The driver's counters from the last host report (`Driver.get_stats`), None when it has none.
+    stats: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # Stable identity of the card on its host (driver name + PCI address or serial), so that a
     # re-report updates the same row instead of creating a new uuid.
     std_board_info_key: str = Field(max_length=255)
@@ -155,6 +159,7 @@ class Attribute(TimestampMixin, table=True):
     """Key/value facts about a deployable (`rc`, `trait<N>`, operator-defined keys)."""
 
     __tablename__ = "attributes"
+    __table_args__ = (UniqueConstraint("deployable_id", "key", name="uq_attribute_deployable_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
     uuid: str = Field(default_factory=new_uuid, unique=True, index=True, max_length=36)
@@ -162,6 +167,8 @@ class Attribute(TimestampMixin, table=True):
         Integer, ForeignKey("deployables.id", ondelete="CASCADE"), nullable=False, index=True))
     key: str = Field(max_length=255)
     value: str = Field(max_length=255)
+    # "driver" rows are rewritten by every host report; "operator" rows (the attribute API) win over them.
+    source: str = Field(default="driver", max_length=16, sa_column_kwargs={"server_default": "driver"})
 
 
 class DeviceProfile(TimestampMixin, table=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlmodel import Session
 
-from rayborg.store.errors import InvalidError, NotFoundError
+from rayborg.store.errors import ConflictError, InvalidError, NotFoundError
 from rayborg.store.tables import Attribute, Deployable
 
 
@@ -29,7 +29,10 @@ def create_attribute(session: Session, deployable_id: int, key: str, value: str)
     # A reference to a missing deployable is a bad body, not a missing URL: 400.
     if session.get(Deployable, deployable_id) is None:
         raise InvalidError(f"Deployable with id {deployable_id} does not exist")
-    attr = Attribute(deployable_id=deployable_id, key=key, value=value)
+    if session.scalars(select(Attribute.id).where(Attribute.deployable_id == deployable_id,
+                                                  Attribute.key == key)).first() is not None:
+        raise ConflictError(f"Deployable {deployable_id} already has an attribute {key!r}")
+    attr = Attribute(deployable_id=deployable_id, key=key, value=value, source="operator")
     session.add(attr)
     session.flush()
     return attr

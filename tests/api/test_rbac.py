@@ -94,8 +94,8 @@ class World:
         return arq, instance
 
     async def attribute_uuid(self) -> str:
-        body = await self.setup("POST", "/v2/attributes", {"deployable_id": self.device_id, "key": "k",
-                                                           "value": "v"}, 201)
+        body = await self.setup("POST", "/v2/attributes", {"deployable_id": self.device_id,
+                                                           "key": f"k-{uuid.uuid4()}", "value": "v"}, 201)
         return body["uuid"]
 
 
@@ -200,7 +200,8 @@ async def _attribute_show(w):
 
 
 async def _attribute_create(w):
-    return "POST", "/v2/attributes", {"deployable_id": w.device_id, "key": "phys_net", "value": "physnet1"}
+    return "POST", "/v2/attributes", {"deployable_id": w.device_id, "key": f"phys_net-{uuid.uuid4()}",
+                                      "value": "physnet1"}
 
 
 async def _attribute_delete(w):
