@@ -1,8 +1,10 @@
 """Intel PMEM namespace driver (2023.1 pmem-namespace-support, approved, never implemented upstream).
 
 Reads what `ndctl list` would print from sysfs: `bus/nd/devices/region*`, `namespace*` (mode, size,
-alt_name, uuid) and `dax*` (whose `namespace` file names its namespace). Only devdax namespaces are
-usable as vPMEM backends. Option `pmem_namespaces = "6GB:ns0|ns1|ns2,LARGE:ns3"` (names = alt_name)
+alt_name, uuid) and `dax*` (whose `namespace` file names its namespace; its device-dax child, e.g.
+`region0/dax0.0/dax0.0`, is the character device `/dev/dax0.0`). The kernel's `mode` file says `dax`
+/ `memory` / `safe` / `raw` where ndctl says devdax / fsdax / sector / raw; both are read. Only devdax
+namespaces are usable as vPMEM backends; idle seeds (size 0, empty `namespace`) are skipped. Option `pmem_namespaces = "6GB:ns0|ns1|ns2,LARGE:ns3"` (names = alt_name)
 groups namespaces under labels; without it the label is the size ("6GB").
 
 Conflict resolved: the spec wants RC CUSTOM_PMEM_NAMESPACE_<LABEL> *and* one deployable per device;
@@ -19,6 +21,24 @@ from rayborg.drivers.base import (ControlPathId, Discovery, Driver, DriverAttach
                                   DriverDevice, DriverFailure, custom_name)
 from rayborg.drivers.intel_x710 import parse_mappings
 from rayborg.drivers.sysfs import read_int, read_text
+
+
+# the kernel's names for a namespace's mode -> ndctl's (which the spec and operators use)
+KERNEL_MODES = {"dax": "devdax", "memory": "fsdax", "safe": "sector", "raw": "raw"}
+
+
+def namespace_mode(text: str) -> str:
+    return KERNEL_MODES.get(text, text)
+
+
+def chardev(nd_dax: Path) -> str:
+    """The device-dax under an nd_dax device (its /dev name): `<nd_dax>/daxR.N` (dax bus) or
+    `<nd_dax>/dax/daxR.N` (older kernels' dax class); the nd_dax's own name when neither is there."""
+    for where in (nd_dax, nd_dax / "dax"):
+        found = sorted(p.name for p in where.glob("dax*.*") if p.is_dir()) if where.is_dir() else []
+        if found:
+            return found[0]
+    return nd_dax.name
 
 
 def size_label(size: int) -> str:
@@ -43,7 +63,8 @@ class PmemDriver(Driver):
         daxes = {}
         for dax in sorted(base.glob("dax*")):
             try:
-                daxes[read_text(dax / "namespace", device=dax.name)] = dax.name
+                if owner := read_text(dax / "namespace", device=dax.name):  # empty: an idle seed
+                    daxes[owner] = chardev(dax.resolve())
             except DriverFailure as exc:
                 result.errors.append(self.error(exc))
         by_region: dict[str, list[tuple[str, Path]]] = defaultdict(list)
@@ -68,9 +89,11 @@ class PmemDriver(Driver):
     def _region(self, region: str, rdir: Path, namespaces, daxes, seen: set[str]) -> DriverDevice | None:
         groups: dict[str, list[DriverAttachHandle]] = defaultdict(list)
         for name, ns in namespaces:
-            if read_text(ns / "mode", device=name) != "devdax":
+            if namespace_mode(read_text(ns / "mode", device=name)) != "devdax":
                 continue
             size = read_int(ns / "size", device=name)
+            if size == 0:  # an idle seed namespace
+                continue
             alt = read_text(ns / "alt_name", device=name) if (ns / "alt_name").exists() else ""
             if self.labels and alt not in self.labels:
                 continue  # configured hosts expose only the namespaces they list

@@ -196,10 +196,11 @@ class SysfsBuilder:
                            "devtype": "nd_namespace_pmem"}.items():
             (d / key).write_text(f"{value}\n")
         _rel_link(self.root / "bus" / "nd" / "devices" / name, d)
-        if mode == "devdax":
+        if mode in ("devdax", "dax"):  # ndctl's name, the kernel's: an nd_dax device and its device-dax
             dax = dax or "dax" + name.removeprefix("namespace")
             x = r / dax
-            x.mkdir(parents=True, exist_ok=True)
+            (x / dax).mkdir(parents=True, exist_ok=True)
+            (x / dax / "size").write_text(f"{size}\n")
             (x / "namespace").write_text(f"{name}\n")
             _rel_link(self.root / "bus" / "nd" / "devices" / dax, x)
         return d
