@@ -299,7 +299,9 @@ class Driver:
 
     def find_deployable(self, name: str) -> tuple[DriverDevice, DriverDeployable]:
         for dev in self.discover().devices:
-            for dep in dev.deployables:
+            stack = list(dev.deployables)
+            while stack:  # a nested card's regions too (children of its deployable)
+                dep = stack.pop()
                 if dep.name == name:
                     return dev, dep
         raise DriverFailure(f"no deployable named {name!r} on this host", device=name)

@@ -65,6 +65,15 @@ class FpgaDriver(PciDriver):
     def program_argv(self, device: DriverDevice, image: Path) -> list[str]:
         raise NotImplementedError
 
+    def program_argv_for(self, device: DriverDevice, dep: DriverDeployable, image: Path) -> list[str]:
+        """The tool's argv for one deployable: the device's, unless a driver programs its PR regions
+        one by one (intel_fpga)."""
+        return self.program_argv(device, image)
+
+    def loaded_key(self, device: DriverDevice, dep: DriverDeployable) -> str:
+        """Where `loaded` remembers what `dep` runs: per device, or per region for a nested card."""
+        return device.key
+
     def program_env(self, device: DriverDevice) -> dict[str, str] | None:
         return None
 
@@ -96,8 +105,8 @@ class FpgaDriver(PciDriver):
         check_fits(bitstream.meta, device=device.key, vendor_names={self.VENDOR_NAME, device.vendor},
                    boards=self.boards(device), region_id=dep.attributes.get("region_id"))
         limit = self.program_timeout(device.key) if timeout is None else timeout
-        run_tool(self.program_argv(device, bitstream.path), device=device.key, timeout=limit,
+        run_tool(self.program_argv_for(device, dep, bitstream.path), device=device.key, timeout=limit,
                  env=self.program_env(device))
-        self.loaded[device.key] = bitstream
+        self.loaded[self.loaded_key(device, dep)] = bitstream
         _, dep = self.find_deployable(name)
         return dep
