@@ -22,73 +22,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from rayborg.python_api import connection
+from rayborg.python_api import status as status_report
 from rayborg.python_api.batch import ProgramResult, ProgramResults, result_for, run_batch
+from rayborg.python_api.errors import RayborgError
+from rayborg.python_api.progress import ProgressBar
+from rayborg.python_api.selector import SELECTOR_KEYS, matches, parse_selector
 
-SELECTOR_KEYS = {
-    "host": "host",
-    "hostname": "host",
-    "family": "family",
-    "type": "family",
-    "rc": "resource_class",
-    "resource_class": "resource_class",
-    "trait": "trait",
-    "state": "state",
-    "name": "deployable",
-    "deployable": "deployable",
-    "device": "device_uuid",
-    "driver": "driver",
-}
-
+__all__ = ["SELECTOR_KEYS", "Claim", "Rayborg", "RayborgError", "claim", "connect", "matches", "parse_selector"]
 
 log = logging.getLogger("rayborg.claims")
-
-
-class RayborgError(Exception):
-    """A readable error from the Python API (no rayborg running, bad selector, claim refused...)."""
-
-
-def parse_selector(where: str | dict[str, Any] | Iterable[str] | None) -> dict[str, Any]:
-    """`"host=a,family=FPGA"`, a dict with those keys, or a list of deployable names/uuids."""
-    if where is None:
-        return {}
-    if isinstance(where, str):
-        out: dict[str, Any] = {}
-        for part in filter(None, (p.strip() for p in where.split(","))):
-            if "=" not in part:
-                raise RayborgError(
-                    f"bad selector {part!r}: want KEY=VALUE (keys: {', '.join(sorted(SELECTOR_KEYS))})"
-                )
-            key, value = (x.strip() for x in part.split("=", 1))
-            if key.lower() not in SELECTOR_KEYS:
-                raise RayborgError(f"unknown selector key {key!r} (keys: {', '.join(sorted(SELECTOR_KEYS))})")
-            out.setdefault(SELECTOR_KEYS[key.lower()], set()).update(value.split("|"))
-        return out
-    if isinstance(where, dict):
-        out = {}
-        for key, value in where.items():
-            if key.lower() not in SELECTOR_KEYS:
-                raise RayborgError(f"unknown selector key {key!r} (keys: {', '.join(sorted(SELECTOR_KEYS))})")
-            values = {value} if isinstance(value, str) else set(value)
-            out.setdefault(SELECTOR_KEYS[key.lower()], set()).update(values)
-        return out
-    return {"deployable": set(where)}
-
-
-def matches(row: dict[str, Any], selector: dict[str, Any]) -> bool:
-    for key, wanted in selector.items():
-        wanted = {str(w) for w in wanted}
-        if key == "trait":
-            if not wanted <= set(row["traits"]):
-                return False
-        elif key == "deployable":
-            if row["deployable"] not in wanted and row["deployable_uuid"] not in wanted:
-                return False
-        elif key in ("family", "resource_class", "state", "driver"):
-            if str(row.get(key) or "").lower() not in {w.lower() for w in wanted}:
-                return False
-        elif str(row.get(key)) not in wanted:
-            return False
-    return True
 
 
 class Rayborg:
@@ -100,50 +43,13 @@ class Rayborg:
         self.namespace = namespace or NAMESPACE
         self.admin = admin
         self.daemon: dict[str, Any] | None = None  # where `connect` found it (its lease row), if it looked
-        self._binders: dict[int, Any] = {}
+        self._binders = connection.Binders(self.namespace)
         self._config = self._call("settings")
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _binder(self, index: int = 0):
-        import ray
-
-        from rayborg.actors.runtime_config import binder_name
-
-        if index not in self._binders:
-            try:
-                self._binders[index] = ray.get_actor(binder_name(index), namespace=self.namespace)
-            except ValueError:
-                raise RayborgError(
-                    f"no rayborg on this Ray cluster (actor {binder_name(index)} not found in "
-                    f"namespace {self.namespace}); start it with `rayborg serve`"
-                ) from None
-        return self._binders[index]
-
     def _call(self, name: str, *args, index: int = 0, timeout: float = 120, **kwargs) -> Any:
         """Binder `index`'s method `name`, with Ray's and the store's failures as RayborgErrors."""
-        import ray
-
-        from rayborg.actors.placement_client import PlacementUnavailable
-        from rayborg.store.errors import StoreError
-
-        try:
-            return ray.get(getattr(self._binder(index), name).remote(*args, **kwargs), timeout=timeout)
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
-            if isinstance(cause, PlacementUnavailable):
-                raise RayborgError(f"{name}: Placement is unavailable, try again: {exc.cause}") from None
-            if isinstance(cause, (StoreError, LookupError, ValueError)):
-                raise RayborgError(str(exc.cause)) from None
-            raise
-        except ray.exceptions.RayActorError as exc:
-            # The binder died or its node went away: Ray restarts it; the caller may retry.
-            self._binders.pop(index, None)
-            raise RayborgError(f"{name}: rayborg's binder {index} is unavailable ({type(exc).__name__}), "
-                               f"try again") from None
-        except ray.exceptions.GetTimeoutError:
-            raise RayborgError(
-                f"{name}: rayborg's binder {index} did not answer within {timeout:g}s"
-            ) from None
+        return self._binders.call(name, *args, index=index, timeout=timeout, **kwargs)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -152,32 +58,7 @@ class Rayborg:
     # -- reads ---------------------------------------------------------------------------------
     def hosts(self) -> list[dict[str, Any]]:
         """Every host the store knows and every Ray node: state, devices, agent status."""
-        import ray
-
-        from rayborg.actors.runtime_config import host_agent_name
-        from rayborg.python_api.batch import alive_hosts
-
-        summary = self._call("summary")
-        rows = {h["hostname"]: dict(h, devices=0, in_cluster=False, agent=None) for h in summary["hosts"]}
-        for dep in self._call("deployables"):
-            if dep["host"] in rows:
-                rows[dep["host"]]["devices"] += 1
-        for host in alive_hosts():
-            rows.setdefault(host, {"hostname": host, "state": "up", "devices": 0, "agent": None})[
-                "in_cluster"
-            ] = True
-        refs = {}
-        for host in rows:
-            try:
-                refs[host] = ray.get_actor(host_agent_name(host), namespace=self.namespace).status.remote()
-            except ValueError:
-                pass
-        for host, ref in refs.items():
-            try:
-                rows[host]["agent"] = ray.get(ref, timeout=5)
-            except Exception as exc:  # noqa: BLE001 - its node may be gone
-                rows[host]["agent"] = {"error": f"{type(exc).__name__}"}
-        return [rows[h] for h in sorted(rows)]
+        return status_report.hosts(self)
 
     def devices(
         self,
@@ -221,49 +102,7 @@ class Rayborg:
 
     def status(self) -> dict[str, Any]:
         """What `rayborg status` shows: cluster, hosts, devices per family, ARQs per state, sync lag."""
-        import ray
-
-        from rayborg.actors.runtime_config import PLACEMENT_SYNC_NAME, binder_name
-
-        summary = self._call("summary")
-        actors = {}
-        names = [PLACEMENT_SYNC_NAME] + [binder_name(i) for i in range(self._config["binder_count"])]
-        for name in names:
-            try:
-                actors[name] = ray.get(
-                    ray.get_actor(name, namespace=self.namespace).status.remote(), timeout=10
-                )
-            except Exception as exc:  # noqa: BLE001
-                actors[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        sync = actors.get(PLACEMENT_SYNC_NAME, {})
-        last = (sync.get("last_push") or {}).get("at")
-        now = time.time()
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        return {
-            "cluster": {
-                "address": ray.get_runtime_context().gcs_address,
-                "nodes": len(nodes),
-                "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
-                "namespace": self.namespace,
-                "database": self._config["database_url"],
-                "placement": self._config["placement_url"],
-            },
-            "daemon": self.daemon,
-            "hosts": self.hosts(),
-            "devices": summary["devices"],
-            "arqs": summary["arqs"],
-            "placement_sync": {
-                "dirty_deployables": summary["placement_dirty"],
-                "last_push_age_s": None if last is None else round(now - last, 3),
-                "lag_s": 0.0 if not summary["placement_dirty"] or last is None else round(now - last, 3),
-                "placement_down_since": sync.get("placement_down_since"),
-                "reports_applied": sync.get("reports_applied"),
-                "errors": [
-                    h["hostname"] + ": " + h["sync_error"] for h in summary["hosts"] if h.get("sync_error")
-                ],
-            },
-            "actors": actors,
-        }
+        return status_report.status(self)
 
     # -- enable / disable ----------------------------------------------------------------------
     def enable(self, device: str) -> dict[str, Any]:
@@ -368,7 +207,7 @@ class Rayborg:
                                 sink=results)
         started = time.perf_counter()
         show = sys.stderr.isatty() if progress is None else progress
-        bar = _progress_bar(total, show)
+        bar = ProgressBar(total, show)
         throw = False  # a Ctrl-C that landed here, owed to the batch
         try:
             while True:
@@ -467,35 +306,6 @@ class Claim:
         return f"Claim({self.consumer}, {self.profile}: {where}{', released' if self.released else ''})"
 
 
-class _progress_bar:
-    def __init__(self, total: int, show):
-        self._p = None
-        if show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(
-                TextColumn("programming"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"),
-                TimeElapsedColumn(),
-                transient=False,
-                **({} if isinstance(show, bool) else {"console": show}),
-            )
-            self._task = self._p.add_task("program", total=total, failed=0)
-            self._failed = 0
-            self._p.start()
-
-    def advance(self, result: ProgramResult) -> None:
-        if self._p is not None:
-            self._failed += 0 if result.ok else 1
-            self._p.update(self._task, advance=1, failed=self._failed)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-
 _default: Rayborg | None = None
 
 
@@ -510,29 +320,14 @@ def connect(address: str | None = None, namespace: str | None = None, admin: boo
     import ray
 
     global _default
-    url = database_url or _settings_database_url()
-    daemon = _daemon_of(url) if address is None else None
+    url = database_url or connection.settings_database_url()
+    daemon = connection.find_daemon(url) if address is None else None
     if daemon is not None:
         address = daemon.ray_address
-    joined = not ray.is_initialized()
-    if joined:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        _probe(address)
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-        except ConnectionError as exc:
-            raise RayborgError(f"no Ray cluster at {address!r}: {exc}") from None
-    elif daemon is not None and ray.get_runtime_context().gcs_address != daemon.ray_address:
-        raise RayborgError(f"this process is connected to the Ray cluster at "
-                           f"{ray.get_runtime_context().gcs_address}, but the rayborg daemon of database "
-                           f"{_shown(url)} is on the one at {daemon.ray_address}")
+    joined = connection.join_ray(address, daemon, url)
     try:
         conn = Rayborg(namespace=namespace, admin=admin)
-        theirs = conn.config["database_url"]
-        if not _same_database(theirs, url):
-            raise RayborgError(f"the rayborg on the Ray cluster at {address} uses database {theirs}, not "
-                               f"{_shown(url)} (the database of these settings); refusing to act on "
-                               f"another daemon (to use that one, name its database: --database-url)")
+        connection.check_database(conn.config["database_url"], url, address)
     except BaseException:
         if joined:  # leave no connection to a cluster we refused
             ray.shutdown()
@@ -540,61 +335,6 @@ def connect(address: str | None = None, namespace: str | None = None, admin: boo
     conn.daemon = daemon.as_dict() if daemon is not None else None
     _default = conn
     return conn
-
-
-def _settings_database_url() -> str:
-    from rayborg.settings import SettingsError, load_settings
-
-    try:
-        return load_settings().database_url
-    except SettingsError as exc:
-        raise RayborgError(str(exc)) from None
-
-
-def _shown(url: str) -> str:
-    from rayborg.store.urls import shown_url
-
-    return shown_url(url)
-
-
-def _same_database(a: str, b: str) -> bool:
-    from rayborg.store.daemon_lease import same_database
-
-    return same_database(a, b)
-
-
-def _daemon_of(url: str):
-    """The running daemon of the database at `url`, as its lease row records it."""
-    from rayborg.store.daemon_lease import RAY_STARTING, find
-    from rayborg.store.urls import DatabaseError, error_reason
-
-    try:
-        daemon = find(url)
-    except DatabaseError as exc:
-        raise RayborgError(f"cannot read database {_shown(url)}: {error_reason(exc)}") from None
-    if daemon is None:
-        raise RayborgError(f"no rayborg daemon runs for database {_shown(url)} (start one with `rayborg "
-                           f"serve` with these settings, or name the database and Ray cluster of another)")
-    if daemon.ray_address is None:
-        raise RayborgError(f"the rayborg daemon of database {_shown(url)} ({daemon.describe()}) runs without "
-                           f"actors (--no-actors): it has no Ray cluster to talk to")
-    if daemon.ray_address == RAY_STARTING:
-        raise RayborgError(f"the rayborg daemon of database {_shown(url)} ({daemon.describe()}) is starting its "
-                           f"actors: try again in a few seconds")
-    return daemon
-
-
-def _probe(address: str | None) -> None:
-    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
-    import socket
-
-    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except (OSError, ValueError) as exc:
-        raise RayborgError(f"no Ray cluster at {address}: {exc}") from None
 
 
 def claim(profile: str, count: int = 1, host: str | None = None, **kwargs) -> Claim:

@@ -29,7 +29,7 @@ from sqlmodel import select
 
 from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import RuntimeConfig
-from rayborg.python_api import client as client_module
+from rayborg.python_api.progress import ProgressBar
 from rayborg.store.tables import Deployable
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
@@ -384,7 +384,7 @@ def test_ctrl_c_inside_program_leaves_every_device_a_result(runtime, monkeypatch
     from rich.console import Console
 
     rb = runtime["rb"]
-    advance = client_module._progress_bar.advance
+    advance = ProgressBar.advance
     calls = []
 
     def advance_then_ctrl_c(self, result):
@@ -393,7 +393,7 @@ def test_ctrl_c_inside_program_leaves_every_device_a_result(runtime, monkeypatch
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(client_module._progress_bar, "advance", advance_then_ctrl_c)
+    monkeypatch.setattr(ProgressBar, "advance", advance_then_ctrl_c)
     results = rb.program(BITSTREAM, "host=host-a|host-b", parallelism_per_host=2, parallelism=4,
                          progress=Console(file=io.StringIO()))
     assert results.interrupted
@@ -462,7 +462,7 @@ def test_ray_failures_become_rayborg_errors(runtime):
 
     rb = rayborg.Rayborg()
     broken = BrokenBinder.remote()
-    rb._binders = {i: broken for i in range(rb.config["binder_count"])}  # a claim's release goes to its owner
+    rb._binders._handles = {i: broken for i in range(rb.config["binder_count"])}  # a claim's release goes to its owner
     with pytest.raises(rayborg.RayborgError, match="release: Placement is unavailable, try again"):
         rb.release("11111111-c1a1-4111-8111-111111111111")
     with pytest.raises(rayborg.RayborgError, match="did not answer within 0.5s"):
