@@ -141,7 +141,7 @@ def _operation(method: str, path: str, handler: Any, meta: dict, schemas: dict) 
     if params:
         op["parameters"] = params
     if meta["body"] is not None:
-        op["requestBody"] = {"required": True, "content": {
+        op["requestBody"] = {"required": meta.get("body_required", True), "content": {
             "application/json": {"schema": _schema(schemas, meta["body"], "validation")}}}
     op["responses"] = _responses(method, path, meta, schemas)
     if not public:

@@ -13,13 +13,13 @@ from pydantic import BaseModel
 
 def operation(*, summary: str, responses: dict[int, type[BaseModel] | None],
               body: Any = None, query: type[BaseModel] | None = None,
-              tags: list[str] | None = None) -> Callable:
+              tags: list[str] | None = None, body_required: bool = True) -> Callable:
     """Describe a handler: its summary, request body model (or type), query model and responses
-    by status (None for an empty body)."""
+    by status (None for an empty body); `body_required=False` for a body a client may leave out."""
 
     def mark(handler: Callable) -> Callable:
         handler.__openapi__ = {"summary": summary, "responses": responses, "body": body,
-                               "query": query, "tags": tags or []}
+                               "query": query, "tags": tags or [], "body_required": body_required}
         return handler
 
     return mark

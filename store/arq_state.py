@@ -282,7 +282,8 @@ def _choose_devices(session: Session, arqs: list[ExtARQ], binds: dict[str, BindT
 
 def finish_bind(session: Session, arq_uuid: str) -> ARQState:
     """Claim an attach handle of the deployable behind the ARQ's RP: Bound, or BindFailed with
-    `bind_error` when the RP is unknown on that host, the device is in maintenance or nothing is free.
+    `bind_error` when the RP is unknown on that host, the device is disabled (the error names it and
+    its reason) or nothing is free.
 
     Raises NotFoundError if the ARQ is gone and StateConflict if it is no longer BindStarted (it was
     unbound or deleted meanwhile)."""
@@ -344,7 +345,8 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
     targets = [] if not todo else session.execute(
         _FINISH_TARGETS, {"rps": sorted({r.device_rp_uuid for r in todo if r.device_rp_uuid})}).all()
     by_target = {(rp, host): (dep_id, dep_uuid, dev_uuid, status)
-                 for dep_id, dep_uuid, rp, host, dev_uuid, status in targets}
+                 for dep_id, dep_uuid, rp, host, dev_uuid, status, _ in targets}
+    reasons = {dev_uuid: reason for *_, dev_uuid, _, reason in targets}
     failed: list[tuple[Any, str]] = []
     wanting: dict[tuple, list] = defaultdict(list)
     for row in todo:
@@ -352,7 +354,8 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
         if target is None:
             failed.append((row, f"No deployable with resource provider {row.device_rp_uuid} on host {row.hostname}"))
         elif target[3] == DeviceStatus.MAINTAINING.value:
-            failed.append((row, f"Device {target[2]} is in maintenance"))
+            from rayborg.store.device_choice import disabled_error
+            failed.append((row, disabled_error(target[2], reasons[target[2]])))
         else:
             wanting[target].append(row)
     handles = attach_handles.claim(session, {dep_id: len(waiting) for (dep_id, *_), waiting in wanting.items()})
@@ -382,7 +385,7 @@ def _finish(session: Session, arq_uuids: list[str], hold: bool = False) -> dict[
 _FINISH_ROWS = (select(*_BIND_COLUMNS).where(_arqs.c.uuid.in_(bindparam("uuids", expanding=True)))
                 .order_by(_arqs.c.id).with_for_update())
 _FINISH_TARGETS = (select(Deployable.id, Deployable.uuid, Deployable.rp_uuid, Device.hostname, Device.uuid,
-                          Device.status)
+                          Device.status, Device.status_reason)
                    .join(Device, Device.id == Deployable.device_id)
                    .where(Deployable.rp_uuid.in_(bindparam("rps", expanding=True))))
 # (an OR of plain comparisons: an IN list would be an expanding parameter, which executemany refuses)

@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 from rayborg.drivers.bitstreams import BitstreamQuery
 from rayborg.store import arq_state, attach_handles
 from rayborg.store.attach_handles import HeldHandle
-from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, ExtARQ, Host,
+from rayborg.store.device_choice import disabled_error
+from rayborg.store.tables import (ARQState, Deployable, Device, DeviceProfile, DeviceStatus, ExtARQ, Host,
                                   HostState, utcnow)
 
 
@@ -38,7 +39,8 @@ class BindPlan:
 _PLAN_ROWS = (
     select(ExtARQ.uuid, ExtARQ.state, ExtARQ.hostname, ExtARQ.instance_uuid, ExtARQ.device_rp_uuid,
            ExtARQ.standalone, ExtARQ.device_profile_group_id, DeviceProfile.groups, Deployable.id,
-           Deployable.name, Deployable.driver_name, Deployable.bitstream_id, Device.hostname, Host.state)
+           Deployable.name, Deployable.driver_name, Deployable.bitstream_id, Device.hostname, Host.state,
+           Device.uuid, Device.status, Device.status_reason)
     .outerjoin(DeviceProfile, DeviceProfile.id == ExtARQ.device_profile_id)
     .outerjoin(Deployable, Deployable.rp_uuid == ExtARQ.device_rp_uuid)
     .outerjoin(Device, Device.id == Deployable.device_id)
@@ -52,7 +54,7 @@ def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
     rows = session.execute(_PLAN_ROWS, {"uuids": list(arq_uuids)}).all()
     plans: dict[str, BindPlan] = {}
     for (uuid, state, hostname, instance, rp_uuid, standalone, group_id, groups, dep_id, dep_name, driver,
-         loaded, dev_host, host_state) in rows:
+         loaded, dev_host, host_state, dev_uuid, dev_status, dev_reason) in rows:
         if uuid in plans:  # two deployables with one RP uuid: the first, as a lookup by RP would
             continue
         error = bitstream = function = None
@@ -61,6 +63,8 @@ def load_many(session: Session, arq_uuids: list[str]) -> dict[str, BindPlan]:
         else:
             if host_state == HostState.LOST.value:
                 error = f"host {dev_host} has left the cluster"
+            elif dev_status == DeviceStatus.MAINTAINING.value:  # nothing programmed or prepared on it
+                error = disabled_error(dev_uuid, dev_reason)
             group = (groups or [])[group_id] if 0 <= group_id < len(groups or []) else {}
             wanted = group.get("accel:bitstream_id")
             if wanted and wanted != loaded:

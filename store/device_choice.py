@@ -8,7 +8,8 @@ standalone bind; it chooses here, inside its own transaction, before the ARQs be
 A group matches a deployable when the deployable's resource class (`rc` attribute) is one the
 group asks for (`resources:<RC>`), it has every `trait:<T>=required` trait and none of the
 `trait:<T>=forbidden` ones. Only deployables of enabled devices on hosts that are up and that still
-have a free attach handle are candidates; handles already promised to ARQs in BindStarted (their
+have a free attach handle are candidates (when nothing else matches, the refusal names the matching
+disabled devices and the reasons they were disabled for); handles already promised to ARQs in BindStarted (their
 handle not claimed yet) are not free. Picks are first fit, in (host,
 deployable name) order, and each pick takes one handle off the candidate before the next ARQ.
 """
@@ -44,7 +45,9 @@ class NoMatchingDevice(ConflictError):
     """No free deployable matches what an ARQ's profile group asks for (on the host asked)."""
 
     def __init__(self, arq_uuid: str, profile: str, group_id: int, resource_class: str | None,
-                 required: set[str], forbidden: set[str], host: str | None):
+                 required: set[str], forbidden: set[str], host: str | None,
+                 disabled: Iterable[tuple[str, str | None]] = ()):
+        self.disabled = list(dict.fromkeys(disabled))  # (device uuid, reason) of matching disabled devices
         self.arq_uuid = arq_uuid
         self.profile = profile
         self.group_id = group_id
@@ -58,8 +61,18 @@ class NoMatchingDevice(ConflictError):
         if forbidden:
             what += f", forbidden traits {', '.join(sorted(forbidden))}"
         where = f"on host {host}" if host else "on any host"
+        why = ""
+        if self.disabled:
+            why = "; matching but disabled: " + ", ".join(disabled_error(dev, reason, short=True)
+                                                           for dev, reason in self.disabled)
         super().__init__(f"No free deployable for accelerator request {arq_uuid} (device profile {profile!r}, "
-                         f"group {group_id}: {what}) {where}")
+                         f"group {group_id}: {what}) {where}{why}")
+
+
+def disabled_error(device_uuid: str, reason: str | None, short: bool = False) -> str:
+    """Why a bind may not use a disabled device: the device and the reason its disable gave."""
+    because = f" ({reason})" if reason else " (no reason given)"
+    return f"device {device_uuid}{because}" if short else f"Device {device_uuid} is disabled{because}"
 
 
 def requirements(group: dict[str, str]) -> tuple[list[str], set[str], set[str]]:
@@ -140,12 +153,14 @@ def deployable_rows(session: Session, host: str | None = None) -> list[dict[str,
                 "rp_uuid": dep.rp_uuid,
                 "bitstream_id": dep.bitstream_id,
                 "status": dev.status,
+                "status_reason": dev.status_reason,
                 "host_state": host_state,
                 "state": state,
                 "handles": used + free,
                 "in_use": used,
                 "free": free,
                 "holders": holders.get(dep.id, []),
+                "stats": dev.stats or {},  # the device's driver counters (its host's last report)
             }
         )
     return rows
@@ -194,12 +209,14 @@ def choose(session: Session, arqs: Iterable[ExtARQ], host: str | None = None, ex
     exclude = set(exclude)
     promised = promised_handles(session, host)
     promised.update(taken or {})
-    rows = []
+    rows, disabled = [], []
     for r in deployable_rows(session, host):
         if promised:
             r["free"] = max(0, r["free"] - promised[(r["host"], r["rp_uuid"])])
         if r["state"] in USABLE_STATES and r["free"] > 0 and r["rp_uuid"] not in exclude:
             rows.append(r)
+        elif r["state"] == "disabled":
+            disabled.append(r)  # never chosen; named when only they would have matched
     choices: list[Choice] = []
     next_unit: Counter = Counter()
     for arq in arqs:
@@ -214,8 +231,10 @@ def choose(session: Session, arqs: Iterable[ExtARQ], host: str | None = None, ex
         row = None if rc is None else next(
             (r for r in rows if r["free"] > 0 and matches(r, rc, required, forbidden)), None)
         if row is None:
+            off = [] if rc is None else [(r["device_uuid"], r["status_reason"]) for r in disabled
+                                         if matches(r, rc, required, forbidden)]
             raise NoMatchingDevice(arq.uuid, profile.name if profile is not None else "?", gid, rc,
-                                   required, forbidden, host)
+                                   required, forbidden, host, off)
         row["free"] -= 1
         choices.append(Choice(arq.uuid, row, rc, group))
     return choices

@@ -1,4 +1,4 @@
-"""/v2/devices: list (type/vendor/hostname filters), show, enable, disable."""
+"""/v2/devices: list (type/vendor/hostname filters), show, enable, disable (with an optional reason)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from rayborg.api.http import (
     paginate,
     parse_uuid,
     query_params,
+    read_json,
     version,
 )
 from rayborg.api.links import base_url
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import devices as schemas
+from rayborg.api.schemas.common import validated
 from rayborg.store.queries import devices as queries
 from rayborg.store.tables import Device, DeviceStatus
 
@@ -28,21 +30,26 @@ TAGS = ["devices"]
 def _item(base: str, with_status: bool, row) -> dict:
     """One response item (schemas.Device) from a row of queries.SHOWN, as a plain dict: the list is
     a hot path, where a model per item would cost more than the query."""
-    uuid, type_, vendor, model, std_board_info, vendor_board_info, hostname, status, created, updated = row
+    (uuid, type_, vendor, model, std_board_info, vendor_board_info, hostname, status, reason, created,
+     updated) = row
     body = {
         "uuid": uuid, "type": type_, "vendor": vendor, "model": model, "std_board_info": std_board_info,
-        "vendor_board_info": vendor_board_info, "hostname": hostname, "status": status,
+        "vendor_board_info": vendor_board_info, "hostname": hostname, "status": status, "status_reason": reason,
         "created_at": iso(created), "updated_at": iso(updated),
         "links": [{"href": f"{base}/v2/devices/{uuid}", "rel": "self"}],
     }
     if not with_status:
-        del body["status"]
+        del body["status"], body["status_reason"]
     return body
 
 
 def _body(request: web.Request, device: Device) -> dict:
     row = tuple(getattr(device, column.key) for column in queries.SHOWN)
-    return _item(base_url(request), version(request) >= microversion.DEVICE_STATUS, row)
+    with_status = version(request) >= microversion.DEVICE_STATUS
+    body = _item(base_url(request), with_status, row)
+    if with_status:  # rayborg's addition, in the show only (the list stays Cyborg's, and cheap)
+        body["stats"] = device.stats or {}
+    return body
 
 
 @operation(summary="List devices", query=schemas.DeviceQuery, responses={200: schemas.DeviceList}, tags=TAGS)
@@ -64,7 +71,11 @@ async def show_device(request: web.Request) -> web.Response:
 async def _set_status(request: web.Request, status: DeviceStatus, rule: str) -> web.Response:
     uuid = parse_uuid(request.match_info["uuid"], "device uuid")
     authorize(request, rule)
-    await call_store(request, queries.set_device_status, uuid, status, write=True)
+    reason = None
+    if status == DeviceStatus.MAINTAINING and (await request.read()).strip():
+        # Optional: clients of Cyborg send none; {"reason": "..."} says why (shown as status_reason).
+        reason = validated(schemas.DeviceDisable, await read_json(request)).reason
+    await call_store(request, queries.set_device_status, uuid, status, reason, write=True)
     sync = request.app.get(PLACEMENT_SYNC)
     if sync is not None:  # the Ray runtime: Placement's `reserved` follows at once
         sync.nudge.remote()
@@ -76,6 +87,7 @@ async def enable_device(request: web.Request) -> web.Response:
     return await _set_status(request, DeviceStatus.ENABLED, "cyborg:device:enable")
 
 
-@operation(summary="Disable a device (reserved = total in Placement)", responses={200: None}, tags=TAGS)
+@operation(summary="Disable a device (reserved = total in Placement), optionally saying why",
+           body=schemas.DeviceDisable, body_required=False, responses={200: None}, tags=TAGS)
 async def disable_device(request: web.Request) -> web.Response:
     return await _set_status(request, DeviceStatus.MAINTAINING, "cyborg:device:disable")

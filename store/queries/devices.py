@@ -1,4 +1,4 @@
-"""Database work for devices: list with exact-match filters, look up, enable/disable."""
+"""Database work for devices: list with exact-match filters, look up, enable/disable (with a reason)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import lru_cache
 from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
-from rayborg.store.errors import NotFoundError
+from rayborg.store.errors import InvalidError, NotFoundError
 from rayborg.store.prepared import Prepared, RawReader, raw_read
 from rayborg.store.tables import Deployable, Device, DeviceStatus, utcnow
 
@@ -17,7 +17,9 @@ FILTERS = ("type", "vendor", "hostname")
 # The columns a device's response shows, in order: the list reads rows of these, several times
 # cheaper than building ORM objects.
 SHOWN = (Device.uuid, Device.type, Device.vendor, Device.model, Device.std_board_info,
-          Device.vendor_board_info, Device.hostname, Device.status, Device.created_at, Device.updated_at)
+          Device.vendor_board_info, Device.hostname, Device.status, Device.status_reason, Device.created_at,
+          Device.updated_at)
+REASON_MAX = 255  # devices.status_reason
 
 
 @lru_cache(maxsize=None)
@@ -43,12 +45,38 @@ def get_device(session: Session, uuid: str) -> Device:
     return device
 
 
-def set_device_status(session: Session, uuid: str, status: DeviceStatus) -> Device:
+def set_device_status(session: Session, uuid: str, status: DeviceStatus, reason: str | None = None) -> Device:
     """Enable (`enabled`) or disable (`maintaining`) a device; idempotent. Its deployables are marked
-    for a Placement push, where `reserved` follows the status (PlacementSync does the push)."""
+    for a Placement push, where `reserved` follows the status (PlacementSync does the push).
+
+    A disable records `reason` (why, for operators and for the binds refused meanwhile); disabling a
+    disabled device again replaces the reason when one is given and keeps it otherwise. Enabling
+    clears it."""
+    if reason is not None and len(reason) > REASON_MAX:
+        raise InvalidError(f"reason: at most {REASON_MAX} characters")
     device = get_device(session, uuid)
+    if status == DeviceStatus.ENABLED:
+        reason = None
+    elif reason is None and device.status == status.value:
+        reason = device.status_reason
+    if device.status != status.value or device.status_reason != reason:
+        device.updated_at = utcnow()
+        device.status_reason = reason
     if device.status != status.value:
-        device.status, device.updated_at = status.value, utcnow()
+        device.status = status.value
         for dep in session.scalars(select(Deployable).where(Deployable.device_id == device.id)):
             dep.placement_dirty = True
     return device
+
+
+def stats(session: Session, limit: int) -> list[tuple[str, str, dict]]:
+    """(hostname, device uuid, counters) of the first `limit` devices that have counters (the
+    drivers' `stats` of their host's last report), for GET /metrics."""
+    rows = session.execute(select(Device.hostname, Device.uuid, Device.stats).order_by(Device.id))
+    out = []
+    for hostname, uuid, counters in rows:
+        if counters:  # SQL NULL and JSON null alike
+            out.append((hostname, uuid, counters))
+            if len(out) >= limit:
+                break
+    return out
