@@ -9,6 +9,7 @@
     waits for that event, it does not poll): ARQs bound/s and PATCH -> event latency.
 
     python bench/writes.py URL [--cycles 30] [--clients 10] [--duration 10] [--burst 500 --nova NOVA]
+                           [--parts profiles,sequential,concurrent,burst]
 
 Prints one JSON object. Status codes are recorded as they come: Cyborg answers a bind PATCH with 500
 when it cannot notify Nova although the ARQs are Bound, so Bound is read back, not inferred.
@@ -20,7 +21,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import statistics
 import sys
 import time
 import uuid
@@ -205,58 +205,69 @@ async def _instance_of(c: Client, arq: str) -> str:
     return (body or {}).get("instance_uuid") or ""
 
 
+PARTS = ("profiles", "sequential", "concurrent", "burst")
+
+
 async def run(base: str, cycles: int, clients: int, duration: float, burst: int = 0,
-              nova: str | None = None) -> dict:
+              nova: str | None = None, parts: tuple[str, ...] = PARTS) -> dict:
     if urlsplit(base).hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit("writes only targets 127.0.0.1")
     timeout = aiohttp.ClientTimeout(total=30)
     res: dict = {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
         c = Client(session, base)
-        # profile create + delete, one client
-        times, ok = [], 0
-        for i in range(cycles):
-            t0 = time.perf_counter()
-            ok += await profile_pair(c, i)
-            times.append(time.perf_counter() - t0)
-        res["profile_create_delete"] = {"pairs": cycles, "ok": ok, "p50_ms": pct(times, 0.5),
-                                        "p99_ms": pct(times, 0.99)}
-        # create -> Bound -> unbind -> delete, one client
-        seq = [await bind_cycle(c, i) for i in range(cycles)]
-        bound = [r["create_to_bound_s"] for r in seq if r["bound"]]
-        res["bind_sequential"] = {
-            "cycles": cycles, "arqs_per_cycle": 2, "bound_cycles": len(bound),
-            "arq_create_p50_ms": pct([r["create_s"] for r in seq if "create_s" in r], 0.5),
-            "create_to_bound_p50_ms": pct(bound, 0.5), "create_to_bound_p99_ms": pct(bound, 0.99),
-            "bind_status": dict(Counter(str(r.get("bind_status")) for r in seq)),
-            "unbind_status": dict(Counter(str(r.get("unbind_status")) for r in seq)),
-            "delete_status": dict(Counter(str(r.get("delete_status")) for r in seq)),
-            "final_states": dict(Counter(s for r in seq for s in r.get("states", [])))}
-        # the same cycle from many clients
-        counter = itertools.count()
-        stop_at = time.perf_counter() + duration
-        results: list[dict] = []
-
-        async def worker() -> None:
-            cw = Client(session, base)
-            while time.perf_counter() < stop_at:
-                results.append(await bind_cycle(cw, next(counter)))
-            c.codes.update(cw.codes)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
-        bound = [r["create_to_bound_s"] for r in results if r["bound"]]
-        res["bind_concurrent"] = {
-            "clients": clients, "seconds": round(elapsed, 2), "cycles": len(results), "bound_cycles": len(bound),
-            "binds_per_s": round(2 * len(bound) / elapsed, 1),
-            "create_to_bound_p50_ms": pct(bound, 0.5), "create_to_bound_p99_ms": pct(bound, 0.99),
-            "bind_status": dict(Counter(str(r.get("bind_status")) for r in results))}
-        if burst and nova:
+        if "profiles" in parts:  # profile create + delete, one client
+            times, ok = [], 0
+            for i in range(cycles):
+                t0 = time.perf_counter()
+                ok += await profile_pair(c, i)
+                times.append(time.perf_counter() - t0)
+            res["profile_create_delete"] = {"pairs": cycles, "ok": ok, "p50_ms": pct(times, 0.5),
+                                            "p99_ms": pct(times, 0.99)}
+        if "sequential" in parts:  # create -> Bound -> unbind -> delete, one client
+            res["bind_sequential"] = await sequential(c, cycles)
+        if "concurrent" in parts:
+            res["bind_concurrent"] = await concurrent(session, base, c, clients, duration)
+        if burst and nova and "burst" in parts:
             res["bind_burst"] = await bind_burst(session, base, nova, burst)
         res["status_codes"] = dict(sorted(c.codes.items()))
-        res["create_to_bound_p50_ms_all"] = statistics.median(bound) * 1000 if bound else None
     return res
+
+
+async def sequential(c: Client, cycles: int) -> dict:
+    seq = [await bind_cycle(c, i) for i in range(cycles)]
+    bound = [r["create_to_bound_s"] for r in seq if r["bound"]]
+    return {
+        "cycles": cycles, "arqs_per_cycle": 2, "bound_cycles": len(bound),
+        "arq_create_p50_ms": pct([r["create_s"] for r in seq if "create_s" in r], 0.5),
+        "create_to_bound_p50_ms": pct(bound, 0.5), "create_to_bound_p99_ms": pct(bound, 0.99),
+        "bind_status": dict(Counter(str(r.get("bind_status")) for r in seq)),
+        "unbind_status": dict(Counter(str(r.get("unbind_status")) for r in seq)),
+        "delete_status": dict(Counter(str(r.get("delete_status")) for r in seq)),
+        "final_states": dict(Counter(s for r in seq for s in r.get("states", [])))}
+
+
+async def concurrent(session: aiohttp.ClientSession, base: str, c: Client, clients: int, duration: float) -> dict:
+    """The sequential cycle from many clients for `duration` s; their status codes are added to `c`'s."""
+    counter = itertools.count()
+    stop_at = time.perf_counter() + duration
+    results: list[dict] = []
+
+    async def worker() -> None:
+        cw = Client(session, base)
+        while time.perf_counter() < stop_at:
+            results.append(await bind_cycle(cw, next(counter)))
+        c.codes.update(cw.codes)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - t0
+    bound = [r["create_to_bound_s"] for r in results if r["bound"]]
+    return {
+        "clients": clients, "seconds": round(elapsed, 2), "cycles": len(results), "bound_cycles": len(bound),
+        "binds_per_s": round(2 * len(bound) / elapsed, 1) if elapsed else 0.0,
+        "create_to_bound_p50_ms": pct(bound, 0.5), "create_to_bound_p99_ms": pct(bound, 0.99),
+        "bind_status": dict(Counter(str(r.get("bind_status")) for r in results))}
 
 
 def main() -> None:
@@ -267,11 +278,16 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--burst", type=int, default=0, help="instances (2 ARQs each) in the bind burst (max 600)")
     ap.add_argument("--nova", help="the Nova stand-in's root, e.g. http://127.0.0.1:8774 (for the burst)")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated parts to run, in this order whatever the list's (default {','.join(PARTS)})")
     args = ap.parse_args()
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if unknown := set(parts) - set(PARTS):
+        raise SystemExit(f"unknown --parts {sorted(unknown)}: choose from {','.join(PARTS)}")
     if args.nova and urlsplit(args.nova).hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit("writes only targets 127.0.0.1")
     out = asyncio.run(run(args.url.rstrip("/"), min(args.cycles, 1000), min(args.clients, 100),
-                          min(args.duration, 60.0), min(args.burst, 600), args.nova and args.nova.rstrip("/")))
+                          min(args.duration, 60.0), min(args.burst, 600), args.nova and args.nova.rstrip("/"), parts))
     json.dump(out, sys.stdout)
     print()
 
