@@ -1,9 +1,10 @@
 """PlacementSync: the named, detached singleton that is the only writer of the device tree.
 
 Each host report is applied to the store in one transaction, then the dirty part of the tree is
-pushed to Placement. When Placement is down the dirty marks stay in the store and a retry loop
-pushes them with backoff, so the daemon keeps serving and converges once Placement is back. A
-restart resumes from the store (marks and tombstones), never from memory.
+pushed to Placement. When Placement is down the dirty marks stay in the store and a retry step
+(`wake_loop`, as the binders' steps) pushes them with backoff, so the daemon keeps serving and
+converges once Placement is back. A restart resumes from the store (marks and tombstones), never
+from memory.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from typing import Any
 
 import ray
 
-from rayborg.actors import metrics
+from rayborg.actors import metrics, wake_loop
 from rayborg.actors.runtime_config import PLACEMENT_SYNC_NAME, RuntimeConfig
 
 log = logging.getLogger("rayborg.placement_sync")
-
-MAX_BACKOFF = 30.0
 
 
 def placement_client(config: RuntimeConfig):
@@ -58,7 +57,7 @@ class PlacementSync:
         self._reports: dict[int, tuple[str, str]] = {}
         self._report_ids = itertools.count()
         self._wake.set()  # resume whatever a previous incarnation left dirty
-        self._retry_task = asyncio.get_running_loop().create_task(self._retry_loop())
+        self._retry_task = wake_loop.start(self._retry_step, self._wake, retry=config.retry_interval)
 
     async def report(self, report: dict[str, Any]) -> dict[str, Any]:
         """Apply one HostReport (as JSON-able dict) and push its host's changes to Placement."""
@@ -130,18 +129,11 @@ class PlacementSync:
             self._wake.set()  # a compute node may appear later; Placement may accept a retry
         return result.complete
 
-    async def _retry_loop(self) -> None:
-        delay = self.config.retry_interval
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            async with self._lock:
-                ok = await self._push(None)
-            if ok:
-                delay = self.config.retry_interval
-            else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+    async def _retry_step(self) -> bool:
+        """Push whatever is dirty; False (retried after a backoff) while Placement refuses or a
+        compute node is missing. Without Placement there is nothing to retry."""
+        async with self._lock:
+            return await self._push(None) or self.placement is None
 
     def status(self) -> dict[str, Any]:
         return {"name": PLACEMENT_SYNC_NAME, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
