@@ -54,6 +54,16 @@ ROUTES: list[tuple[str, str, object]] = [
     ("POST", "/v2/attributes", attributes.create_attribute),
     ("GET", "/v2/attributes/{uuid}", attributes.show_attribute),
     ("DELETE", "/v2/attributes/{uuid}", attributes.delete_attribute),
+    # The 2023.1 attribute API, per deployable (singular, as the spec writes it; plural as an alias).
+    *((method, f"/v2/{dep}/{{uuid}}/{attr}{tail}", handler)
+      for dep, attr in (("deployable", "attribute"), ("deployables", "attributes"))
+      for method, tail, handler in (
+          ("GET", "", attributes.list_deployable_attributes),
+          ("POST", "", attributes.create_deployable_attributes),
+          ("DELETE", "", attributes.delete_deployable_attributes),
+          ("GET", "/{uuid_or_key}", attributes.show_deployable_attribute),
+          ("PUT", "/{uuid_or_key}", attributes.update_deployable_attribute),
+          ("DELETE", "/{uuid_or_key}", attributes.delete_deployable_attribute))),
     ("GET", "/v2/quotas/usage", quotas.show_usage),
     ("GET", "/metrics", metrics_handler.get_metrics),
 ]

@@ -98,6 +98,8 @@ API_RULES: list[tuple[str, str, str, tuple[str, ...], str]] = [
     ("cyborg:attribute:get_all", _TREE_READ, "rule:admin_api", _BOTH, "List attributes"),
     ("cyborg:attribute:get_one", _TREE_READ, "rule:admin_api", _BOTH, "Show an attribute"),
     ("cyborg:attribute:create", _SYSTEM_ADMIN, "rule:is_admin", (SYSTEM,), "Create an attribute"),
+    ("cyborg:attribute:update", _SYSTEM_ADMIN, "rule:is_admin", (SYSTEM,),
+     "Update an attribute's value (rayborg; the 2023.1 attribute API's PUT)"),
     ("cyborg:attribute:delete", _SYSTEM_ADMIN, "rule:is_admin", (SYSTEM,), "Delete an attribute"),
     ("cyborg:quota:get", "rule:project_reader_or_service or rule:system_reader_api", "rule:admin_or_owner", _BOTH,
      "Show quota usage and limits (another project's: admins only)"),

@@ -125,6 +125,9 @@ def _apply_device(session: Session, hostname: str, reported: DriverDevice, devic
         for k, v in fields.items():
             setattr(device, k, v)
         device.updated_at = utcnow()
+    stats = reported.stats or None  # the driver's counters: kept, but neither dirty nor "updated"
+    if device.stats != stats:
+        device.stats = stats
 
     cpid = stored.cpids.get(device.id)
     cpid_info = reported.controlpath_id.info_json()
@@ -196,7 +199,8 @@ def _apply_deployable(session: Session, device_id: int, dep: DriverDeployable, r
 def _apply_attributes(session: Session, deployable_id: int, rows: list[Attribute],
                       reported: dict[str, str]) -> bool:
     """Driver-owned keys (`rc`, `traitN` and whatever the driver reports) follow the report;
-    keys an operator added through the API are left alone. True when something changed."""
+    the operator's rows (source "operator", written through the attribute API) are left alone, and
+    win over the driver's value for the same key. True when something changed."""
     by_key = {r.key: r for r in rows}
     changed = False
     for key, value in reported.items():
@@ -204,11 +208,11 @@ def _apply_attributes(session: Session, deployable_id: int, rows: list[Attribute
         if row is None:
             session.add(Attribute(deployable_id=deployable_id, key=key, value=value))
             changed = True
-        elif row.value != value:
+        elif row.source != "operator" and row.value != value:
             row.value, row.updated_at = value, utcnow()
             changed = True
     for row in rows:
-        if _DRIVER_KEY.match(row.key) and row.key not in reported:
+        if row.source != "operator" and _DRIVER_KEY.match(row.key) and row.key not in reported:
             session.delete(row)
             changed = True
     return changed

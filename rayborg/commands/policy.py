@@ -13,6 +13,12 @@ _RESOURCES = {"device_profiles": "device_profile", "accelerator_requests": "arq"
 _ACTIONS = {"GET": "get_all", "POST": "create", "PATCH": "update", "DELETE": "delete"}
 # Routes whose rule the naming below does not give.
 _NAMED = {("GET", "/v2/quotas/usage"): "cyborg:quota:get"}
+# The per-deployable attribute routes (2023.1 attribute API; singular as specified, plural alias).
+for _dep, _attr in (("deployable", "attribute"), ("deployables", "attributes")):
+    for _method, _tail, _action in (("GET", "", "get_all"), ("POST", "", "create"), ("DELETE", "", "delete"),
+                                    ("GET", "/{uuid_or_key}", "get_one"), ("PUT", "/{uuid_or_key}", "update"),
+                                    ("DELETE", "/{uuid_or_key}", "delete")):
+        _NAMED[_method, f"/v2/{_dep}/{{uuid}}/{_attr}{_tail}"] = f"cyborg:attribute:{_action}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

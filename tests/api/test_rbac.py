@@ -36,7 +36,7 @@ ALLOWED = {
     "cyborg:deployable:get_all": MANAGERS, "cyborg:deployable:get_one": MANAGERS,
     "cyborg:deployable:program": ADMINS,
     "cyborg:attribute:get_all": MANAGERS, "cyborg:attribute:get_one": MANAGERS,
-    "cyborg:attribute:create": ADMINS, "cyborg:attribute:delete": ADMINS,
+    "cyborg:attribute:create": ADMINS, "cyborg:attribute:delete": ADMINS, "cyborg:attribute:update": ADMINS,
     "cyborg:quota:get": EVERYONE,
 }
 SETUP = {"X-Project-Id": PROJECT, "X-User-Id": "setup", "X-Roles": "admin", "X-Service-Roles": "service"}
@@ -208,6 +208,36 @@ async def _attribute_delete(w):
     return "DELETE", f"/v2/attributes/{await w.attribute_uuid()}", None
 
 
+def _per_deployable(method: str, one: bool, plural: bool):
+    """The 2023.1 per-deployable attribute routes (singular as specified, plural alias): each destructive
+    call gets its own attribute (or, to delete all, its own deployable)."""
+    async def build(w):
+        dep = w.tree.deployable_uuids[1]
+        if method == "DELETE" and not one:
+            dep = add_device(w.store, hostname=f"rbac-{uuid.uuid4().hex[:8]}").deployable_uuids[0]
+        base = f"/v2/{'deployables' if plural else 'deployable'}/{dep}/{'attributes' if plural else 'attribute'}"
+        key = f"k-{uuid.uuid4().hex}"
+        if method == "POST":
+            return method, base, [{"key": key, "value": "v"}]
+        if not one:
+            return method, base, None
+        await w.setup("POST", base, [{"key": key, "value": "v"}], 204)
+        return method, f"{base}/{key}", {"value": "v2"} if method == "PUT" else None
+    return build
+
+
+def _per_deployable_cases() -> list[Case]:
+    cases = []
+    for plural in (False, True):
+        base = "/v2/deployables/{uuid}/attributes" if plural else "/v2/deployable/{uuid}/attribute"
+        for method, one, rule, success in (("GET", False, "get_all", 200), ("POST", False, "create", 204),
+                                           ("DELETE", False, "delete", 204), ("GET", True, "get_one", 200),
+                                           ("PUT", True, "update", 204), ("DELETE", True, "delete", 204)):
+            cases.append(Case(method, base + ("/{uuid_or_key}" if one else ""), f"cyborg:attribute:{rule}",
+                              success, _per_deployable(method, one, plural)))
+    return cases
+
+
 AR = "/v2/accelerator_requests"
 CASES = [
     Case("GET", "/", None, 200, static("GET", "/")),
@@ -243,6 +273,7 @@ CASES = [
     Case("POST", "/v2/attributes", "cyborg:attribute:create", 201, _attribute_create),
     Case("GET", "/v2/attributes/{uuid}", "cyborg:attribute:get_one", 200, _attribute_show),
     Case("DELETE", "/v2/attributes/{uuid}", "cyborg:attribute:delete", 204, _attribute_delete),
+    *_per_deployable_cases(),
     Case("GET", "/v2/quotas/usage", "cyborg:quota:get", 200, static("GET", "/v2/quotas/usage")),
 ]
 CALLERS = list(itertools.product(ROLE_SETS, (False, True)))

@@ -56,6 +56,7 @@ TABLE: dict[str, tuple[str, str, str, str]] = {
     "cyborg:attribute:get_one": ("SA SR PA",) * 4,
     "cyborg:attribute:create": ("SA PA", "SA", "SA", "SA"),
     "cyborg:attribute:delete": ("SA PA", "SA", "SA", "SA"),
+    "cyborg:attribute:update": ("SA PA", "SA", "SA", "SA"),
     "cyborg:quota:get": (ALL, ALL, ALL, ALL),  # another project's usage: admins only, in the handler
 }
 
