@@ -10,10 +10,18 @@ What a host is made of, and how it stands in for a real machine:
   the bridge address, where the test's own Placement listens.
 - a UTS namespace (`unshare --uts`) whose hostname is the host's name, so that the YAML's
   `--labels="rayborg-host=$(hostname -s)"` names it as on a real host.
-- a HOME of its own, laid out as `ray up` leaves a node: `~/rayborg-venv` (a link to this test's
-  virtualenv instead of the YAML's setup_commands, which would pip-install the checkout again),
-  `~/.ray/auth_token` (the file_mounts' Ray token: token auth stays on, as the YAML runs it) and,
-  on the head, `~/.config/rayborg/rayborg.toml` (the daemon's config file the YAML ships).
+- a HOME of its own, laid out as `ray up` leaves a node: `~/rayborg` (the file_mounts' copy of this
+  checkout, less the YAML's rsync_exclude and what .gitignore leaves out), `~/.ray/auth_token` (the
+  file_mounts' Ray token: token auth stays on, as the YAML runs it), on the head
+  `~/.config/rayborg/rayborg.toml` (the daemon's config file the YAML ships), and `~/rayborg-venv`
+  made by the YAML's own setup_commands (`yaml_setup_lines`), run in the host. The hosts have no
+  route to PyPI, so those lines run with these changes only: `python3` is this test's interpreter (the
+  Python the dependencies below were built for); after the line that makes the venv, the harness
+  gives it this test's installed packages (a .pth naming this test's site-packages, and a `ray`
+  console script of the venv's own, as pip would write it); `pip install` gets `--no-deps --no-index
+  --find-links=<wheelhouse>` (setuptools and wheel to build rayborg with, downloaded once into
+  ~/.cache/rayborg/wheelhouse). rayborg itself is built from `~/rayborg` and installed into the venv as
+  a regular (not editable) package: the hosts run that copy, as real hosts do.
 - a sysfs fixture tree bind-mounted, inside the host's own mount namespace (`ip netns exec` makes
   one per command), on one common path `<work>/sys` that the daemon's `sysfs_root` names: every
   HostAgent reads the same path and sees its own host's devices, as every real host reads /sys.
@@ -108,6 +116,69 @@ def _tag() -> str:
     raise NetnsError("no free name for the bridge and namespaces")
 
 
+WHEELHOUSE = Path.home() / ".cache" / "rayborg" / "wheelhouse"
+BUILD_REQUIREMENTS = ("setuptools>=68", "wheel")
+
+
+def yaml_setup_lines(*, python: str, wheelhouse: str) -> list[str]:
+    """`ray_cluster.yaml`'s setup_commands as this harness runs them (see the module docstring):
+    `python3` is `python`, and `pip install` installs offline from `wheelhouse`. Raises when the YAML
+    no longer makes the venv or installs the checkout, so that a changed YAML is noticed here."""
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    lines = []
+    for line in config["setup_commands"]:
+        line = re.sub(r"(?<![\w/.~-])python3(?=\s)", python, " ".join(line.split()))
+        line, n = re.subn(r"(/pip install)\b", rf"\1 --no-deps --no-index --find-links={wheelhouse}", line)
+        lines.append(line)
+    if not any(re.search(r"\s-m venv\s+~/rayborg-venv\b", line) for line in lines):
+        raise NetnsError(f"{CLUSTER_YAML}'s setup_commands make no ~/rayborg-venv")
+    if not any(re.search(r"~/rayborg-venv/bin/pip install .*~/rayborg\b", line) for line in lines):
+        raise NetnsError(f"{CLUSTER_YAML}'s setup_commands do not install ~/rayborg into ~/rayborg-venv")
+    return lines
+
+
+def wheelhouse() -> Path:
+    """setuptools and wheel for building rayborg offline in the hosts, downloaded once (cached)."""
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    if not any(WHEELHOUSE.glob("setuptools-*.whl")) or not any(WHEELHOUSE.glob("wheel-*.whl")):
+        _run(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
+             str(WHEELHOUSE), *BUILD_REQUIREMENTS, timeout=300)
+    return WHEELHOUSE
+
+
+def copy_checkout(dest: Path) -> int:
+    """The YAML's file_mounts `~/rayborg: .`: this checkout less rsync_exclude and what .gitignore
+    (rsync_filter) leaves out. Returns the number of files copied."""
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    excludes = [p.rstrip("/") for p in config.get("rsync_exclude", [])]
+    listed = _run("git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+    copied = 0
+    for rel in filter(None, listed.split("\0")):
+        src = REPO / rel
+        if not src.is_file() or _excluded(rel, excludes):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+        copied += 1
+    return copied
+
+
+def _excluded(rel: str, patterns: list[str]) -> bool:
+    """rsync's exclude rules for these patterns: `a/b` anchored at the top, `**/x` and `x` anywhere."""
+    from fnmatch import fnmatch
+
+    parts = rel.split("/")
+    for pattern in patterns:
+        bare = pattern.removeprefix("**/")
+        if "/" in bare:  # anchored: a leading path of rel
+            if any(fnmatch("/".join(parts[:i]), bare) for i in range(1, len(parts) + 1)):
+                return True
+        elif any(fnmatch(part, bare) for part in parts):
+            return True
+    return False
+
+
 def yaml_start_lines(kind: str, *, node_ip: str, temp_dir: str, head_address: str) -> list[str]:
     """`ray_cluster.yaml`'s `<kind>_start_ray_commands` as this harness runs them (see the module
     docstring for each change). Raises when the YAML no longer has what the changes expect, so that
@@ -198,14 +269,30 @@ class NetnsCluster:
             _run("ip", "-n", host.ns, "link", "set", "lo", "up")
             self._make_home(host)
         self.write_config()
+        self.setup_hosts()
         return self
+
+    def setup_hosts(self, timeout: float = 300) -> None:
+        """The YAML's setup_commands in every host at once (`yaml_setup_lines`); the venv each makes
+        gets this test's installed packages right after it is made (see the module docstring)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        lines = yaml_setup_lines(python=sys._base_executable, wheelhouse=str(wheelhouse()))
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            for done in [pool.submit(self._setup_host, host, lines, timeout) for host in self.hosts.values()]:
+                done.result()
+
+    def _setup_host(self, host: Host, lines: list[str], timeout: float) -> None:
+        log = self.work / f"{host.name}-setup.log"
+        for line in lines:
+            self.run(host.name, line, timeout=timeout, log=log)
+            if re.search(r"\s-m venv\s", line):
+                _give_dependencies(host.home / "rayborg-venv")
 
     def _make_home(self, host: Host) -> None:
         """What `ray up` leaves on a node: the venv, the Ray token, on the head the daemon's config."""
         host.home.mkdir(parents=True, exist_ok=True)
-        venv = host.home / "rayborg-venv"
-        if not venv.exists():
-            venv.symlink_to(sys.prefix)
+        copy_checkout(host.home / "rayborg")
         (host.home / ".ray").mkdir(exist_ok=True)
         (host.home / ".ray" / "auth_token").write_text(self.token)
         (host.home / ".ray" / "auth_token").chmod(0o600)
@@ -228,7 +315,7 @@ class NetnsCluster:
     def host_argv(self, host: Host, script: str) -> list[str]:
         """argv running bash `script` in `host`: its network and UTS namespaces and a mount namespace
         of its own with the host's sysfs tree on the common sysfs path."""
-        prologue = f"hostname {shlex.quote(host.name)}"
+        prologue = f"cd ~ && hostname {shlex.quote(host.name)}"  # in HOME, as a login (not this checkout)
         if host.tree is not None:
             prologue += f" && mount --bind {shlex.quote(str(host.tree))} {shlex.quote(str(self.sysfs))}"
         return ["ip", "netns", "exec", host.ns, "unshare", "--uts", "--", "bash", "-c",
@@ -386,6 +473,25 @@ class NetnsCluster:
             _run(*undo, check=False)
         shutil.rmtree(self.short, ignore_errors=True)
         atexit.unregister(self.close)
+
+
+def _give_dependencies(venv: Path) -> None:
+    """This test's installed packages for a venv the YAML made: a .pth naming this test's
+    site-packages (after the venv's own, so the rayborg installed into the venv is the one imported:
+    the .pth files of the named directory, such as this checkout's editable install, are not read),
+    and the `ray` console script, written for the venv's interpreter as pip would write it."""
+    import sysconfig
+    from importlib.metadata import entry_points
+
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (venv / "lib" / version / "site-packages" / "rayborg_test_dependencies.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n")
+    (ray,) = [ep for ep in entry_points(group="console_scripts", name="ray")]
+    module, func = ray.value.split(":")
+    script = venv / "bin" / "ray"
+    script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import {func}\n"
+                      f"sys.exit({func}())\n")
+    script.chmod(0o755)
 
 
 def _toml_document(config: dict[str, object], prefix: str = "") -> str:

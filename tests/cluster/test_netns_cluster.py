@@ -240,6 +240,40 @@ def test_the_harness_runs_the_yamls_start_commands_with_only_the_documented_chan
                for line in netns.yaml_start_lines("head", node_ip="x", temp_dir="y", head_address="z:6379"))
 
 
+def test_the_harness_runs_the_yamls_setup_commands_with_only_the_documented_changes(tmp_path):
+    """No namespaces needed: the setup lines are the YAML's own with `python3` named and pip offline;
+    the copy of the checkout leaves out what rsync_exclude and .gitignore leave out."""
+    import yaml
+
+    config = yaml.safe_load(netns.CLUSTER_YAML.read_text())
+    ran = netns.yaml_setup_lines(python="/opt/py/bin/python3.11", wheelhouse="/w")
+    undone = [line.replace("/opt/py/bin/python3.11", "python3").replace(
+        " --no-deps --no-index --find-links=/w", "") for line in ran]
+    assert undone == [" ".join(line.split()) for line in config["setup_commands"]]
+    assert sum("/pip install --no-deps --no-index --find-links=/w " in line for line in ran) == 1
+    assert netns.copy_checkout(tmp_path / "rayborg") > 100
+    assert (tmp_path / "rayborg" / "pyproject.toml").is_file()
+    assert (tmp_path / "rayborg" / "ray_cluster.yaml").is_file()
+    assert not (tmp_path / "rayborg" / ".venv").exists() and not (tmp_path / "rayborg" / ".git").exists()
+    assert not list((tmp_path / "rayborg").rglob("__pycache__"))
+    assert netns._excluded("bench/results/tmp/x.json", ["bench/results/tmp"])
+    assert not netns._excluded("bench/run.py", ["bench/results/tmp"])
+
+
+def test_each_host_runs_the_rayborg_its_setup_commands_installed(cluster):
+    """The hosts' daemon and actors import rayborg from the venv the YAML's setup_commands made and
+    installed from the copied checkout, not from this test's checkout."""
+    out = cluster.run(HOST1,
+                      "~/rayborg-venv/bin/python -c 'import rayborg.actors.binder as b; print(\"AT\", b.__file__)'")
+    (line,) = [line for line in out.splitlines() if line.startswith("AT ")]
+    assert line[3:].startswith(str(cluster.hosts[HOST1].home / "rayborg-venv" / "lib")), line
+    assert "site-packages/rayborg/actors/binder.py" in line
+    # The head's serve process runs the same venv's rayborg.
+    (pid, *_) = cluster.serve_pids()
+    assert netns._cmdline(pid)[1].startswith(str(cluster.head.home / "rayborg-venv" / "bin")) or \
+        str(cluster.head.home / "rayborg-venv") in " ".join(netns._cmdline(pid))
+
+
 # -- (a) ---------------------------------------------------------------------------------------------
 def test_each_host_has_its_own_address_and_its_devices_under_its_own_compute_node(cluster):
     c = cluster
