@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Self
 
@@ -26,7 +27,8 @@ ENDPOINTS = [  # (key, label, path)
     ("arq_show", "show one ARQ", f"/v2/accelerator_requests/{dataset.show_arq_uuid()}"),
 ]
 # quota enforcement on, never refusing: every resource class limited, far above what the run holds
-QUOTA_ON_CONFIG = "[quota]\ndefault = 1000000\n"
+# (FPGA named too: /v2/quotas/usage lists a class with a limit of its own, which shows the config was read)
+QUOTA_ON_CONFIG = "[quota]\ndefault = 1000000\nFPGA = 1000000\n"
 
 
 # ---------------------------------------------------------------- memory (PSS from smaps_rollup)
@@ -187,6 +189,7 @@ def measure_quota_cost(work: Path, seeded_db: Path, nova_url: str, cycles: int, 
             shutil.copy(seeded_db, db)
             print(f"  starting rayborg serve, quota {mode} ...", flush=True)
             deps[mode] = procs.start_rayborg_full(work, f"sqlite:///{db}", nova_url, f"rayborg-quota-{mode}", config)
+        out["limits_seen"] = {mode: quota_limits_seen(dep) for mode, dep in deps.items()}
         runs: dict[str, list[dict]] = {"off": [], "on": []}
         for n in range(rounds):
             for mode in (("off", "on") if n % 2 == 0 else ("on", "off")):
@@ -207,6 +210,18 @@ def measure_quota_cost(work: Path, seeded_db: Path, nova_url: str, cycles: int, 
     # time per ARQ is 1 / rate: the burst takes off/on - 1 longer with the check
     out["burst_cost_pct"] = cost_pct(off["binds_per_s"], on["binds_per_s"])
     return out
+
+
+def quota_limits_seen(dep: Deployment) -> dict | str:
+    """The limits the front door reports for the benchmark's project (GET /v2/quotas/usage):
+    {"FPGA": 1000000} with quota on, {} with it off; the error as text when it cannot be read."""
+    url = f"{dep.base_url}/v2/quotas/usage?project_id={dataset.PROJECT_ID}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=dataset.HEADERS), timeout=10) as r:
+            items = json.loads(r.read())["quota_usages"]
+    except (OSError, ValueError, KeyError) as e:
+        return f"unreadable: {e}"
+    return {i["resource"]: i["limit"] for i in items if i.get("limit") not in (None, -1)}
 
 
 def cost_pct(slower: float | None, faster: float | None) -> float | None:

@@ -245,9 +245,20 @@ def quota_rows(q: dict | None) -> list[dict]:
                  "rayborg": cost, "cyborg": None, "floor": None, "ratio": None, "target": limit,
                  "met": None if cost is None else cost <= QUOTA_COST_MAX_PCT}]
 
-    return (row("create->Bound p50 (1 client)", "create_to_bound_p50_ms", "create_to_bound_cost_pct", "ms")
-            + row(f"the bind burst ({2 * q.get('burst_instances', 0):,} ARQs, 50 clients, until Nova has every event)",
-                  "binds_per_s", "burst_cost_pct", "binds/s"))
+    seen = q.get("limits_seen") or {}
+
+    def limits(v) -> str | None:
+        return None if v is None else (v if isinstance(v, str) else
+                                       ", ".join(f"{k}={n}" for k, n in sorted(v.items())) or "none")
+
+    checked = [{"metric": "quota check: limits the front door reports (GET /v2/quotas/usage; floor column: off)",
+                "rayborg": limits(seen.get("on")), "cyborg": None, "floor": limits(seen.get("off")), "ratio": None,
+                "target": "on: set; off: none",
+                "met": None if not seen else (isinstance(seen.get("on"), dict) and bool(seen["on"])
+                                              and seen.get("off") == {})}]
+    burst = f"the bind burst ({2 * q.get('burst_instances', 0):,} ARQs, 50 clients, until Nova has every event)"
+    return (checked + row("create->Bound p50 (1 client)", "create_to_bound_p50_ms", "create_to_bound_cost_pct", "ms")
+            + row(burst, "binds_per_s", "burst_cost_pct", "binds/s"))
 
 
 def postgres_rows(pg: dict | None) -> list[dict]:

@@ -109,6 +109,7 @@ def rayborg_writes(res: dict, args: argparse.Namespace, work: Path, seeded: Path
         print(f"quota check: quota off and on, {args.quota_rounds} interleaved round(s) ...", flush=True)
         res["quota"] = measure.measure_quota_cost(work, seeded, nova_url, args.write_cycles, args.burst,
                                                   args.quota_rounds)
+        print(f"  limits the front doors report: {res['quota'].get('limits_seen')}", flush=True)
         print(f"  cost: create->Bound {res['quota']['create_to_bound_cost_pct']} %, burst "
               f"{res['quota']['burst_cost_pct']} %", flush=True)
     if not args.skip_postgres:
