@@ -25,6 +25,9 @@ RULES = [
     ("drivers", SQL, "SQL lives in store/"),
     ("rayborg", SQL, "SQL lives in store/"),
     ("actors", ("rayborg.python_api",), "the client package is no server code"),
+    ("api", ("rayborg.python_api",), "the client package is no server code"),
+    ("store", ("rayborg.python_api",), "the client package is no server code"),
+    ("drivers", ("rayborg.python_api",), "the client package is no server code"),
     ("store", ("rayborg.actors", "rayborg.api"), "the store is below the actors and the front door"),
     ("drivers", ("rayborg.actors", "rayborg.store", "rayborg.api"), "drivers know only the host"),
 ]
@@ -86,6 +89,8 @@ def test_every_allowed_import_still_exists():
     ("store", "from rayborg.actors.binder import Binder", "rayborg.actors.binder"),
     ("store", "from ..api import app", "rayborg.api"),
     ("drivers", "from rayborg.store.tables import Device", "rayborg.store.tables"),
+    ("api", "from rayborg.python_api.selector import matches", "rayborg.python_api.selector"),
+    ("store", "from ..python_api import client", "rayborg.python_api"),
 ])
 def test_a_forbidden_import_is_caught(tmp_path, monkeypatch, folder, line, module):
     """The checker itself: an import added to a file of `folder` is reported (also inside a function
