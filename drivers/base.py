@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,14 @@ from typing import Any, ClassVar, Literal
 
 import os_resource_classes
 import os_traits
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 DeviceType = Literal["GPU", "FPGA", "QAT", "NIC", "SSD", "NVME", "PMEM", "MDEV", "PCI", "AICHIP"]
 # PMEM and SPDK handles are rayborg additions: the PMEM spec asks for a new handle type without
 # naming it, and the SPDK spec predates attach handles.
 AttachType = Literal["PCI", "MDEV", "TEST_PCI", "PMEM", "SPDK"]
 
+_log = logging.getLogger("rayborg.drivers")
 _CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
 _STANDARD_TRAITS = frozenset(os_traits.get_traits())
 
@@ -54,6 +56,27 @@ def safe_name(text: str) -> str:
 
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+# Counters per device and the shape of their names: bounded, since every counter becomes a
+# Prometheus series (labels hostname, device, counter).
+MAX_STATS = 32
+_STAT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def check_stats(stats: dict[str, Any]) -> dict[str, int | float]:
+    """Stats as a report carries them: at most MAX_STATS finite numbers under `[a-z][a-z0-9_]*` names."""
+    if len(stats) > MAX_STATS:
+        raise ValueError(f"{len(stats)} stats, at most {MAX_STATS} per device")
+    out: dict[str, int | float] = {}
+    for name, value in sorted(stats.items()):
+        if not _STAT_NAME.match(name):
+            raise ValueError(f"stat name {name!r} must be [a-z][a-z0-9_]*, at most 63 characters")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or value in (float("inf"), float("-inf")):
+            raise ValueError(f"stat {name!r} must be a finite number, got {value!r}")
+        out[name] = value
+    return out
 
 
 class _Model(BaseModel):
@@ -137,6 +160,21 @@ class DriverDevice(_Model):
     controlpath_id: ControlPathId
     deployables: list[DriverDeployable] = Field(default_factory=list)
     stub: bool = False
+    # The driver's counters (`Driver.device_stats`): telemetry, not identity. Left out of the report's
+    # content hash, so a counter that moves never makes a report "changed" for Placement.
+    stats: dict[str, int | float] = Field(default_factory=dict)
+
+    @field_validator("stats")
+    @classmethod
+    def _stats(cls, stats: dict[str, int | float]) -> dict[str, int | float]:
+        return check_stats(stats)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if not out.get("stats", True):  # no counters: the dump (and tree.json captures) as before stats
+            del out["stats"]
+        return out
 
     @model_validator(mode="after")
     def _order(self) -> DriverDevice:
@@ -171,8 +209,14 @@ class HostReport(_Model):
         return self
 
     def compute_hash(self) -> str:
-        """sha256 of the canonical JSON of everything but the hash: equal hash == nothing changed."""
-        body = self.model_dump(mode="json", exclude={"content_hash"})
+        """sha256 of the canonical JSON of everything but the hash and the devices' stats: equal
+        hash == nothing changed that the store's tree or Placement shows (counters move all the time)."""
+        body = self.model_dump(mode="json", exclude={"content_hash": True, "devices": {"__all__": {"stats"}}})
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    def stats_hash(self) -> str:
+        """sha256 of the devices' stats alone: a report whose counters moved is sent for them."""
+        body = {d.key: d.stats for d in self.devices if d.stats}
         return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
     def deployables(self) -> list[DriverDeployable]:
@@ -219,6 +263,10 @@ class ProgrammingError(Exception):
 
 class BitstreamError(ProgrammingError):
     """The bitstream does not exist or its metadata does not fit the device."""
+
+
+class NotSupported(ProgrammingError):
+    """The driver has no way to do this (e.g. no firmware update tool for its devices)."""
 
 
 # ---- the driver contract --------------------------------------------------------------------
@@ -293,9 +341,41 @@ class Driver:
         return DriverError(driver=self.NAME, device=device, file=file,
                            message=f"{type(failure).__name__}: {failure}")
 
-    def get_stats(self) -> dict[str, Any]:
-        """Spec'd by the generic-driver proposal; nothing to report from sysfs alone."""
+    def device_stats(self, device: DriverDevice) -> dict[str, int | float]:
+        """The counters of one discovered device (temperature, packets, firmware requests...), read
+        where its driver finds them; none by default. A failure leaves that device without stats."""
         return {}
+
+    def get_stats(self) -> dict[str, dict[str, int | float]]:
+        """The generic-driver spec's `get_stats`: device key -> counters, for every device found."""
+        return {dev.key: dict(dev.stats) for dev in self.with_stats(self.discover().devices)}
+
+    def with_stats(self, devices: list[DriverDevice]) -> list[DriverDevice]:
+        """Fill each device's `stats` (the driver option `stats = false` turns them off)."""
+        if str(self.options.get("stats", True)).lower() in ("false", "0", "no", "off"):
+            return devices
+        for dev in devices:
+            try:
+                dev.stats = check_stats(self.device_stats(dev))
+            except Exception as exc:  # noqa: BLE001 - counters never cost a device its report
+                _log.debug("%s: no stats for %s: %s", self.NAME, dev.key, exc)
+                dev.stats = {}
+        return devices
+
+    def update(self, device: DriverDevice, image_path: Path, *, timeout: float | None = None) -> str:
+        """The generic-driver spec's `update(control_path, image_path)`: flash the device's firmware
+        with the image at `image_path` through the vendor tool; returns what the tool said. Drivers
+        without a firmware tool raise NotSupported."""
+        raise NotSupported(f"driver {self.NAME} cannot update firmware", device=device.key)
+
+    def find_device(self, key_or_address: str) -> DriverDevice:
+        """A discovered device by its key (`driver:address`), its PCI address or a deployable name."""
+        for dev in self.discover().devices:
+            if key_or_address in (dev.key, dev.key.partition(":")[2]) \
+                    or any(d.name == key_or_address for d in dev.deployables):
+                return dev
+        raise DriverFailure(f"no device {key_or_address!r} of driver {self.NAME} on this host",
+                            device=key_or_address)
 
     def find_deployable(self, name: str) -> tuple[DriverDevice, DriverDeployable]:
         for dev in self.discover().devices:

@@ -6,16 +6,37 @@ Options mirror the spec's config section `[x710_static]`:
 The PF's interface name (`<pf>/net/<ifname>`) picks its physnet and DDP function, reported as
 attributes (`physical_network`, `function`) and traits (CUSTOM_<PHYSNET>, CUSTOM_<FUNCTION>) next to
 CUSTOM_VF (or CUSTOM_PF for a PF without VFs). VF attach handles carry `physical_network`.
-RC CUSTOM_NIC and ids follow upstream. DDP programming is the spec's later phase: not implemented.
+RC CUSTOM_NIC and ids follow upstream.
+
+Programming (the spec's `program()`): a DDP package (a bitstream of the bitstream spec whose `board`
+names the NIC, e.g. X710, and whose `function_name` names the profile, e.g. GTPv1) is loaded on the
+PF of the deployable with `ethtool -f <ifname> <package> 100` (i40e's DDP region; option `ddp_tool`,
+default /usr/sbin/ethtool). The PF's deployables then report that package as their bitstream and its
+profile as their `function` (the kernel does not say which profile is loaded, so like the FPGA
+drivers we remember what we loaded). Firmware (`update`): Intel's NVM update tool,
+`nvmupdate64e -u -l -c <image: the package's nvmupdate.cfg> -m <PF MAC>` (option `firmware_tool`).
+Stats: the PF interface's `statistics/` counters.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
-from rayborg.drivers.base import DriverDevice, custom_name
+from rayborg.drivers.base import (BitstreamError, DriverDeployable, DriverDevice, DriverFailure, ProgrammingError,
+                                  custom_name)
+from rayborg.drivers.bitstreams import Bitstream, check_fits
 from rayborg.drivers.pci import PciDriver
+from rayborg.drivers.stats import counter_files, pci_dir
 from rayborg.drivers.sysfs import PciFunction
+from rayborg.drivers.tools import DEFAULT_TIMEOUT, run_tool
+
+# The interface counters reported as stats (of /sys/class/net/<if>/statistics): a fixed set, so the
+# series per NIC stay bounded.
+NET_COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors",
+                "rx_dropped", "tx_dropped", "multicast", "collisions")
+DDP_REGION = "100"  # ethtool -f's region number for a DDP package on i40e
 
 
 def parse_mappings(value: Any, option: str) -> dict[str, str]:
@@ -58,17 +79,85 @@ class IntelX710Driver(PciDriver):
         super().__init__(ctx)
         self.physnets = parse_mappings(self.options.get("physical_device_mappings"), "physical_device_mappings")
         self.functions = parse_mappings(self.options.get("function_device_mappings"), "function_device_mappings")
+        self.loaded: dict[str, Bitstream] = {}  # PF key -> the DDP package this process loaded
 
     def build(self, fn: PciFunction) -> DriverDevice:
         net = fn.path / "net"
         ifnames = sorted(p.name for p in net.iterdir()) if net.is_dir() else []
         ifname = ifnames[0] if ifnames else ""
         physnet, function = self.physnets.get(ifname), self.functions.get(ifname)
+        ddp = self.loaded.get(f"{self.NAME}:{fn.name}")
+        if ddp is not None:
+            function = ddp.meta.function_name or ddp.meta.bs_name
         extra = {k: v for k, v in (("physical_network", physnet), ("function", function)) if v}
         tail = [custom_name(x) for x in (physnet, function) if x]
         vfs = self.vfs(fn)
         handle_info = {"physical_network": physnet} if physnet else {}
         deps = [self.deployable(f, [self.handle(f, **handle_info)], resource_class="CUSTOM_NIC",
-                                traits=[custom_name("VF" if vfs else "PF"), *tail], attributes=extra)
+                                traits=[custom_name("VF" if vfs else "PF"), *tail], attributes=extra,
+                                bitstream_id=ddp and ddp.image_id)
                 for f in (vfs or [fn])]
         return self.device(fn, deps, vendor_board_info=ifname, ifname=ifname, vf_count=str(len(vfs)))
+
+    # ---- stats ----------------------------------------------------------------------------
+
+    def device_stats(self, device: DriverDevice) -> dict[str, int | float]:
+        ifname = device.std_board_info.get("ifname")
+        if not ifname:
+            return {}
+        return counter_files(pci_dir(self.ctx.sysfs_root, device.key) / "net" / ifname / "statistics",
+                             NET_COUNTERS)
+
+    # ---- programming: DDP packages ----------------------------------------------------------
+
+    def _timeout(self, option: str, device: str, tool: str) -> float:
+        raw = self.options.get(option, DEFAULT_TIMEOUT)
+        try:
+            limit = float(raw)
+        except (TypeError, ValueError):
+            limit = float("nan")
+        if not (math.isfinite(limit) and limit > 0):
+            raise ProgrammingError(f"option {option} must be a positive number of seconds, got {raw!r}",
+                                   device=device, tool=tool)
+        return limit
+
+    def program(self, deployable: DriverDeployable | str, bitstream: Bitstream,
+                *, timeout: float | None = None) -> DriverDeployable:
+        """Load a DDP package on the deployable's PF (every VF of that PF gets the profile)."""
+        name = deployable if isinstance(deployable, str) else deployable.name
+        try:
+            device, _ = self.find_deployable(name)
+        except DriverFailure as exc:
+            raise BitstreamError(str(exc), device=name) from None
+        if not bitstream.path.is_file():
+            raise BitstreamError(f"DDP package {bitstream.path} does not exist", device=device.key)
+        pid = device.std_board_info.get("device_id", "")
+        check_fits(bitstream.meta, device=device.key, vendor_names={self.VENDOR_NAME, device.vendor},
+                   boards={device.model, pid, pid.removeprefix("0x")} - {""}, region_id=None)
+        ifname = device.std_board_info.get("ifname")
+        tool = str(self.options.get("ddp_tool", "/usr/sbin/ethtool"))
+        if not ifname:
+            raise ProgrammingError("the PF has no network interface to load a DDP package through "
+                                   "(is i40e bound?)", device=device.key, tool=tool)
+        limit = self._timeout("program_timeout", device.key, tool) if timeout is None else timeout
+        run_tool([tool, "-f", ifname, str(bitstream.path), DDP_REGION], device=device.key, timeout=limit)
+        self.loaded[device.key] = bitstream
+        _, dep = self.find_deployable(name)
+        return dep
+
+    # ---- firmware ---------------------------------------------------------------------------
+
+    def update(self, device: DriverDevice, image_path: Path, *, timeout: float | None = None) -> str:
+        """Flash the NVM with Intel's nvmupdate64e, the adapter picked by its PF's MAC address."""
+        tool = str(self.options.get("firmware_tool", "/usr/sbin/nvmupdate64e"))
+        ifname = device.std_board_info.get("ifname")
+        try:
+            mac = (pci_dir(self.ctx.sysfs_root, device.key) / "net" / str(ifname) / "address").read_text().strip()
+        except OSError:
+            mac = ""
+        if not ifname or not mac:
+            raise ProgrammingError("no MAC address to select the adapter by (net/<if>/address)",
+                                   device=device.key, tool=tool)
+        limit = self._timeout("firmware_timeout", device.key, tool) if timeout is None else timeout
+        return run_tool([tool, "-u", "-l", "-c", str(image_path), "-m", mac.replace(":", "")],
+                        device=device.key, timeout=limit)

@@ -6,6 +6,10 @@ is a pGPU, virtualizable or not: upstream's rule); without that config, those wi
 `mdev_supported_types` ("make sure the GPU device hasn't been virtualized. Otherwise, we can't use it
 as a pGPU"). The spec discovers through `lspci`; we read the same vendor/device/class from sysfs.
 RC PGPU; traits OWNER_CYBORG + CUSTOM_NVIDIA_<PID> (upstream).
+
+Stats: a hwmon temperature where the kernel driver has one (nouveau: `hwmon/hwmonN/temp1_input`); with
+the option `nvidia_smi` (its path) the query of `nvidia-smi --query-gpu=... --format=csv` run once a
+sweep: temperature, power, utilisation and memory per GPU, matched by PCI bus id.
 """
 
 from __future__ import annotations
@@ -15,9 +19,16 @@ from typing import Any, ClassVar
 
 from rayborg.drivers.base import DriverDevice, DriverFailure, custom_name
 from rayborg.drivers.pci import PciDriver
+from rayborg.drivers.stats import hwmon_temperature, number, pci_dir
 from rayborg.drivers.sysfs import PciAddress, PciFunction, class_prefix
+from rayborg.drivers.tools import run_tool
 
 GPU_CLASSES = ("0x0300", "0x0302")
+# nvidia-smi query field -> stat (after pci.bus_id, in this order)
+SMI_FIELDS = {"temperature.gpu": "temperature_c", "power.draw": "power_w", "utilization.gpu": "utilization_gpu_pct",
+              "utilization.memory": "utilization_memory_pct", "memory.used": "memory_used_mib",
+              "memory.total": "memory_total_mib"}
+SMI_TIMEOUT = 10.0
 VGPU_DRIVER = "nvidia_vgpu"
 
 
@@ -125,3 +136,37 @@ class NvidiaGpuDriver(NvidiaGpuBase):
         dep = self.deployable(fn, [self.handle(fn)], resource_class="PGPU",
                               traits=["OWNER_CYBORG", custom_name(self.VENDOR_NAME, self.product(fn))])
         return self.device(fn, [dep])
+
+    def with_stats(self, devices):
+        tool = self.options.get("nvidia_smi")
+        self._smi: dict[str, dict[str, int | float]] = {}
+        if tool and devices and str(self.options.get("stats", True)).lower() not in ("false", "0", "no", "off"):
+            try:
+                self._smi = smi_stats(run_tool(
+                    [str(tool), f"--query-gpu=pci.bus_id,{','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"],
+                    device="all GPUs", timeout=SMI_TIMEOUT))
+            except Exception:  # noqa: BLE001 - no nvidia-smi answer: sysfs stats only
+                self._smi = {}
+        return super().with_stats(devices)
+
+    def device_stats(self, device: DriverDevice) -> dict[str, int | float]:
+        out: dict[str, int | float] = {}
+        if (temp := hwmon_temperature(pci_dir(self.ctx.sysfs_root, device.key) / "hwmon")) is not None:
+            out["temperature_c"] = temp
+        return out | getattr(self, "_smi", {}).get(device.key.partition(":")[2], {})
+
+
+def smi_stats(text: str) -> dict[str, dict[str, int | float]]:
+    """nvidia-smi's CSV (no header, no units) -> PCI address -> stats; "[N/A]" fields are left out."""
+    out: dict[str, dict[str, int | float]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 1 + len(SMI_FIELDS):
+            continue
+        try:  # nvidia-smi prints 00000000:AF:00.0: an 8-digit domain
+            bus = PciAddress.parse(cells[0][-12:])
+        except DriverFailure:
+            continue
+        out[str(bus)] = {stat: v for stat, cell in zip(SMI_FIELDS.values(), cells[1:])
+                         if (v := number(cell)) is not None}
+    return out

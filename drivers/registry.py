@@ -90,7 +90,7 @@ class HostDrivers:
             except Exception as exc:  # one driver's bug never takes the host down
                 errors.append(driver.error(exc))
                 continue
-            devices += found.devices
+            devices += driver.with_stats(found.devices)
             errors += found.errors
         if any(isinstance(d, PciDriver) for d in self.drivers.values()):
             _, bad = scan_pci(self.sysfs_root)
@@ -121,6 +121,17 @@ class HostDrivers:
         finally:
             if fetched is not None:  # a Glance download is ours to delete, whatever the tool did
                 fetched.discard()
+
+
+    def update(self, driver_name: str, device: str, image_path: str | Path, *,
+               timeout: float | None = None) -> str:
+        """Flash a device's firmware (`Driver.update`): `device` is its key, PCI address or one of
+        its deployables' names; raises ProgrammingError (NotSupported without a vendor tool)."""
+        driver = self.driver(driver_name)
+        image = Path(image_path)
+        if not image.is_file():
+            raise BitstreamError(f"firmware image {image} does not exist", device=device)
+        return driver.update(driver.find_device(device), image, timeout=timeout)
 
 
 def discover_host(hostname: str, sysfs_root: str | Path = "/sys", drivers: Iterable[str] | None = None,
