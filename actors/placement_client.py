@@ -169,7 +169,8 @@ class PlacementClient:
 
     def set_inventory(self, rp_uuid: str, rc: str, total: int, reserved: int,
                       generation: int | None = None) -> int | None:
-        inv = {rc: {"total": total, "max_unit": max(total, 1), "reserved": min(reserved, total)}}
+        # no accelerators (a nested FPGA's parent, whose regions hold them): no inventory at all
+        inv = {rc: {"total": total, "max_unit": max(total, 1), "reserved": min(reserved, total)}} if total else {}
         return self._with_generation(
             f"set inventory {rp_uuid}",
             lambda: self.get_inventories(rp_uuid)[0],

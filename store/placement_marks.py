@@ -28,9 +28,10 @@ def to_push(session: Session, dep_id: int, parent: str) -> tuple[ProviderState, 
     if dep is None:
         return None
     last = ProviderState.from_dict(dep.placement_state) if dep.placement_state else None
-    if last is not None and last.parent_uuid != parent:
+    desired = desired_state(session, dep, session.get(Device, dep.device_id), parent)
+    if last is not None and last.parent_uuid != desired.parent_uuid:  # a nested RP's parent is a deployable's
         last = None
-    return desired_state(session, dep, session.get(Device, dep.device_id), parent), last
+    return desired, last
 
 
 def pushed(session: Session, dep_id: int, state: ProviderState) -> None:

@@ -60,9 +60,21 @@ def attributes_of(session: Session, deployable_id: int) -> dict[str, str]:
             session.exec(select(Attribute).where(Attribute.deployable_id == deployable_id))}
 
 
+def parent_ids(session: Session, dep_ids: list[int]) -> dict[int, int | None]:
+    """deployable id -> its parent deployable's id (None for a root): the push creates parents first."""
+    if not dep_ids:
+        return {}
+    return dict(session.exec(select(Deployable.id, Deployable.parent_id).where(Deployable.id.in_(dep_ids))).all())
+
+
 def desired_state(session: Session, dep: Deployable, device: Device, parent_uuid: str) -> ProviderState:
     """A disabled (maintaining) device, or one of a lost host, reserves its whole inventory so nothing
-    new lands on it."""
+    new lands on it. A root deployable's RP hangs under `parent_uuid` (the compute node); a nested
+    one (an FPGA's PR region) under its parent deployable's RP."""
+    if dep.parent_id is not None:
+        parent = session.get(Deployable, dep.parent_id)
+        if parent is not None and parent.rp_uuid:
+            parent_uuid = parent.rp_uuid
     attrs = attributes_of(session, dep.id)
     total = dep.num_accelerators
     lost = session.exec(select(Host.id).where(Host.hostname == device.hostname,

@@ -1,0 +1,122 @@
+"""Nested FPGA deployables in the real Placement: the card's RP under the compute node, one RP per PR
+region under the card's, inventory on the regions only; Placement's allocation candidates pick a
+region by its traits; a card that goes is deleted children first; nothing changed, nothing written."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlmodel import select
+
+from rayborg.actors.placement_client import PlacementClient
+from rayborg.actors.placement_push import push
+from rayborg.drivers import discover_host
+from rayborg.drivers.sysfs_tree import FIXTURE_TREES, build_tree
+from rayborg.store.host_reports import apply_report
+from rayborg.store.placement_state import provider_uuid
+from rayborg.store.tables import Deployable, PlacementTombstone
+
+COMPAT = "CUSTOM_FPGA_REGION_INTEL_9346116D5B5A5BD3AB1B1B7AB25C7CD8"
+EMPTY = "CUSTOM_FPGA_FUNCTION_ID_INTEL_00000000000000000000000000000000"
+
+
+@pytest.fixture
+def host(placement_server):
+    """A compute node RP in Placement, as Nova would have made it."""
+    name = f"nested-{uuid.uuid4().hex[:8]}"
+    c = PlacementClient(placement_server.url)
+    assert c._request("POST", "/resource_providers", {"name": name, "uuid": provider_uuid(name)}).status_code == 200
+    return name
+
+
+@pytest.fixture
+def placement(placement_server):
+    return PlacementClient(placement_server.url)
+
+
+@pytest.fixture
+def root(tmp_path):
+    return build_tree(tmp_path / "sys", FIXTURE_TREES / "intel_fpga" / "dfl_regions.json")
+
+
+def names(host):
+    card = f"{host}_0000_3b_00_0"
+    return card, f"{card}_region0", f"{card}_region1", f"{host}_0000_af_00_0"
+
+
+def tree(placement, host) -> dict[str, dict]:
+    resp = placement._request("GET", f"/resource_providers?in_tree={provider_uuid(host)}")
+    assert resp.status_code == 200, resp.text
+    return {rp["name"]: rp for rp in resp.json()["resource_providers"]}
+
+
+def test_regions_are_nested_providers_under_the_card(store, placement, host, root):
+    store.transact(apply_report, discover_host(host, root, drivers=["intel_fpga"]))
+    result = push(store, placement, host)
+    assert result.complete and result.pushed == 4, result
+    card, r0, r1, single = names(host)
+    rps = tree(placement, host)
+    assert set(rps) == {host, card, r0, r1, single}
+    compute = provider_uuid(host)
+    assert rps[card]["parent_provider_uuid"] == compute and rps[single]["parent_provider_uuid"] == compute
+    for region in (r0, r1):
+        rp = rps[region]
+        assert rp["parent_provider_uuid"] == rps[card]["uuid"] and rp["root_provider_uuid"] == compute
+        assert placement.get_inventories(rp["uuid"])[1]["FPGA"]["total"] == 1
+        assert COMPAT in placement.get_traits(rp["uuid"])[1]
+    # the card (static region) holds no accelerators of its own
+    assert placement.get_inventories(rps[card]["uuid"])[1] == {}
+    assert sorted(placement.get_traits(rps[card]["uuid"])[1]) == [
+        "CUSTOM_FPGA_INTEL", "CUSTOM_FPGA_INTEL_PAC_D5005", "OWNER_CYBORG"]
+    # stored RP uuids are the ones in Placement
+    stored = store.query(lambda s: {d.name: d.rp_uuid for d in s.exec(select(Deployable))})
+    assert {n: rps[n]["uuid"] for n in (card, r0, r1, single)} == stored
+
+    # Placement schedules onto a region: the empty region is the one candidate for its traits
+    resp = placement._request(
+        "GET", f"/allocation_candidates?resources=FPGA:1&required={COMPAT},{EMPTY}&in_tree={compute}")
+    assert resp.status_code == 200, resp.text
+    candidates = [list(a["allocations"]) for a in resp.json()["allocation_requests"]]
+    assert candidates == [[rps[r1]["uuid"]]]
+
+    # nothing changed: nothing written
+    writes = placement.writes
+    store.transact(apply_report, discover_host(host, root, drivers=["intel_fpga"]))
+    assert push(store, placement, host).pushed == 0 and placement.writes == writes
+
+
+def test_a_card_that_goes_is_deleted_children_first(store, placement, host, root):
+    store.transact(apply_report, discover_host(host, root, drivers=["intel_fpga"]))
+    assert push(store, placement, host).complete
+    card, r0, r1, single = names(host)
+    for fn in ("0000:3b:00.0", "0000:3b:00.1", "0000:3b:00.2"):
+        (root / "bus/pci/devices" / fn).unlink()
+    store.transact(apply_report, discover_host(host, root, drivers=["intel_fpga"]))
+    result = push(store, placement, host)
+    assert result.complete and result.deleted == 3, result
+    assert set(tree(placement, host)) == {host, single}
+    assert store.query(lambda s: s.exec(select(PlacementTombstone)).all()) == []
+
+
+def test_tombstones_in_any_order_still_all_go(store, placement, host, root):
+    """Even when the card's tombstone is the newest (it would be deleted first), its regions' RPs
+    go first on the retry and the card's after."""
+    store.transact(apply_report, discover_host(host, root, drivers=["intel_fpga"]))
+    assert push(store, placement, host).complete
+    card, r0, r1, _ = names(host)
+
+    def tombstone_card_last(session):
+        deps = {d.name: d for d in session.exec(select(Deployable))}
+        for name in (r0, r1, card):
+            session.add(PlacementTombstone(rp_uuid=deps[name].rp_uuid, hostname=host))
+            session.flush()
+        for name in (r0, r1, card):  # as if the report that removed them had been applied
+            session.delete(deps[name])
+        session.flush()
+
+    # the reverse-id order of deletion would try the card first: refused (it has children), retried
+    store.transact(tombstone_card_last)
+    result = push(store, placement, host)
+    assert result.deleted == 3 and result.complete, result
+    assert card not in tree(placement, host)
