@@ -145,3 +145,14 @@ async def test_programming_a_region_programs_that_region_only(client, host, nest
     assert after[REGION0]["bitstream_id"] == IMAGE
     assert after[REGION1]["bitstream_id"] is None and after[CARD]["bitstream_id"] is None
     assert after[REGION0]["program_status"] == "done" and after[REGION1]["program_status"] is None
+
+
+async def test_openstacksdk_reads_the_tree(client, nested):
+    """The SDK's Deployable resource (clients.md: uuid -> .id, parent_id, root_id) takes the answers."""
+    from openstack.accelerator.v2.deployable import Deployable as SdkDeployable
+
+    deps = await listed(client)
+    parsed = {d["name"]: SdkDeployable.existing(**d) for d in deps.values()}
+    card, region = parsed[CARD], parsed[REGION1]
+    assert (region.id, region.parent_id, region.root_id) == (deps[REGION1]["uuid"], card.root_id, card.root_id)
+    assert card.parent_id is None and card.num_accelerators == 0 and region.num_accelerators == 1
