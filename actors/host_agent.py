@@ -2,7 +2,8 @@
 
 It sweeps the host at start, every `report_interval` and on hotplug events, and sends the report
 to PlacementSync only when its content hash changed. It also acts on devices when a binder or the
-API asks (program an FPGA, prepare/unprepare a bound handle through its driver). It never writes the store or Placement.
+API asks (program an FPGA or load a NIC's DDP package, update a device's firmware, prepare/unprepare
+a bound handle through its driver). It never writes the store or Placement.
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ class HostAgent:
         self.last_hash: str | None = None   # forgotten on restart: the first sweep always reports
         self.last_sweep: float | None = None
         self.reports_sent = 0
+        self.last_stats_hash: str | None = None
+        self.stats_reports_sent = 0  # reports sent only because counters moved
         self.hotplug_options = dict(host["options"].get("hotplug") or {})
         self.hotplug_sweeps = 0
         self.hotplug_subsystems: list[str] = []  # what the last hotplug batch was about
         self.programming: dict[str, float] = {}  # deployable name -> start time
         self.programs_run = 0  # driver programmings started (since this agent started)
+        self.updating: dict[str, float] = {}  # device -> start time of its firmware update
         self._program_calls: dict[str, tuple[Any, asyncio.Task]] = {}  # deployable -> (bitstream, call)
         self._sweep_lock = asyncio.Lock()
         self._queued_sweep: asyncio.Future | None = None
@@ -83,14 +87,21 @@ class HostAgent:
         report = await asyncio.to_thread(self.drivers.discover)
         self.last_sweep = time.time()
         changed = force or report.content_hash != self.last_hash
-        if changed:
+        # Counters that moved are sent too (the store keeps the last ones), but the content hash,
+        # which leaves them out, says the tree is unchanged: nothing is marked for Placement.
+        stats_hash = report.stats_hash()
+        stats_changed = stats_hash != self.last_stats_hash
+        if changed or stats_changed:
             sync = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
             await sync.report.remote(report.model_dump(mode="json"))
-            self.last_hash = report.content_hash
-            self.reports_sent += 1
+            self.last_hash, self.last_stats_hash = report.content_hash, stats_hash
+            self.reports_sent += int(changed)
+            self.stats_reports_sent += int(not changed)
+        if changed:
             log.info("host %s: reported %d devices (%d errors), hash %s", self.hostname,
                      len(report.devices), len(report.errors), report.content_hash[:12])
-        return {"hostname": self.hostname, "changed": changed, "hash": report.content_hash,
+        return {"hostname": self.hostname, "changed": changed, "stats_changed": stats_changed,
+                "hash": report.content_hash,
                 "devices": len(report.devices), "errors": [e.model_dump() for e in report.errors]}
 
     def _start_hotplug(self):
@@ -229,6 +240,29 @@ class HostAgent:
                                      f"{result['error']}")
         return result | {"error": error, "bitstream_id": found.image_id, "programmed": result["ok"]}
 
+    async def update_firmware(self, driver_name: str, device: str, image_path: str,
+                              timeout: float | None = None) -> dict[str, Any]:
+        """Flash a device's firmware with its driver's vendor tool (`Driver.update`); `device` is
+        its key, PCI address or a deployable's name, `image_path` a file on this host. One update
+        per device at a time; a second is refused, not queued (a flash is not to be repeated)."""
+        if device in self.updating:
+            return {"ok": False, "error": f"a firmware update of {device} is already running", "output": "",
+                    "duration": 0.0}
+        self.updating[device] = time.time()
+        started = time.perf_counter()
+        fields = {"host": self.hostname, "device": device}
+        try:
+            output = await asyncio.to_thread(self.drivers.update, driver_name, device, image_path,
+                                             timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the caller gets a result, not a traceback
+            log.warning("host %s: firmware update of %s failed: %s", self.hostname, device, exc, extra=fields)
+            return {"ok": False, "error": str(exc), "output": "", "duration": time.perf_counter() - started}
+        finally:
+            self.updating.pop(device, None)
+        log.info("host %s: firmware of %s updated from %s", self.hostname, device, image_path, extra=fields)
+        await self._sweep_after_change()
+        return {"ok": True, "error": None, "output": output, "duration": time.perf_counter() - started}
+
     async def prepare(self, driver_name: str, handle: Any) -> dict[str, Any]:
         """The driver's `prepare` of a handle claimed for an ARQ (drivers.base.BoundHandle)."""
         return await self._handle_call(driver_name, "prepare", handle)
@@ -252,8 +286,9 @@ class HostAgent:
         return {"name": f"rayborg:host:{self.hostname}", "hostname": self.hostname, "pid": os.getpid(),
                 "node_id": ctx.get_node_id(), "drivers": sorted(self.drivers.drivers),
                 "sysfs_root": self.sysfs_root, "last_hash": self.last_hash, "last_sweep": self.last_sweep,
-                "reports_sent": self.reports_sent, "programming": sorted(self.programming),
-                "programs_run": self.programs_run,
+                "reports_sent": self.reports_sent, "stats_reports_sent": self.stats_reports_sent,
+                "programming": sorted(self.programming),
+                "programs_run": self.programs_run, "updating": sorted(self.updating),
                 "hotplug": self._hotplug is not None, "hotplug_sweeps": self.hotplug_sweeps,
                 "hotplug_subsystems": self.hotplug_subsystems}
 

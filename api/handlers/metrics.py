@@ -6,7 +6,11 @@ A scrape gathers, merged family by family:
   (`MetricsExportPort` in `ray.nodes()`, a port that changes at every start) under their names
   without Ray's prefix. Relaying at scrape time costs nothing between scrapes, keeps the actors'
   counters in Ray (they survive a front door's restart) and works from any front door;
-- `rayborg_nova_events_pending`, read from the store's Nova event outbox now.
+- `rayborg_nova_events_pending`, read from the store's Nova event outbox now;
+- `rayborg_device_stat{hostname, device, counter}`: the drivers' counters of each device (temperature,
+  packets, firmware requests...) as its host last reported them, read from the store now. Bounded:
+  a driver reports at most `MAX_STATS` counters a device (drivers/base.py), and a scrape shows at
+  most MAX_STAT_DEVICES devices (`rayborg_device_stats_truncated` says 1 when some were left out).
 
 Public by default, as Prometheus targets usually are; `metrics_public = false` asks the caller to
 pass the `admin_api` policy rule (so a token in keystone mode).
@@ -28,6 +32,7 @@ from rayborg.actors import metrics
 from rayborg.api.app_keys import AUTH, POLICY, RUNTIME, SETTINGS, STORE
 from rayborg.api.openapi_meta import operation
 from rayborg.store import nova_events
+from rayborg.store.queries import devices as device_queries
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ RELAY_PARALLEL = 32     # nodes fetched at once
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what every Prometheus version reads
 RAY_PREFIX = "ray_"
 RELAYED = "rayborg_"
+MAX_STAT_DEVICES = 2000  # x at most 32 counters each: the series one scrape may carry
 
 
 @operation(summary="Prometheus metrics of the front doors and the actors", responses={200: None},
@@ -46,7 +52,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     if not app[SETTINGS].metrics_public:
         app[POLICY].authorize("admin_api", await app[AUTH].identify(request))
     families: dict[str, Metric] = {}
-    for family in [*metrics.collect(), *await _relayed(), await _nova_pending(app[STORE]), *_actors_up(app)]:
+    for family in [*metrics.collect(), *await _relayed(), await _nova_pending(app[STORE]),
+                   *await _device_stats(app[STORE]), *_actors_up(app)]:
         known = families.setdefault(family.name, family)
         if known is not family:
             known.samples.extend(family.samples)
@@ -79,6 +86,20 @@ async def _nova_pending(store) -> Metric:
                               "bound or failed ARQs whose Nova event is not delivered yet")
     gauge.add_metric([], await store.aquery(nova_events.pending_count))
     return gauge
+
+
+async def _device_stats(store) -> list[Metric]:
+    rows = await store.aquery(device_queries.stats, MAX_STAT_DEVICES + 1)
+    gauge = GaugeMetricFamily("rayborg_device_stat", "a driver counter of a device, as its host last reported it",
+                              labels=["hostname", "device", "counter"])
+    for hostname, uuid, counters in rows[:MAX_STAT_DEVICES]:
+        for name, value in counters.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                gauge.add_metric([hostname, uuid, name], value)
+    truncated = GaugeMetricFamily("rayborg_device_stats_truncated",
+                                  f"1 when more than {MAX_STAT_DEVICES} devices have stats and the rest were left out")
+    truncated.add_metric([], int(len(rows) > MAX_STAT_DEVICES))
+    return [gauge, truncated]
 
 
 async def _relayed() -> list[Metric]:
