@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "devices",
         help="list devices (one row per deployable) with filters",
         description="List deployables with their device, host, resource class, state "
-        "(free, bound, disabled, lost) and loaded bitstream.",
+        "(free, bound, disabled with its reason, lost), loaded bitstream and the outcome of "
+        "their latest programming through the API (one line per failed one under the table).",
     )
     _common(p)
     p.add_argument("--family", help="device type, e.g. FPGA, GPU")
@@ -241,22 +242,40 @@ def cmd_devices(args) -> int:
         return 0
     _table(
         f"{len(rows)} deployables",
-        ["host", "deployable", "family", "rc", "state", "in use", "bitstream", "device"],
+        ["host", "deployable", "family", "rc", "state", "in use", "bitstream", "last program", "device"],
         [
             [
                 r["host"],
                 r["deployable"],
                 r["family"],
                 r["resource_class"],
-                r["state"],
+                _state(r),
                 f"{r['in_use']}/{r['handles']}",
                 r["bitstream_id"],
+                _program(r),
                 r["device_uuid"],
             ]
             for r in rows
         ],
     )
+    for r in rows:
+        if r.get("program_error"):
+            print(f"{r['host']} {r['deployable']}: programming {r['program_image_uuid']} failed: {r['program_error']}")
     return 0
+
+
+def _state(row: dict[str, Any]) -> str:
+    """The row's state, with the reason its device was disabled for."""
+    if row["state"] == "disabled" and row.get("status_reason"):
+        return f"disabled: {row['status_reason']}"
+    return row["state"]
+
+
+def _program(row: dict[str, Any]) -> str | None:
+    """`<status> <image>` of the deployable's latest programming through the API, if any."""
+    if not row.get("program_status"):
+        return None
+    return f"{row['program_status']} {row['program_image_uuid']}"
 
 
 def cmd_arqs(args) -> int:
@@ -338,6 +357,7 @@ def _set(args, enabled: bool) -> int:
     else:
         print(
             f"device {out['device_uuid']} ({out['type']} on {out['host']}): {out['status']}"
+            + (f" ({out['status_reason']})" if out.get("status_reason") else "")
             + ("" if out["changed"] else " (unchanged)")
         )
     return 0

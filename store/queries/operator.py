@@ -1,6 +1,7 @@
 """What the operator CLI and the Python API read and change in the store (through the binders'
-typed methods, which sit where the database is reachable): deployables with their holders, ARQs,
-a summary per host and family, and enable/disable by device or deployable."""
+typed methods, which sit where the database is reachable): deployables with their holders and
+their latest programming, ARQs, a summary per host and family, and enable/disable (with a reason) by
+device or deployable."""
 
 from __future__ import annotations
 
@@ -12,17 +13,28 @@ from sqlmodel import Session
 
 from rayborg.store.claims import is_claim
 from rayborg.store.device_choice import deployable_rows
+from rayborg.store.prepared import iso_text
+from rayborg.store.queries import program_requests
 from rayborg.store.queries.devices import set_device_status as set_status
 from rayborg.store.tables import Deployable, Device, DeviceProfile, DeviceStatus, ExtARQ, Host
 
 
 def deployables(session: Session) -> list[dict[str, Any]]:
-    """One row per deployable (`device_choice.deployable_rows`), holders flagged when they are
-    standalone claims (not Nova instances)."""
+    """One row per deployable (`device_choice.deployable_rows`: with its device's status and
+    status_reason), holders flagged when they are standalone claims (not Nova instances), and the
+    deployable's latest programming through the API (PATCH .../program): `program_status`
+    (requested | programming | done | failed), `program_image_uuid`, `program_error` and
+    `program_updated_at`, all None when it was never programmed that way."""
     rows = deployable_rows(session)
+    ids = dict(session.execute(select(Deployable.uuid, Deployable.id)).all()) if rows else {}
+    programs = program_requests.latest(session) if rows else {}
     for row in rows:
         for holder in row["holders"]:
             holder["claim"] = is_claim(holder["consumer"])
+        program = programs.get(ids.get(row["deployable_uuid"]))
+        at = program and (program.updated_at or program.created_at)
+        row.update(program_status=program and program.state, program_image_uuid=program and program.image_uuid,
+                   program_error=program and program.error, program_updated_at=at and iso_text(at))
     return rows
 
 
@@ -62,9 +74,9 @@ def summary(session: Session) -> dict[str, Any]:
             "placement_dirty": dirty}
 
 
-def set_device_status(session: Session, device: str, enabled: bool) -> dict[str, Any]:
+def set_device_status(session: Session, device: str, enabled: bool, reason: str | None = None) -> dict[str, Any]:
     """Enable or disable a device given by its uuid, or by the name/uuid of one of its deployables;
-    LookupError when there is none."""
+    LookupError when there is none. A disable keeps `reason` (see `devices.set_device_status`)."""
     dev = session.scalars(select(Device).where(Device.uuid == device)).first()
     if dev is None:
         dep = session.scalars(select(Deployable).where((Deployable.name == device)
@@ -74,6 +86,6 @@ def set_device_status(session: Session, device: str, enabled: bool) -> dict[str,
         raise LookupError(f"no device or deployable named {device!r}")
     status = DeviceStatus.ENABLED if enabled else DeviceStatus.MAINTAINING
     before = dev.status
-    set_status(session, dev.uuid, status)
+    set_status(session, dev.uuid, status, reason)
     return {"device_uuid": dev.uuid, "host": dev.hostname, "type": dev.type, "status": status.value,
-            "changed": before != status.value}
+            "status_reason": dev.status_reason, "changed": before != status.value}
