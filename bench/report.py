@@ -241,7 +241,7 @@ def quota_rows(q: dict | None) -> list[dict]:
         return [{"metric": f"quota check: {metric}, {unit} (rayborg: quota on; floor column: off)",
                  "rayborg": on.get(value_key), "cyborg": None, "floor": off.get(value_key),
                  "ratio": ratio(on.get(value_key), off.get(value_key)), "target": "", "met": None},
-                {"metric": f"quota check: cost in % of {metric} (median of {q.get('rounds')} interleaved rounds)",
+                {"metric": f"quota check: cost in % of {metric} (median of {q.get('rounds')} paired rounds)",
                  "rayborg": cost, "cyborg": None, "floor": None, "ratio": None, "target": limit,
                  "met": None if cost is None else cost <= QUOTA_COST_MAX_PCT}]
 
@@ -354,9 +354,9 @@ def markdown(res: dict, t: list[list[str]]) -> str:
              ("- Quota check (issue 17): two `rayborg serve` with their Ray runtime side by side on copies of "
               "the same database, one without `[quota]` (enforcement off), one with `[quota] default = 1000000` "
               "(every bind checked, none refused); create->Bound (1 client) and the bind burst against each, "
-              "taking turns, the median of the rounds; the cost is the time the check adds: on/off - 1 of "
-              "create->Bound p50 and of the burst's time per ARQ (off binds/s / on binds/s - 1). Negative: "
-              "within the noise."),
+              "taking turns; the cost is the time the check adds, from each round's back-to-back pair: on/off - 1 "
+              "of create->Bound p50 and of the burst's time per ARQ (off binds/s / on binds/s - 1), the median "
+              "over the rounds (the off/on value rows show each side's median). Negative: within the noise."),
              ("- PostgreSQL burst (issue 18): the same burst against `rayborg serve` on a throwaway local "
               "PostgreSQL (`bench/postgres.py`: initdb from the system's binaries, fsync and synchronous_commit "
               "off as in the test suite), seeded with the same rows."), "",

@@ -1,7 +1,7 @@
 """rayborg beside OpenStack Cyborg 17 and a bare floor, on this machine, in one run.
 
     python bench/run.py [--duration 10] [--clients 50] [--rayborg-workers 1] [--skip-cyborg] [--reads-only]
-                        [--writes-only] [--sync-only] [--hosts 200] [--quota-rounds 3] [--skip-postgres]
+                        [--writes-only] [--sync-only] [--hosts 200] [--quota-rounds 5] [--skip-postgres]
 
 Starts, each on a free 127.0.0.1 port and seeded with the same rows (bench/dataset.py: 20 device
 profiles, 200 devices, 1,000 ARQs):
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="only the Placement sync cost: print its rows, write nothing")
     ap.add_argument("--burst", type=int, default=600,
                     help="instances (2 ARQs each) in rayborg's bind burst (also the quota and PostgreSQL bursts)")
-    ap.add_argument("--quota-rounds", type=int, default=3,
+    ap.add_argument("--quota-rounds", type=int, default=5,
                     help="interleaved rounds of the quota-off/on comparison (burst and create->Bound); 0 skips it")
     ap.add_argument("--skip-postgres", action="store_true", help="no bind burst on PostgreSQL")
     ap.add_argument("--out", type=Path, default=RESULTS)

@@ -26,7 +26,7 @@ def test_the_entry_point_keeps_its_flags():
     assert (args.sync_only, args.reads_only, args.skip_cyborg, args.sync_hosts, args.burst) == (True, True, True, 7, 50)
     assert (args.quota_rounds, args.skip_postgres, args.writes_only, args.render_only) == (2, True, True, True)
     defaults = run.parse_args([])
-    assert (defaults.burst, defaults.quota_rounds, defaults.sync_hosts, defaults.out) == (600, 3, 200, run.RESULTS)
+    assert (defaults.burst, defaults.quota_rounds, defaults.sync_hosts, defaults.out) == (600, 5, 200, run.RESULTS)
 
 
 def test_the_cost_of_the_quota_check_is_the_time_it_adds():
