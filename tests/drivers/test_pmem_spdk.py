@@ -1,15 +1,23 @@
-"""PMEM namespaces from sysfs, and SPDK through a fake JSON-RPC server on a unix socket."""
+"""PMEM namespaces from sysfs, and SPDK through a fake JSON-RPC server on a unix socket; both example
+hosts (drivers/fixture_trees/pmem, drivers/fixture_trees/spdk/rpc.json) into the store."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from spdk_standin import SpdkStandin, example_answers
+from sqlmodel import select
 
 from rayborg.drivers import discover_host
+from rayborg.drivers.sysfs_tree import SysfsBuilder
+from rayborg.store.host_reports import apply_report
+from rayborg.store.tables import AttachHandle, ControlPathID, Deployable, Device
 
 
 def test_pmem_report_by_size(family_tree):
@@ -25,6 +33,50 @@ def test_pmem_report_by_size(family_tree):
     assert six.attach_handles[0].attach_type == "PMEM"
     assert six.attach_handles[0].attach_info == {"dev": "/devroot/dax0.0", "name": "ns0", "namespace": "namespace0.0",
                                                  "size": "6442450944", "uuid": "0b6a5f1e-1111-4a7a-9c11-000000000000"}
+
+
+def test_pmem_kernel_and_ndctl_mode_names_are_one(family_tree, tmp_path):
+    """The example host says what the kernel's mode files say (dax, memory, raw); a tree written
+    with ndctl's names (devdax, fsdax) is the same host."""
+    kernel = discover_host("n1", family_tree("pmem"), drivers=["pmem"])
+    ndctl_names = {"dax": "devdax", "memory": "fsdax"}
+    desc = json.loads((FIXTURES / "pmem" / "tree.json").read_text())
+    for region in desc["nd"]:
+        for ns in region["namespaces"]:
+            ns["mode"] = ndctl_names.get(ns["mode"], ns["mode"])
+    r = discover_host("n1", SysfsBuilder(tmp_path / "ndctl").apply(desc).root, drivers=["pmem"])
+    assert r.devices == kernel.devices and r.errors == kernel.errors == []
+    assert sum(d.num_accelerators for d in r.deployables()) == 4  # fsdax, raw seed and dax seed left out
+
+
+@pytest.mark.parametrize("mode", ["memory", "fsdax", "safe", "sector", "raw"])
+def test_pmem_only_devdax_namespaces_are_handles(family_tree, builder, mode):
+    root = family_tree("pmem")
+    builder.write(f"{R0}/namespace0.1/mode", mode)
+    six = discover_host("n1", root, drivers=["pmem"]).devices[0].deployables[1]
+    assert [h.attach_info["namespace"] for h in six.attach_handles] == ["namespace0.0"]
+
+
+def test_pmem_seed_of_size_zero_is_skipped(family_tree, builder):
+    """An idle seed namespace left in dax mode (size 0) is no 0 MB namespace."""
+    root = family_tree("pmem")
+    builder.nd_namespace("region1", "namespace1.1", mode="dax", size=0)
+    r = discover_host("n1", root, drivers=["pmem"])
+    assert r.errors == [] and [d.name for d in r.devices[1].deployables] == ["n1_region1_6GB"]
+
+
+def test_pmem_dev_name_is_the_device_dax_child(family_tree):
+    """/dev/<name> is the device-dax under the nd_dax device (dax bus, or the older `dax/` class
+    folder), which need not share the nd_dax's name; without one, the nd_dax's name."""
+    root = family_tree("pmem")
+    (root / R0 / "dax0.0" / "dax0.0").rename(root / R0 / "dax0.0" / "dax0.7")
+    (root / R0 / "dax0.1" / "dax").mkdir()
+    (root / R0 / "dax0.1" / "dax0.1").rename(root / R0 / "dax0.1" / "dax" / "dax0.3")
+    shutil.rmtree(root / R0 / "dax0.2" / "dax0.2")
+    r = discover_host("n1", root, drivers=["pmem"], dev_root="/devroot")
+    devs = {h.attach_info["namespace"]: h.attach_info["dev"] for d in r.deployables() for h in d.attach_handles}
+    assert devs == {"namespace0.0": "/devroot/dax0.7", "namespace0.1": "/devroot/dax0.3",
+                    "namespace0.2": "/devroot/dax0.2", "namespace1.0": "/devroot/dax1.0"}
 
 
 def test_pmem_labels_from_config(family_tree):
@@ -45,6 +97,7 @@ def test_pmem_bad_size_keeps_other_region(family_tree, builder):
 
 
 R0 = "devices/LNXSYSTM:00/ndbus0/region0"
+FIXTURES = Path(__file__).resolve().parents[2] / "drivers" / "fixture_trees"
 
 
 @pytest.mark.parametrize("break_it, device, file, message", [
@@ -255,3 +308,99 @@ def test_spdk_odd_listen_addresses_are_a_malformed_entry(spdk_server):
     assert [d.key for d in r.devices] == ["spdk:nqn.2016-06.io.spdk:cnode1", "spdk:vhost:vhost.0"]
     (err,) = r.errors
     assert err.message.startswith("nvmf_get_subsystems: malformed entry: AttributeError")
+
+
+# ---- the example SPDK target (drivers/fixture_trees/spdk/rpc.json) --------------------------------
+
+
+@pytest.fixture
+def spdk_target():
+    target = SpdkStandin().start()
+    yield target
+    target.stop()
+
+
+def test_spdk_example_target(spdk_target):
+    r = spdk(spdk_target.path)
+    assert r.errors == [] and spdk_target.calls == ["nvmf_get_subsystems", "vhost_get_controllers"]
+    assert [(d.key, d.type, d.controlpath_id.cpid_info) for d in r.devices] == [
+        ("spdk:nqn.2016-06.io.spdk:cnode1", "NVME", {"nqn": "nqn.2016-06.io.spdk:cnode1",
+                                                      "socket": str(spdk_target.path)}),
+        ("spdk:vhost:vhost.0", "SSD", {"controller": "vhost.0", "socket": str(spdk_target.path)}),
+        ("spdk:vhost:vhost.1", "SSD", {"controller": "vhost.1", "socket": str(spdk_target.path)})]
+    assert [(d.resource_class, d.num_accelerators, d.traits) for d in r.deployables()] == [
+        ("CUSTOM_SPDK_NVMF", 2, ["CUSTOM_SPDK", "CUSTOM_SPDK_NVMF_TCP"]),
+        ("CUSTOM_SPDK_VHOST", 1, ["CUSTOM_SPDK", "CUSTOM_SPDK_VHOST_BLOCK"]),
+        ("CUSTOM_SPDK_VHOST", 1, ["CUSTOM_SPDK", "CUSTOM_SPDK_VHOST_SCSI"])]
+    scsi = r.deployables()[2].attach_handles[0]
+    assert (scsi.attach_type, scsi.attach_info) == ("SPDK", {"controller": "vhost.1", "kind": "scsi",
+                                                             "socket": "/var/tmp/vhost.1"})
+
+
+def test_spdk_target_without_vhost(spdk_target):
+    """A target built without vhost answers 'Method not found': no error, the subsystems reported."""
+    del spdk_target.answers["vhost_get_controllers"]
+    r = spdk(spdk_target.path)
+    assert r.errors == [] and [d.key for d in r.devices] == ["spdk:nqn.2016-06.io.spdk:cnode1"]
+
+
+def test_spdk_standin_as_a_process(tmp_path):
+    """The stand-in runs as its own process too (`python tests/spdk_standin.py SOCKET ANSWERS`)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    sock = Path(tempfile.mkdtemp(prefix="spdk", dir="/tmp")) / "spdk.sock"
+    answers = FIXTURES / "spdk" / "rpc.json"
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "spdk_standin.py"), str(sock),
+                             str(answers)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("serving SPDK JSON-RPC")
+        assert len(spdk(sock).devices) == 3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ---- into the store (SQLite and PostgreSQL) ---------------------------------------------------
+
+
+def _rows(session) -> dict[str, tuple]:
+    out = {}
+    for dep, dev in session.exec(select(Deployable, Device).join(Device, Device.id == Deployable.device_id)):
+        cpid = session.exec(select(ControlPathID).where(ControlPathID.device_id == dev.id)).one()
+        handles = session.exec(select(AttachHandle).where(AttachHandle.deployable_id == dep.id)).all()
+        out[dep.name] = (dev.type, cpid.cpid_type, dep.num_accelerators,
+                         sorted((h.attach_type, h.attach_info) for h in handles))
+    return out
+
+
+def test_pmem_report_stored(store, family_tree, builder):
+    root = family_tree("pmem")
+    report = discover_host("n1", root, drivers=["pmem"])
+    diff = store.transact(apply_report, report)
+    assert sorted(diff.added) == ["n1_region0_12GB", "n1_region0_6GB", "n1_region1_6GB"]
+    rows = store.query(_rows)
+    assert rows["n1_region0_6GB"][:3] == ("PMEM", "PMEM", 2)
+    assert [(t, json.loads(i)["namespace"]) for t, i in rows["n1_region0_6GB"][3]] == [
+        ("PMEM", "namespace0.0"), ("PMEM", "namespace0.1")]
+    assert store.transact(apply_report, discover_host("n1", root, drivers=["pmem"])).empty  # same host: nothing
+    # namespace0.1 reconfigured to fsdax (ndctl create-namespace -f -e namespace0.1 -m fsdax)
+    builder.write(f"{R0}/namespace0.1/mode", "memory")
+    diff = store.transact(apply_report, discover_host("n1", root, drivers=["pmem"]))
+    assert diff.changed == ["n1_region0_6GB"] and not diff.added and not diff.removed
+    assert [json.loads(i)["namespace"] for _, i in store.query(_rows)["n1_region0_6GB"][3]] == ["namespace0.0"]
+
+
+def test_spdk_report_stored(store, spdk_target):
+    diff = store.transact(apply_report, spdk(spdk_target.path))
+    assert sorted(diff.added) == ["n1_nqn_2016-06_io_spdk_cnode1", "n1_vhost_vhost_0", "n1_vhost_vhost_1"]
+    rows = store.query(_rows)
+    assert rows["n1_vhost_vhost_0"] == ("SSD", "SPDK", 1, [("SPDK", json.dumps(
+        {"controller": "vhost.0", "kind": "block", "socket": "/var/tmp/vhost.0"}, sort_keys=True))])
+    nvmf = rows["n1_nqn_2016-06_io_spdk_cnode1"]
+    assert nvmf[:3] == ("NVME", "SPDK", 2) and [json.loads(i)["bdev"] for _, i in nvmf[3]] == ["Malloc0", "Nvme0n1"]
+    # the vhost.1 controller removed on the target: its device goes, its RP is tombstoned
+    spdk_target.answers["vhost_get_controllers"] = example_answers()["vhost_get_controllers"][:1]
+    diff = store.transact(apply_report, spdk(spdk_target.path))
+    assert diff.removed == ["n1_vhost_vhost_1"] and diff.devices_removed == 1
