@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import free_port, get_status, process_tree, pss_mib  # noqa: E402  (bench/run.py's helpers)
+from measure import pss_mib  # noqa: E402  (bench/run.py's helpers)
+from procs import free_port, get_status, process_tree  # noqa: E402
 
 ACTORS_UP = re.compile(r"actors up|actors on, Ray at")  # serve's log line once the actors answer
 RAY_ADDRESS = re.compile(r"Ray started locally \(address ([\d.]+:\d+)")

@@ -45,8 +45,9 @@ DEFAULT_DASHBOARD_MODULES = "NodeHead,StateHead"
 
 @contextmanager
 def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: bool,
-                 lazy_runtime_env_agent: bool = True) -> Iterator[None]:
-    """Within this block, a Ray head started by `ray.init` runs only the processes asked for."""
+                 lazy_runtime_env_agent: bool = True, dashboard_in_process: bool = False) -> Iterator[None]:
+    """Within this block, a Ray head started by `ray.init` runs only the processes asked for
+    (`dashboard_in_process`: the dashboard in a thread of this process, `DashboardThread`)."""
     from ray._private import node, ray_constants, services
 
     modules = ",".join(m.strip() for m in dashboard_modules.split(",") if m.strip())
@@ -63,24 +64,179 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
                 and not any(arg.startswith("--modules-to-load") for arg in command)):
             command = [*command, f"--modules-to-load={modules}"]
             command = _in_this_process(command)
+        if process_type == ray_constants.PROCESS_TYPE_DASHBOARD and in_thread and _script_at(command) is not None:
+            return services.ProcessInfo(process=DashboardThread(command), stdout_file=None, stderr_file=None,
+                                        use_valgrind=False, use_gdb=False, use_valgrind_profiler=False,
+                                        use_perftools_profiler=False, use_tmux=False)
         if process_type == ray_constants.PROCESS_TYPE_RAYLET and lazy_runtime_env_agent:
             command = _lazy_agent_command(command)
         return original_start(command, process_type, *args, **kwargs)
 
+    # The dashboard in this process starts after the raylet: Ray starts the raylet by a fork of this
+    # process, which must not have the dashboard's gRPC threads yet (the child dies before its exec).
+    in_thread = dashboard_in_process and modules != ALL_MODULES
+    original_api, original_processes = node.Node.start_api_server, node.Node.start_ray_processes
+    deferred: list[tuple[Any, dict[str, Any]]] = []
+
+    def start_api_server(self, **kwargs: Any) -> None:
+        deferred.append((self, kwargs)) if in_thread else original_api(self, **kwargs)
+
+    def start_ray_processes(self) -> None:
+        original_processes(self)
+        while deferred:
+            head, kwargs = deferred.pop(0)
+            original_api(head, **kwargs)
+
     node.Node.__init__, services.start_ray_process = init, start
+    node.Node.start_api_server, node.Node.start_ray_processes = start_api_server, start_ray_processes
     try:
         yield
     finally:
         node.Node.__init__, services.start_ray_process = original_init, original_start
+        node.Node.start_api_server, node.Node.start_ray_processes = original_api, original_processes
+
+
+def _script_at(command: list[str]) -> int | None:
+    """Where the dashboard's command line names what it runs (Ray's dashboard.py, or this module)."""
+    script_path = os.path.join("dashboard", "dashboard.py")
+    for i, arg in enumerate(command):
+        if arg.endswith(script_path):
+            return i
+        if arg == "-m" and command[i + 1:i + 2] == ["rayborg.ray_head"]:
+            return i + 1
+    return None
 
 
 def _in_this_process(command: list[str]) -> list[str]:
     """The dashboard's command line with this module in place of Ray's dashboard.py."""
-    script_path = os.path.join("dashboard", "dashboard.py")
-    script = next((i for i, arg in enumerate(command) if arg.endswith(script_path)), None)
-    if script is None:  # not the command line this was written for: leave it to Ray
+    script = _script_at(command)
+    if script is None or command[script] == "rayborg.ray_head":  # not what this was written for, or done
         return command
     return [*command[:script], "-m", "rayborg.ray_head", *command[script + 1:]]
+
+
+class DashboardThread:
+    """Ray's dashboard head run in a thread of this process (`rayborg serve`, which imports Ray's
+    core already), on an event loop of its own, instead of a process of its own (~70 MiB PSS less,
+    bench/memory_breakdown.py): the same DashboardHead, modules and command line options; its log goes
+    to the session's dashboard.log as before, not to serve's log. To Ray's node, which starts, polls
+    and stops its processes, it is a `subprocess.Popen`: `poll`, `terminate`, `wait`, `kill`. Ray
+    waits for the dashboard's address in the GCS as for a process of its own."""
+
+    def __init__(self, command: list[str]) -> None:
+        import threading
+
+        self.args = _dashboard_options(command[_script_at(command) + 1:])
+        self.pid = os.getpid()
+        self.returncode: int | None = None
+        self._loop: Any = None
+        self._thread = threading.Thread(target=self._run, name="ray-dashboard", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import asyncio
+        import logging
+
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            head = _dashboard_head(self.args)
+            loop.run_until_complete(head.run())
+            self.returncode = 0
+        except BaseException:  # noqa: BLE001 - as a dashboard process would, say why it ended
+            logging.getLogger("ray.dashboard").exception("the dashboard stopped")
+            self.returncode = 1
+        finally:
+            if self.returncode is None:  # stopped by terminate()
+                self.returncode = 0
+
+    def poll(self) -> int | None:
+        return self.returncode if not self._thread.is_alive() else None
+
+    def terminate(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:  # closed meanwhile
+                pass
+
+    kill = terminate
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("ray-dashboard", timeout or 0)
+        return self.returncode or 0
+
+
+def _dashboard_options(argv: list[str]) -> dict[str, Any]:
+    """dashboard.py's options (`--name=value`, `--flag`), with its defaults."""
+    from ray._private import ray_constants
+    from ray.dashboard import consts
+
+    opts: dict[str, Any] = {"port-retries": "0", "logging-level": ray_constants.LOGGER_LEVEL,
+                            "logging-format": ray_constants.LOGGER_FORMAT,
+                            "logging-filename": consts.DASHBOARD_LOG_FILENAME, "logging-rotate-bytes": "0",
+                            "logging-rotate-backup-count": "0", "modules-to-load": "",
+                            "proxy-server-url": "", "temp-dir": None, "session-dir": None}
+    for arg in argv:
+        name, _, value = arg[2:].partition("=")
+        opts[name] = value if _ else True
+    return opts
+
+
+def _dashboard_head(opts: dict[str, Any]):
+    """dashboard.py's main, without what belongs to a process of its own: its log configuration (a
+    handler of the `ray.dashboard` loggers instead of the root logger's), the redirection of stdout and
+    stderr, the process title and the SIGTERM handler."""
+    import logging
+    import logging.handlers
+    import threading
+
+    modules_in_this_process()
+    modules = {m.strip() for m in str(opts["modules-to-load"]).split(",") if m.strip()}
+    import_only(modules)
+    from ray.dashboard import head
+
+    level = opts["logging-level"]
+    level = logging.getLevelName(level.upper()) if isinstance(level, str) and not level.isdigit() else int(level)
+    if opts.get("log-dir") and opts["logging-filename"]:
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            os.path.join(opts["log-dir"], opts["logging-filename"]),
+            maxBytes=int(opts["logging-rotate-bytes"]), backupCount=int(opts["logging-rotate-backup-count"]))
+        handler.setFormatter(logging.Formatter(opts["logging-format"]))
+        for name in ("ray.dashboard", "ray._private.usage"):
+            logger = logging.getLogger(name)
+            logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = False
+        # What the dashboard's thread logs through loggers this process shares (Ray's own warnings,
+        # aiohttp's access log of the dashboard's server) goes to its file as well, not to serve's log.
+        thread = threading.current_thread().name
+
+        class ToDashboardLog(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                if record.threadName != thread:
+                    return True
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+                return False
+
+        for name in ("ray", "aiohttp.access", "aiohttp.server", "aiohttp.web"):
+            logging.getLogger(name).addFilter(ToDashboardLog())
+    return head.DashboardHead(
+        http_host=opts["host"], http_port=int(opts["port"]), http_port_retries=int(opts["port-retries"]),
+        gcs_address=opts["gcs-address"], cluster_id_hex=opts["cluster-id-hex"],
+        node_ip_address=opts["node-ip-address"], log_dir=opts.get("log-dir"), logging_level=level,
+        logging_format=opts["logging-format"], logging_filename=opts["logging-filename"],
+        logging_rotate_bytes=int(opts["logging-rotate-bytes"]),
+        logging_rotate_backup_count=int(opts["logging-rotate-backup-count"]), temp_dir=opts["temp-dir"],
+        session_dir=opts["session-dir"], minimal=bool(opts.get("minimal")),
+        serve_frontend=not opts.get("disable-frontend"), modules_to_load=modules or None,
+        proxy_server_url=opts["proxy-server-url"] or None)
 
 
 class _ThisProcess:

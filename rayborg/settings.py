@@ -189,6 +189,8 @@ class Settings(BaseSettings):
     ray_dashboard_modules: str = "NodeHead,StateHead"
     ray_autoscaler_monitor: bool = False
     ray_log_monitor: bool = False
+    # The dashboard (with a list of modules) in its own process instead of a thread of `rayborg serve`.
+    ray_dashboard_process: bool = False
     # Simulated devices on every host (fake driver spec, e.g. "fpga:4,gpu:2"), for demos and tests.
     fake_devices: str | None = None
     # Run the Ray actors (HostAgents, PlacementSync, binders); off: API and store only.

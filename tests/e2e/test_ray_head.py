@@ -4,8 +4,11 @@ lines it rewrites (the processes themselves: tests/e2e/test_startup.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from rayborg.ray_head import LAZY_AGENT, _in_this_process, _lazy_agent_command
 
@@ -36,3 +39,67 @@ def test_command_lines():
     assert _lazy_agent_command(raylet) == [
         "/ray/raylet", "--x=1", f"--runtime_env_agent_command=/py -u -m rayborg.ray_head {LAZY_AGENT} "
         "/ray/_private/runtime_env/agent/main.py --node-id=n"]
+
+
+def test_dashboard_options_and_where_its_command_line_names_the_script():
+    from rayborg.ray_head import _dashboard_options, _script_at
+
+    assert _script_at(["/py", "/ray/dashboard/dashboard.py", "--host=h"]) == 1
+    assert _script_at(["/py", "-m", "rayborg.ray_head", "--host=h"]) == 2
+    assert _script_at(["/py", "other.py"]) is None
+    opts = _dashboard_options(["--host=127.0.0.1", "--port=8265", "--minimal", "--proxy-server-url="])
+    assert (opts["host"], opts["port"], opts["minimal"], opts["proxy-server-url"]) == ("127.0.0.1", "8265", True, "")
+    assert opts["logging-filename"] == "dashboard.log" and opts["port-retries"] == "0"
+
+
+# A local head started under trimmed_head, in a process of its own: where the dashboard runs, and that
+# it still shows a named actor on its Actors page (the whole daemon: tests/e2e/test_startup.py).
+HEAD = """
+import json, os, sys, urllib.request
+import ray
+from rayborg.ray_head import trimmed_head
+os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+with trimmed_head("NodeHead,StateHead", False, False, dashboard_in_process=sys.argv[1] == "thread"):
+    ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=0, num_cpus=1,
+                   object_store_memory=80 * 1024**2, namespace="t", log_to_driver=False)
+
+@ray.remote
+class Named:
+    def ping(self):
+        return 1
+
+a = Named.options(name="named-one").remote()
+ray.get(a.ping.remote(), timeout=60)
+kids = []
+for pid in os.listdir("/proc"):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            kids.append(open(f"/proc/{pid}/cmdline").read().replace("\\0", " "))
+    except (OSError, ValueError):
+        pass
+url = ctx.dashboard_url if "://" in ctx.dashboard_url else "http://" + ctx.dashboard_url
+import time
+for _ in range(60):
+    page = json.load(urllib.request.urlopen(url + "/logical/actors", timeout=30))
+    names = [x.get("name") for x in page["data"]["actors"].values()]
+    if "named-one" in names:
+        break
+    time.sleep(1)
+print(json.dumps({"names": names, "kids": kids}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.xdist_group("ray")
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_the_dashboard_runs_in_a_thread_of_the_head_process_or_in_its_own(where):
+    out = subprocess.run([sys.executable, "-c", HEAD, where], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "named-one" in seen["names"]
+    dashboards = [k for k in seen["kids"] if " -m rayborg.ray_head --host=" in k]
+    assert len(dashboards) == (1 if where == "process" else 0), seen["kids"]
+    assert not [k for k in seen["kids"] if "forkserver" in k or k.startswith("ray-dashboard-")], seen["kids"]
