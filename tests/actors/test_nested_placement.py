@@ -120,3 +120,90 @@ def test_tombstones_in_any_order_still_all_go(store, placement, host, root):
     result = push(store, placement, host)
     assert result.deleted == 3 and result.complete, result
     assert card not in tree(placement, host)
+
+
+# ---- with the actors: a bind on a region programs that region, Placement follows -------------
+
+NEW_AFU = "f7df405cbd7acf7222f144b0b93acd18"
+IMAGE = "5b3a0d2e-7c1f-4e8a-9b6d-2f4c8e1a7d30"
+
+
+@pytest.fixture
+def nested_runtime(ray_cluster, placement_server, nova, tmp_path):
+    import json
+    import stat
+    import sys
+
+    from rayborg.actors.runtime_config import RuntimeConfig
+    from runtime_helpers import fresh_store, kill_runtime, make_compute_nodes, start_runtime, wait_for
+
+    store = fresh_store(tmp_path)
+    make_compute_nodes(placement_server.url, ["host-a"])
+    root = build_tree(tmp_path / "sys", FIXTURE_TREES / "intel_fpga" / "dfl_regions.json")
+    ports = {"1": str(root / "devices/pci0000:3b/0000:3b:00.1/fpga_region/region3/dfl-port.0/afu_id"),
+             "2": str(root / "devices/pci0000:3b/0000:3b:00.2/fpga_region/region4/dfl-port.1/afu_id")}
+    record = tmp_path / "fpgaconf.calls"
+    tool = tmp_path / "fpgaconf"
+    # like the real tool: loads the image into the port of the PCI function it is pointed at
+    tool.write_text(f"#!{sys.executable}\nimport json, pathlib, sys\n"
+                    f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                    "image = json.loads(pathlib.Path(sys.argv[-1]).read_text())\n"
+                    "fn = sys.argv[sys.argv.index('--function') + 1].removeprefix('0x')\n"
+                    f"pathlib.Path({ports!r}[fn]).write_text(image['afu_id'] + '\\n')\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    images = tmp_path / "bitstreams"
+    images.mkdir()
+    (images / "aes.gbs").write_text(json.dumps({"afu_id": NEW_AFU}))
+    (images / "aes.gbs.json").write_text(json.dumps({
+        "bs-uuid": IMAGE, "bs-name": "aes", "vendor": "Intel", "board": "PAC_D5005", "version": "1.0",
+        "region_uuid": "9346116d5b5a5bd3ab1b1b7ab25c7cd8", "function_uuid": NEW_AFU, "function_name": "aes"}))
+    config = RuntimeConfig(
+        database_url=store.url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
+        retry_interval=0.2,
+        host_overrides={"host-a": {"drivers": ["intel_fpga"], "sysfs_root": str(root), "driver_options": {
+            "intel_fpga": {"tool": str(tool)}, "bitstreams": {"dir": str(images)}}},
+            "host-b": {"drivers": []}, "host-c": {"drivers": []}})
+    start_runtime(config)
+    wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 4, what="nested deployables")
+    yield store, config, record
+    kill_runtime()
+    store.dispose()
+
+
+@pytest.mark.xdist_group("ray")
+@pytest.mark.slow
+def test_a_bind_with_a_bitstream_programs_the_chosen_region_only(nested_runtime, placement):
+    import json
+
+    import ray
+    from factories import add_profile
+
+    from rayborg.actors.binder import binder_index
+    from rayborg.actors.runtime_config import NAMESPACE, binder_name
+    from rayborg.store import arq_state
+    from runtime_helpers import new_instance, wait_for
+
+    store, config, record = nested_runtime
+    card, r0, r1, _ = names("host-a")
+    deps = lambda: store.query(lambda s: {d.name: d for d in s.exec(select(Deployable))})  # noqa: E731
+    # the runtime's own push: regions under the card under the compute node
+    wait_for(lambda: set(tree(placement, "host-a")) == {"host-a", card, r0, r1, names("host-a")[3]},
+             timeout=30, what="the nested providers in Placement")
+    rps = tree(placement, "host-a")
+    assert rps[r1]["parent_provider_uuid"] == rps[card]["uuid"] == deps()[card].rp_uuid
+
+    add_profile(store, "aes", [{"resources:FPGA": "1", "accel:bitstream_id": IMAGE}])
+    arq = store.transact(arq_state.create_arqs, "aes", "proj")[0].uuid
+    instance = new_instance()
+    store.transact(arq_state.start_bind, {arq: arq_state.BindTarget("host-a", deps()[r1].rp_uuid, instance, "proj")})
+    binder = ray.get_actor(binder_name(binder_index(instance, config.binder_count)), namespace=NAMESPACE)
+    assert ray.get(binder.bind.remote([arq]), timeout=60) == {arq: "Bound"}
+    # fpgaconf ran once, on the VF carrying region 1's port
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [c[c.index("--function") + 1] for c in calls] == ["0x2"]
+    new_trait = f"CUSTOM_FPGA_FUNCTION_ID_INTEL_{NEW_AFU.upper()}"
+    wait_for(lambda: new_trait in placement.get_traits(rps[r1]["uuid"])[1], timeout=30,
+             what="region 1's new function in Placement")
+    now = deps()
+    assert now[r1].bitstream_id == IMAGE and now[r0].bitstream_id is None and now[card].bitstream_id is None
+    assert new_trait not in placement.get_traits(rps[r0]["uuid"])[1]
