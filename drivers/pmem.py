@@ -4,12 +4,15 @@ Reads what `ndctl list` would print from sysfs: `bus/nd/devices/region*`, `names
 alt_name, uuid) and `dax*` (whose `namespace` file names its namespace; its device-dax child, e.g.
 `region0/dax0.0/dax0.0`, is the character device `/dev/dax0.0`). The kernel's `mode` file says `dax`
 / `memory` / `safe` / `raw` where ndctl says devdax / fsdax / sector / raw; both are read. Only devdax
-namespaces are usable as vPMEM backends; idle seeds (size 0, empty `namespace`) are skipped. Option `pmem_namespaces = "6GB:ns0|ns1|ns2,LARGE:ns3"` (names = alt_name)
-groups namespaces under labels; without it the label is the size ("6GB").
+namespaces are usable as vPMEM backends; idle seeds (size 0, empty `namespace`) are skipped.
+Option `pmem_namespaces = "6GB:ns0|ns1|ns2,LARGE:ns3"` (names = alt_name) groups namespaces
+under labels; without it the label is the size ("6GB").
 
 Conflict resolved: the spec wants RC CUSTOM_PMEM_NAMESPACE_<LABEL> *and* one deployable per device;
 an RP has one inventory per RC, so we make one deployable per (region, label). One PMEM attach handle
-(a rayborg type: the spec asks for one without naming it) per namespace.
+(a rayborg type: the spec asks for one without naming it) per namespace; its info, what a Bound ARQ
+shows as `attach_handle_info`: {"dev": "/dev/dax0.0", "name": <alt_name>, "namespace": "namespace0.0",
+"size": <bytes>, "uuid": <namespace uuid>}. Example host: drivers/fixture_trees/pmem.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ The spec predates the device model and defines no RC, traits or handles; we repo
   NVMf subsystem -> device type NVME, RC CUSTOM_SPDK_NVMF, traits CUSTOM_SPDK + CUSTOM_SPDK_NVMF_<TRTYPE>,
                     one SPDK handle per namespace {nqn, nsid, bdev, trtype, traddr, trsvcid}
   vhost controller -> device type SSD, RC CUSTOM_SPDK_VHOST, traits CUSTOM_SPDK + CUSTOM_SPDK_VHOST_<KIND>,
-                    one SPDK handle {controller, socket}
+                    one SPDK handle {controller, socket, kind}
+Example target: drivers/fixture_trees/spdk/rpc.json (the answers), served by tests/spdk_standin.py.
 """
 
 from __future__ import annotations
