@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.sync_only:
         work = Path(tempfile.mkdtemp(prefix="rayborg-sync-"))
         try:
-            report.print_table(report.table(report.sync_rows(measure.measure_sync(args.sync_hosts, work))))
+            env = report.environment()
+            rows = report.sync_rows(measure.measure_sync(args.sync_hosts, work))
+            env["loadavg_after"] = report.loadavg()
+            print(f"\n{report.describe(env)}")
+            report.print_table(report.table(rows))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return 0
