@@ -22,6 +22,12 @@ the agent's port and records it as the agent would, and on the first connection 
 in its place (exec, the same pid) on that port; the raylet retries the calls refused meanwhile
 (`lazy_runtime_env_agent`).
 
+The dashboard itself (with a list of modules) runs in a thread of the process that starts the head
+(`rayborg serve`, which has Ray's core imported already) instead of a process of its own
+(`DashboardThread`, ~70 MiB PSS less; `ray_dashboard_process = true` gives it its process back), and
+Ray's dashboard agent (one per node, started by the raylet) loads only the modules rayborg's head
+needs (`agent_modules`: the metrics export the front door's /metrics relays, logs, health; ~5 MiB).
+
 `ray.init` takes no option for any of these, so `trimmed_head` adjusts the places where it
 decides, for the duration of one `ray.init` call: the head's RayParams (no_monitor,
 include_log_monitor), the dashboard's command line (`--modules-to-load`, which Ray itself uses
@@ -70,6 +76,8 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
                                         use_perftools_profiler=False, use_tmux=False)
         if process_type == ray_constants.PROCESS_TYPE_RAYLET and lazy_runtime_env_agent:
             command = _lazy_agent_command(command)
+        if process_type == ray_constants.PROCESS_TYPE_RAYLET and modules != ALL_MODULES:
+            command = _trimmed_agent_command(command, agent_modules(modules))
         return original_start(command, process_type, *args, **kwargs)
 
     # The dashboard in this process starts after the raylet: Ray starts the raylet by a fork of this
@@ -313,6 +321,71 @@ def _lazy_agent_command(command: list[str]) -> list[str]:
     return out
 
 
+AGENT_MODULES = "--agent-modules="
+DASHBOARD_AGENT_SCRIPT = os.path.join("dashboard", "agent.py")
+# Where Ray defines its dashboard agent's modules (one agent per node, started by the raylet). By
+# default the agent runs those the actors' metrics (ReporterAgent: /metrics relays its export port),
+# the dashboard's logs and `ray logs` (LogAgent, LogAgentV1Grpc) and its health check need, not the
+# event, job and event-aggregator modules, which serve only the dashboard modules that are off unless
+# asked for (EventHead, JobHead) or an event export rayborg does not configure (~10 MiB PSS less).
+AGENT_MODULE_HOMES = {"ReporterAgent": "ray.dashboard.modules.reporter.reporter_agent",
+                      "HealthzAgent": "ray.dashboard.modules.reporter.healthz_agent",
+                      "LogAgent": "ray.dashboard.modules.log.log_agent",
+                      "LogAgentV1Grpc": "ray.dashboard.modules.log.log_agent",
+                      "JobAgent": "ray.dashboard.modules.job.job_agent",
+                      "EventAgent": "ray.dashboard.modules.event.event_agent"}
+AGENT_FOR_HEAD = {"JobHead": "JobAgent", "EventHead": "EventAgent"}
+
+
+def agent_modules(dashboard_modules: str) -> list[str]:
+    """The agent modules a list of dashboard modules needs."""
+    asked = {m.strip() for m in dashboard_modules.split(",") if m.strip()}
+    return ["ReporterAgent", "HealthzAgent", "LogAgent", "LogAgentV1Grpc",
+            *sorted(AGENT_FOR_HEAD[m] for m in asked if m in AGENT_FOR_HEAD)]
+
+
+def _trimmed_agent_command(command: list[str], modules: list[str]) -> list[str]:
+    """The raylet's command line with the dashboard agent run by this module (only `modules`)."""
+    import shlex
+    import subprocess
+
+    flag = "--dashboard_agent_command="
+    out = []
+    for arg in command:
+        if arg.startswith(flag):
+            agent = shlex.split(arg[len(flag):])
+            at = next((i for i, a in enumerate(agent) if a.endswith(DASHBOARD_AGENT_SCRIPT)), None)
+            if at is not None:
+                agent = [*agent[:at], "-m", "rayborg.ray_head", AGENT_MODULES + ",".join(modules), agent[at],
+                         *agent[at + 1:]]
+                arg = flag + subprocess.list2cmdline(agent)
+        out.append(arg)
+    return out
+
+
+def _run_agent(modules: set[str], agent_script: str) -> None:
+    """Ray's dashboard agent (agent.py as its `__main__`), loading only `modules`."""
+    import importlib
+    import runpy
+
+    from ray.dashboard import utils
+
+    original = utils.get_all_modules
+
+    def get_all_modules(module_type: type) -> list[type]:
+        if module_type is not utils.DashboardAgentModule:
+            return original(module_type)
+        for name in sorted(modules):
+            importlib.import_module(AGENT_MODULE_HOMES[name])
+        return [m for m in module_type.__subclasses__() if m.__name__ in modules
+                and getattr(m, "__ray_dashboard_module_enable__", True)]
+
+    if modules <= AGENT_MODULE_HOMES.keys():
+        utils.get_all_modules = get_all_modules
+    sys.argv = [agent_script, *sys.argv[3:]]
+    runpy.run_path(agent_script, run_name="__main__")
+
+
 def _option(args: list[str], name: str) -> str:
     return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
 
@@ -390,5 +463,7 @@ def _run_dashboard() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == [LAZY_AGENT]:
         lazy_runtime_env_agent(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1].startswith(AGENT_MODULES):
+        _run_agent(set(sys.argv[1][len(AGENT_MODULES):].split(",")), sys.argv[2])
     else:
         _run_dashboard()

@@ -60,7 +60,7 @@ import ray
 from rayborg.ray_head import trimmed_head
 os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
 with trimmed_head("NodeHead,StateHead", False, False, dashboard_in_process=sys.argv[1] == "thread"):
-    ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=0, num_cpus=1,
+    ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=0, num_cpus=1,
                    object_store_memory=80 * 1024**2, namespace="t", log_to_driver=False)
 
 @ray.remote
@@ -103,3 +103,25 @@ def test_the_dashboard_runs_in_a_thread_of_the_head_process_or_in_its_own(where)
     dashboards = [k for k in seen["kids"] if " -m rayborg.ray_head --host=" in k]
     assert len(dashboards) == (1 if where == "process" else 0), seen["kids"]
     assert not [k for k in seen["kids"] if "forkserver" in k or k.startswith("ray-dashboard-")], seen["kids"]
+
+
+def test_the_dashboard_agent_runs_only_the_modules_rayborg_uses():
+    from rayborg.ray_head import AGENT_MODULES, _trimmed_agent_command, agent_modules
+
+    assert agent_modules("NodeHead,StateHead") == ["ReporterAgent", "HealthzAgent", "LogAgent", "LogAgentV1Grpc"]
+    assert agent_modules("NodeHead,StateHead,JobHead")[-1] == "JobAgent"  # `ray job` needs its agent too
+    raylet = ["/ray/raylet", "--dashboard_agent_command=/py -u /ray/dashboard/agent.py --node-id=n"]
+    assert _trimmed_agent_command(raylet, ["ReporterAgent", "LogAgent"]) == [
+        "/ray/raylet", f"--dashboard_agent_command=/py -u -m rayborg.ray_head {AGENT_MODULES}ReporterAgent,LogAgent "
+        "/ray/dashboard/agent.py --node-id=n"]
+    # What the agent then loads: those modules, and nothing of Ray's other agent modules is imported.
+    code = ("import json, sys; from ray.dashboard import utils; import rayborg.ray_head as h; "
+            "import runpy; runpy.run_path = lambda *a, **k: None; sys.argv = ['x', 'y', 'z']; "
+            "h._run_agent({'ReporterAgent', 'LogAgent'}, 'agent.py'); "
+            "print(json.dumps([sorted(c.__name__ for c in utils.get_all_modules(utils.DashboardAgentModule)), "
+            "sorted(m for m in sys.modules if m.startswith('ray.dashboard.modules.') and m.endswith('_agent'))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded, imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == ["LogAgent", "ReporterAgent"]
+    assert imported == ["ray.dashboard.modules.log.log_agent", "ray.dashboard.modules.reporter.reporter_agent"]
