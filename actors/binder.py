@@ -411,9 +411,11 @@ class Binder:
     async def summary(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.store.query, operator.summary)
 
-    async def set_device_status(self, device: str, enabled: bool) -> dict[str, Any]:
-        """Enable or disable a device (by uuid, or a deployable's name/uuid); PlacementSync pushes it."""
-        result = await asyncio.to_thread(self.store.transact, operator.set_device_status, device, enabled)
+    async def set_device_status(self, device: str, enabled: bool, reason: str | None = None) -> dict[str, Any]:
+        """Enable or disable (with `reason`, kept until enabled) a device (by uuid, or a deployable's
+        name/uuid); PlacementSync pushes it."""
+        result = await asyncio.to_thread(self.store.transact, operator.set_device_status, device, enabled,
+                                         reason)
         try:
             ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE).nudge.remote()
         except ValueError:

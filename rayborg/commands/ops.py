@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         _common(p)
         p.add_argument("device", metavar="DEVICE", help="device uuid, or deployable name/uuid")
+        if not enabled:
+            p.add_argument("--reason", metavar="TEXT",
+                           help="why (1-255 characters): shown with the device's state until it is enabled")
         p.set_defaults(func=cmd_enable if enabled else cmd_disable)
 
 
@@ -351,7 +354,7 @@ def cmd_program(args) -> int:
 
 def _set(args, enabled: bool) -> int:
     rb = _connect(args)
-    out = _call(rb.enable if enabled else rb.disable, args.device)
+    out = _call(rb.enable, args.device) if enabled else _call(rb.disable, args.device, args.reason)
     if args.json:
         _print_json(out)
     else:

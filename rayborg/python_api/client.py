@@ -108,8 +108,11 @@ class Rayborg:
     def enable(self, device: str) -> dict[str, Any]:
         return self._call("set_device_status", device, True)
 
-    def disable(self, device: str) -> dict[str, Any]:
-        return self._call("set_device_status", device, False)
+    def disable(self, device: str, reason: str | None = None) -> dict[str, Any]:
+        """Maintenance: nothing binds to the device until `enable`; `reason` is shown with its state."""
+        if reason is not None and not (isinstance(reason, str) and 0 < len(reason) <= 255):
+            raise RayborgError("a disable reason is 1 to 255 characters")
+        return self._call("set_device_status", device, False, reason)
 
     # -- batch programming ---------------------------------------------------------------------
     def select(self, where=None) -> list[dict[str, Any]]:

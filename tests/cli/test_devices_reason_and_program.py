@@ -113,3 +113,19 @@ def test_disable_prints_the_reason_and_enable_clears_it(runtime, capsys):
     assert code == 0 and json.loads(out)["status_reason"] is None
     code, out, _ = run(capsys, "devices", "--host", "host-a", "--json")
     assert {r["deployable"]: r["status_reason"] for r in json.loads(out)}[names[0]] is None
+
+
+def test_disable_with_a_reason_from_the_cli_and_the_python_api(runtime, capsys):
+    names = runtime["names"]
+    code, out, _ = run(capsys, "disable", names[2], "--reason", "firmware update")
+    assert code == 0 and "maintaining (firmware update)" in out
+    code, out, _ = run(capsys, "devices", "--host", "host-a", "--json")
+    assert {r["deployable"]: r["status_reason"] for r in json.loads(out)}[names[2]] == "firmware update"
+    rb = rayborg.connect(runtime["address"], database_url=runtime["store"].url)
+    assert rb.disable(names[2], reason="second look")["status_reason"] == "second look"
+    with pytest.raises(rayborg.RayborgError):
+        rb.disable(names[2], reason="x" * 256)
+    assert rb.enable(names[2])["status_reason"] is None
+    code, out, _ = run(capsys, "disable", names[2], "--reason", "")
+    assert code != 0
+    assert all(r["deployable"] != names[2] for r in rb.devices(host="host-a", state="disabled"))
