@@ -10,11 +10,7 @@ commands (`rayborg devices`, ...) it talks to the daemon of its settings' databa
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
 from rayborg.commands.ops import _call, _common, _connect, _print_json, _table
-
-DEFAULT_TIMEOUT = 1800.0  # an NVM update takes minutes; the driver's own limit applies first
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,36 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=cmd_update)
 
 
-def _target(rows: list[dict[str, Any]], device: str) -> dict[str, Any]:
-    from rayborg.cli import CLIError
-
-    found = [r for r in rows if device in (r["device_uuid"], r["deployable"], r["deployable_uuid"])]
-    if not found:
-        raise CLIError(f"no device or deployable {device!r} (see `rayborg devices`)")
-    if len({r["device_uuid"] for r in found}) > 1:
-        raise CLIError(f"{device!r} names several devices; give a device uuid")
-    return found[0]
-
-
-def update(rb, device: str, image: str, timeout: float | None = None) -> dict[str, Any]:
-    """Python API: flash `image` onto `device` (device uuid, deployable name or uuid) of a connection
-    `rb` (rayborg.connect()); returns the agent's result with the device's host and uuid."""
-    import ray
-
-    target = _target(rb.devices(), device)
-    agent = rb.host(target["host"])
-    wait = (timeout or DEFAULT_TIMEOUT) + 60
-    result = ray.get(agent.update_firmware.remote(target["driver"], target["deployable"], image, timeout),
-                     timeout=wait)
-    return {"device_uuid": target["device_uuid"], "host": target["host"], "driver": target["driver"],
-            "image": image} | result
-
-
 def cmd_update(args) -> int:
     from rayborg.cli import CLIError
 
     rb = _connect(args, admin=True)
-    result = _call(update, rb, args.device, args.image, args.timeout)
+    result = _call(rb.update_firmware, args.device, args.image, args.timeout)
     if args.json:
         _print_json(result)
     else:

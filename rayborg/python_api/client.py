@@ -29,6 +29,8 @@ from rayborg.python_api.errors import RayborgError
 from rayborg.python_api.progress import ProgressBar
 from rayborg.python_api.selector import SELECTOR_KEYS, matches, parse_selector
 
+FIRMWARE_TIMEOUT = 1800.0  # an NVM update takes minutes; the driver's own limit applies first
+
 __all__ = ["SELECTOR_KEYS", "Claim", "Rayborg", "RayborgError", "claim", "connect", "matches", "parse_selector"]
 
 log = logging.getLogger("rayborg.claims")
@@ -113,6 +115,26 @@ class Rayborg:
         if reason is not None and not (isinstance(reason, str) and 0 < len(reason) <= 255):
             raise RayborgError("a disable reason is 1 to 255 characters")
         return self._call("set_device_status", device, False, reason)
+
+    # -- firmware ------------------------------------------------------------------------------
+    def update_firmware(self, device: str, image: str, timeout: float | None = None) -> dict[str, Any]:
+        """Flash `image` (a file on the device's host) onto `device` (device uuid, deployable name or
+        uuid) with its driver's vendor tool, through the host's agent. Returns the agent's result
+        (`ok`, `error`, `duration`) with the device's uuid, host and driver."""
+        import ray
+
+        found = [r for r in self.devices() if device in (r["device_uuid"], r["deployable"], r["deployable_uuid"])]
+        if not found:
+            raise RayborgError(f"no device or deployable {device!r} (see `rayborg devices`)")
+        if len({r["device_uuid"] for r in found}) > 1:
+            raise RayborgError(f"{device!r} names several devices; give a device uuid")
+        target = found[0]
+        agent = self.host(target["host"])
+        wait = (timeout or FIRMWARE_TIMEOUT) + 60
+        result = ray.get(agent.update_firmware.remote(target["driver"], target["deployable"], image, timeout),
+                         timeout=wait)
+        return {"device_uuid": target["device_uuid"], "host": target["host"], "driver": target["driver"],
+                "image": image} | result
 
     # -- batch programming ---------------------------------------------------------------------
     def select(self, where=None) -> list[dict[str, Any]]:

@@ -114,3 +114,15 @@ def test_devices_json_shows_counters(runtime, capsys):
     rows = {r["deployable"]: r for r in json.loads(out)}
     assert rows["host-a_0000_3b_00_1"]["stats"]["rx_packets"] == 4567
     assert rows["host-b_0000_3d_01_0"]["stats"]["fw_requests"] == 3500
+
+
+def test_the_python_api_updates_firmware(runtime):
+    import rayborg
+
+    rb = rayborg.connect(ray.get_runtime_context().gcs_address, database_url=runtime["store"].url)
+    uuid = device_uuid(runtime["store"], f"intel_x710:{PF}")
+    result = rb.update_firmware(uuid, runtime["image"])
+    assert result["ok"] and result["device_uuid"] == uuid and result["driver"] == "intel_x710"
+    assert calls(runtime["record"])[-1][:4] == ["-u", "-l", "-c", runtime["image"]]
+    with pytest.raises(rayborg.RayborgError, match="no device or deployable"):
+        rb.update_firmware("no-such-device", runtime["image"])
