@@ -384,4 +384,5 @@ class Driver:
                 dep = stack.pop()
                 if dep.name == name:
                     return dev, dep
+                stack.extend(dep.children)
         raise DriverFailure(f"no deployable named {name!r} on this host", device=name)
