@@ -29,10 +29,7 @@ NOT_NEEDED: dict[str, str] = {
 
 # modules whose test file is still to be written (their behaviour is covered by the runtime tests:
 # tests/actors/test_runtime.py, test_faults.py, test_vgpu.py, ...)
-TO_WRITE: set[str] = {
-    "actors/binder.py",
-    "actors/supervisor.py",
-}
+TO_WRITE: set[str] = set()
 
 
 def modules(repo: Path = REPO) -> list[str]:
