@@ -15,6 +15,7 @@ import re
 import uuid as uuidlib
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from rayborg.store.errors import ConflictError, InvalidError, NotFoundError
@@ -41,6 +42,17 @@ def _check_value(session: Session, dep: Deployable, key: str, value: str) -> Non
                            "letters, digits and '_' (custom names start with CUSTOM_)")
     if key == "rc":
         _check_rc_free(session, dep)
+
+
+def _flush_new(session: Session, dep: Deployable) -> None:
+    """Insert the new rows now. A key another transaction inserted meanwhile (PostgreSQL runs them side
+    by side, so both passed the check above) breaks the unique (deployable, key) constraint: 409."""
+    dep_uuid = dep.uuid  # read now: after a failed flush the session can load nothing more
+    try:
+        session.flush()
+    except IntegrityError:
+        raise ConflictError(f"Deployable {dep_uuid} already has an attribute of that key "
+                            "(created concurrently)") from None
 
 
 def _touched(dep: Deployable, keys) -> bool:
@@ -81,8 +93,8 @@ def create_attribute(session: Session, deployable_id: int, key: str, value: str)
     _check_value(session, dep, key, value)
     attr = Attribute(deployable_id=deployable_id, key=key, value=value, source="operator")
     session.add(attr)
+    _flush_new(session, dep)
     _touched(dep, [key])
-    session.flush()
     return attr
 
 
@@ -150,7 +162,7 @@ def create_for_deployable(session: Session, dep_uuid: str, items: list[tuple[str
     for key, value in items:
         _check_value(session, dep, key, value)
     session.add_all([Attribute(deployable_id=dep.id, key=k, value=v, source="operator") for k, v in items])
-    session.flush()
+    _flush_new(session, dep)
     return _touched(dep, keys)
 
 

@@ -253,3 +253,36 @@ async def test_flat_api_marks_dirty_for_placement_keys(aiohttp_client, settings,
     resp = await client.post("/v2/attributes", json={"deployable_id": dep_id, "key": "trait6", "value": "lower"})
     await cyborg_fault(resp, 400)
     assert rows(store) == before
+
+
+def test_concurrent_creates_of_one_key_are_one_row_and_a_409(store, tree):
+    """PostgreSQL runs the two transactions side by side: both pass the duplicate check, the unique
+    (deployable, key) constraint refuses the second, which is a ConflictError (409), not a 500."""
+    import threading
+
+    from rayborg.store.errors import ConflictError
+    from rayborg.store.queries import attributes as queries
+
+    if store.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: the check alone decides")
+    dep = tree.deployable_uuids[0]
+    first_flushed, errors = threading.Event(), []
+
+    def first(session):
+        queries.create_for_deployable(session, dep, [("phys_net", "a")])
+        first_flushed.set()
+        threading.Event().wait(0.5)  # the second now waits on our uncommitted row
+
+    def second():
+        first_flushed.wait(5)
+        try:
+            store.transact(queries.create_for_deployable, dep, [("phys_net", "b")])
+        except ConflictError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    store.transact(first)
+    thread.join(10)
+    assert len(errors) == 1 and "already has" in str(errors[0])
+    assert rows(store, tree.deployable_ids[0])["phys_net"] == ("a", "operator")
