@@ -13,6 +13,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from rayborg.store.arq_state import RESOLVED
+from rayborg.store.claims import is_claim
 from rayborg.store.tables import ARQState, ExtARQ
 
 _RESOLVED = frozenset(s.value for s in RESOLVED)
@@ -25,7 +26,8 @@ def pending(session: Session) -> dict[str, list[tuple[str, str]]]:
                         .where(ExtARQ.nova_event_pending == True, ExtARQ.instance_uuid.is_not(None)))  # noqa: E712
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for arq_uuid, instance, state in rows:
-        out[instance].append((arq_uuid, state))
+        if not is_claim(instance):  # a Python API claim's consumer is no Nova server (claim clears it)
+            out[instance].append((arq_uuid, state))
     if not out:
         return {}
     busy = set(session.exec(select(ExtARQ.instance_uuid).where(

@@ -24,3 +24,17 @@ def test_events_are_owed_per_resolved_instance(store):
     assert store.query(nova_events.pending) == {instance: sorted([(a, "Bound"), (b, "BindFailed")])}
     store.transact(nova_events.clear, [a, b])
     assert store.query(nova_events.pending) == {} and store.query(nova_events.pending_count) == 0
+
+
+def test_a_claims_consumer_is_never_owed_a_nova_event(store):
+    """A Python API claim binds to a consumer of its own, not a Nova server: nothing is sent for it,
+    even between the bind's end and the claim clearing the flag."""
+    from rayborg.store import claims
+
+    add_profile(store, "dp", [{"resources:FPGA": "1"}])
+    tree = add_device(store)
+    (a,) = [r.uuid for r in store.transact(arq_state.create_arqs, "dp", "p1")]
+    consumer = claims.consumer_uuid(None)
+    store.transact(arq_state.start_bind, {a: BindTarget("host1", tree.rp_uuids[0], consumer)})
+    store.transact(arq_state.finish_bind, a)
+    assert store.query(nova_events.pending) == {}
