@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,6 +368,19 @@ class Driver:
         with the image at `image_path` through the vendor tool; returns what the tool said. Drivers
         without a firmware tool raise NotSupported."""
         raise NotSupported(f"driver {self.NAME} cannot update firmware", device=device.key)
+
+    def seconds_option(self, option: str, default: float, *, device: str, tool: str) -> float:
+        """A driver option in seconds (`program_timeout`, `firmware_timeout`, ...): a bad value is this
+        device's programming error, not a crash; inf and nan are bad too (they would never fire)."""
+        raw = self.options.get(option, default)
+        try:
+            limit = float(raw)
+        except (TypeError, ValueError):
+            limit = float("nan")
+        if not (math.isfinite(limit) and limit > 0):
+            raise ProgrammingError(f"option {option} must be a positive number of seconds, got {raw!r}",
+                                   device=device, tool=tool)
+        return limit
 
     def find_device(self, key_or_address: str) -> DriverDevice:
         """A discovered device by its key (`driver:address`), its PCI address or a deployable name."""

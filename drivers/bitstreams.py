@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from rayborg.drivers.base import BitstreamError
+from rayborg.drivers.base import BitstreamError, Driver, DriverDeployable, DriverDevice, DriverFailure
 
 FPGA_TAG = "FPGA"  # "all of the FPGA bitstreams should be TAGGED as FPGA in Glance"
 
@@ -284,6 +284,31 @@ def check_fits(meta: BitstreamMeta, *, device: str, vendor_names: set[str], boar
     if meta.region_uuid and region_id and _norm(meta.region_uuid) != _norm(region_id):
         raise BitstreamError(f"bitstream {meta.bs_uuid} needs region {meta.region_uuid}, device region is "
                              f"{region_id}", device=device)
+
+
+def board_names(device: DriverDevice) -> set[str]:
+    """The names a bitstream's `board` may give a PCI device: its model and its PCI device id, with
+    and without 0x."""
+    pid = device.std_board_info.get("device_id", "")
+    return {device.model, pid, pid.removeprefix("0x")} - {""}
+
+
+def program_target(driver: Driver, deployable: DriverDeployable | str, bitstream: Bitstream, *,
+                   vendor: str, what: str = "bitstream") -> tuple[DriverDevice, DriverDeployable]:
+    """The device and deployable `driver.program` is to load `bitstream` (a `what`: bitstream, DDP
+    package) onto, once its file is known to exist and its metadata to fit them (`check_fits`: the
+    vendor, `vendor` or the device's own, the board, one of `board_names`, and the deployable's PR
+    region if it has one); BitstreamError otherwise, also for a deployable the driver does not find."""
+    name = deployable if isinstance(deployable, str) else deployable.name
+    try:
+        device, dep = driver.find_deployable(name)
+    except DriverFailure as exc:
+        raise BitstreamError(str(exc), device=name) from None
+    if not bitstream.path.is_file():
+        raise BitstreamError(f"{what} {bitstream.path} does not exist", device=device.key)
+    check_fits(bitstream.meta, device=device.key, vendor_names={vendor, device.vendor},
+               boards=board_names(device), region_id=dep.attributes.get("region_id"))
+    return device, dep
 
 
 def bitstream_source(config: dict[str, Any] | None) -> BitstreamSource | None:

@@ -7,13 +7,11 @@ and returns the deployable as it now is.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import ClassVar
 
-from rayborg.drivers.base import (BitstreamError, DriverDeployable, DriverDevice, DriverFailure, ProgrammingError,
-                                  custom_name)
-from rayborg.drivers.bitstreams import Bitstream, check_fits
+from rayborg.drivers.base import DriverDeployable, DriverDevice, custom_name
+from rayborg.drivers.bitstreams import Bitstream, program_target
 from rayborg.drivers.pci import PciDriver
 from rayborg.drivers.tools import DEFAULT_TIMEOUT, run_tool
 
@@ -77,36 +75,14 @@ class FpgaDriver(PciDriver):
     def program_env(self, device: DriverDevice) -> dict[str, str] | None:
         return None
 
-    def boards(self, device: DriverDevice) -> set[str]:
-        pid = device.std_board_info.get("device_id", "")
-        return {device.model, pid, pid.removeprefix("0x")} - {""}
-
-    def program_timeout(self, device: str) -> float:
-        """Option `program_timeout` (seconds); a bad value is this device's programming error, not a crash."""
-        raw = self.options.get("program_timeout", DEFAULT_TIMEOUT)
-        try:
-            limit = float(raw)
-        except (TypeError, ValueError):
-            limit = float("nan")
-        if not (math.isfinite(limit) and limit > 0):  # inf/nan never fire: the hang this option prevents
-            raise ProgrammingError(f"option program_timeout must be a positive number of seconds, got {raw!r}",
-                                   device=device, tool=self.tool())
-        return limit
-
     def program(self, deployable: DriverDeployable | str, bitstream: Bitstream,
                 *, timeout: float | None = None) -> DriverDeployable:
-        name = deployable if isinstance(deployable, str) else deployable.name
-        try:
-            device, dep = self.find_deployable(name)
-        except DriverFailure as exc:
-            raise BitstreamError(str(exc), device=name) from None
-        if not bitstream.path.is_file():
-            raise BitstreamError(f"bitstream file {bitstream.path} does not exist", device=device.key)
-        check_fits(bitstream.meta, device=device.key, vendor_names={self.VENDOR_NAME, device.vendor},
-                   boards=self.boards(device), region_id=dep.attributes.get("region_id"))
-        limit = self.program_timeout(device.key) if timeout is None else timeout
-        run_tool(self.program_argv_for(device, dep, bitstream.path), device=device.key, timeout=limit,
+        device, dep = program_target(self, deployable, bitstream, vendor=self.VENDOR_NAME)
+        if timeout is None:
+            timeout = self.seconds_option("program_timeout", DEFAULT_TIMEOUT, device=device.key,
+                                          tool=self.tool())
+        run_tool(self.program_argv_for(device, dep, bitstream.path), device=device.key, timeout=timeout,
                  env=self.program_env(device))
         self.loaded[self.loaded_key(device, dep)] = bitstream
-        _, dep = self.find_deployable(name)
+        _, dep = self.find_deployable(dep.name)
         return dep

@@ -20,13 +20,11 @@ Stats: the PF interface's `statistics/` counters.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from rayborg.drivers.base import (BitstreamError, DriverDeployable, DriverDevice, DriverFailure, ProgrammingError,
-                                  custom_name)
-from rayborg.drivers.bitstreams import Bitstream, check_fits
+from rayborg.drivers.base import DriverDeployable, DriverDevice, ProgrammingError, custom_name
+from rayborg.drivers.bitstreams import Bitstream, program_target
 from rayborg.drivers.pci import PciDriver
 from rayborg.drivers.stats import counter_files, pci_dir
 from rayborg.drivers.sysfs import PciFunction
@@ -110,39 +108,20 @@ class IntelX710Driver(PciDriver):
 
     # ---- programming: DDP packages ----------------------------------------------------------
 
-    def _timeout(self, option: str, device: str, tool: str) -> float:
-        raw = self.options.get(option, DEFAULT_TIMEOUT)
-        try:
-            limit = float(raw)
-        except (TypeError, ValueError):
-            limit = float("nan")
-        if not (math.isfinite(limit) and limit > 0):
-            raise ProgrammingError(f"option {option} must be a positive number of seconds, got {raw!r}",
-                                   device=device, tool=tool)
-        return limit
-
     def program(self, deployable: DriverDeployable | str, bitstream: Bitstream,
                 *, timeout: float | None = None) -> DriverDeployable:
         """Load a DDP package on the deployable's PF (every VF of that PF gets the profile)."""
-        name = deployable if isinstance(deployable, str) else deployable.name
-        try:
-            device, _ = self.find_deployable(name)
-        except DriverFailure as exc:
-            raise BitstreamError(str(exc), device=name) from None
-        if not bitstream.path.is_file():
-            raise BitstreamError(f"DDP package {bitstream.path} does not exist", device=device.key)
-        pid = device.std_board_info.get("device_id", "")
-        check_fits(bitstream.meta, device=device.key, vendor_names={self.VENDOR_NAME, device.vendor},
-                   boards={device.model, pid, pid.removeprefix("0x")} - {""}, region_id=None)
+        device, dep = program_target(self, deployable, bitstream, vendor=self.VENDOR_NAME, what="DDP package")
         ifname = device.std_board_info.get("ifname")
         tool = str(self.options.get("ddp_tool", "/usr/sbin/ethtool"))
         if not ifname:
             raise ProgrammingError("the PF has no network interface to load a DDP package through "
                                    "(is i40e bound?)", device=device.key, tool=tool)
-        limit = self._timeout("program_timeout", device.key, tool) if timeout is None else timeout
-        run_tool([tool, "-f", ifname, str(bitstream.path), DDP_REGION], device=device.key, timeout=limit)
+        if timeout is None:
+            timeout = self.seconds_option("program_timeout", DEFAULT_TIMEOUT, device=device.key, tool=tool)
+        run_tool([tool, "-f", ifname, str(bitstream.path), DDP_REGION], device=device.key, timeout=timeout)
         self.loaded[device.key] = bitstream
-        _, dep = self.find_deployable(name)
+        _, dep = self.find_deployable(dep.name)
         return dep
 
     # ---- firmware ---------------------------------------------------------------------------
@@ -158,6 +137,7 @@ class IntelX710Driver(PciDriver):
         if not ifname or not mac:
             raise ProgrammingError("no MAC address to select the adapter by (net/<if>/address)",
                                    device=device.key, tool=tool)
-        limit = self._timeout("firmware_timeout", device.key, tool) if timeout is None else timeout
+        if timeout is None:
+            timeout = self.seconds_option("firmware_timeout", DEFAULT_TIMEOUT, device=device.key, tool=tool)
         return run_tool([tool, "-u", "-l", "-c", str(image_path), "-m", mac.replace(":", "")],
-                        device=device.key, timeout=limit)
+                        device=device.key, timeout=timeout)
