@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import time
 import uuid
+from contextlib import asynccontextmanager
 
 import ray
 
@@ -69,6 +72,91 @@ def start_runtime(config: RuntimeConfig) -> Supervisor:
     sup.start_singletons()
     sup.reconcile()
     return sup
+
+
+NOVA = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member", "X-Service-Roles": "service"}
+
+
+async def until(predicate, what: str, timeout: float = 90.0, interval: float = 0.2):
+    """`wait_for` in an async test: the first true value of `predicate()`, run in a thread so that
+    the test's loop (and the app it serves) goes on meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := await asyncio.to_thread(predicate):
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def create_arq(client, profile: str = "fpga1") -> str:
+    """One ARQ of `profile`, created over REST as Nova does."""
+    resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": profile}, headers=NOVA)
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["arqs"][0]["uuid"]
+
+
+async def resolved(client, arq: str, *, leaving: str = "BindStarted", timeout: float = 60.0) -> dict:
+    """The ARQ as the API shows it once it has left the state `leaving`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = await (await client.get(f"/v2/accelerator_requests/{arq}", headers=NOVA)).json()
+        if body["state"] != leaving:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"ARQ {arq} still {leaving}: {body}")
+
+
+def allocations(placement: PlacementClient, consumer: str) -> dict[str, dict[str, int]]:
+    """What `consumer` holds in Placement: RP uuid -> {resource class: amount}."""
+    body = placement._request("GET", f"/allocations/{consumer}").json()
+    return {rp: a["resources"] for rp, a in body["allocations"].items()}
+
+
+FPGA_HOSTS = ("host-a", "host-b", "host-c")
+
+
+@asynccontextmanager
+async def fpga_rest_runtime(placement_server, nova, tmp_path, *, nudge_placement_sync: bool = False):
+    """The runtime on the 3-host cluster, two fake FPGAs (2 accelerators each) per host, its 6 RPs in
+    the real Placement, the profile `fpga1` (one FPGA), and the front door with the Ray binders as a
+    test client (with `nudge_placement_sync`, also the PlacementSync handle `rayborg serve` gives it).
+    Yields {"client", "store", "placement", "server"}; removes the actors and the store after."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from factories import add_profile
+    from sqlmodel import select
+
+    from rayborg.actors.runtime_config import PLACEMENT_SYNC_NAME
+    from rayborg.api.app import create_app
+    from rayborg.api.app_keys import PLACEMENT_SYNC
+    from rayborg.api.ray_binder import RayBinder
+    from rayborg.settings import Settings
+    from rayborg.store.tables import Deployable
+
+    store = fresh_store(tmp_path)
+    make_compute_nodes(placement_server.url, FPGA_HOSTS)
+    seed = random.randrange(1, 4000)
+    config = RuntimeConfig(
+        database_url=store.url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
+        retry_interval=0.2, fake_devices="fpga:2x2",
+        host_overrides={h: {"driver_options": {"fake": {"seed": seed + i * 7}}}
+                        for i, h in enumerate(FPGA_HOSTS)})
+    await asyncio.to_thread(start_runtime, config)
+    placement = PlacementClient(placement_server.url)
+
+    def synced() -> bool:
+        rps = store.query(lambda s: [d.rp_uuid for d in s.exec(select(Deployable))])
+        return len(rps) == 6 and all(placement.get_provider(rp) is not None for rp in rps)
+
+    await until(synced, "6 device RPs in Placement")
+    add_profile(store, "fpga1", [{"resources:FPGA": "1"}])
+    app = create_app(Settings(database_url=store.url, _env_file=None), store,
+                     RayBinder(store, config.binder_count))
+    if nudge_placement_sync:
+        app[PLACEMENT_SYNC] = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)
+    async with TestClient(TestServer(app)) as client:
+        yield {"client": client, "store": store, "placement": placement, "server": placement_server}
+    await asyncio.to_thread(kill_runtime)
+    store.dispose()
 
 
 def new_instance() -> str:

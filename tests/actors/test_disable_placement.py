@@ -5,42 +5,18 @@ puts `reserved` back to 0."""
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 import uuid
 
 import pytest
-import ray
-from aiohttp.test_utils import TestClient, TestServer
-from factories import add_profile, nova_bind_ops
-from runtime_helpers import kill_runtime, make_compute_nodes, start_runtime
+from factories import nova_bind_ops
+from runtime_helpers import NOVA, create_arq, fpga_rest_runtime, resolved, until
 from sqlmodel import select
 
 from rayborg.actors.placement_client import PlacementClient
-from rayborg.actors.runtime_config import NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig
-from rayborg.api.app import create_app
-from rayborg.api.app_keys import PLACEMENT_SYNC
-from rayborg.api.ray_binder import RayBinder
-from rayborg.settings import Settings
-from rayborg.store.engine import Store
-from rayborg.store.migrate import upgrade
 from rayborg.store.queries import operator
 from rayborg.store.tables import Deployable, Device
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
-HOSTS = ("host-a", "host-b", "host-c")
-NOVA = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member", "X-Service-Roles": "service"}
-
-
-async def until(predicate, what: str, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def device_rps(store, host: str) -> dict[str, list[str]]:
@@ -66,46 +42,8 @@ def inventories(placement: PlacementClient, rps: list[str]) -> list[tuple[int, i
 
 @pytest.fixture
 async def env(ray_cluster, placement_server, nova, tmp_path):
-    url = f"sqlite:///{tmp_path / 'rayborg.db'}"
-    store = Store(url)
-    upgrade(store.engine)
-    make_compute_nodes(placement_server.url, HOSTS)
-    seed = random.randrange(1, 4000)
-    config = RuntimeConfig(
-        database_url=url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
-        retry_interval=0.2, fake_devices="fpga:2x2",
-        host_overrides={h: {"driver_options": {"fake": {"seed": seed + i * 7}}} for i, h in enumerate(HOSTS)})
-    await asyncio.to_thread(start_runtime, config)
-    placement = PlacementClient(placement_server.url)
-
-    def synced() -> bool:
-        rps = store.query(lambda s: [d.rp_uuid for d in s.exec(select(Deployable))])
-        return len(rps) == 6 and all(placement.get_provider(rp) is not None for rp in rps)
-
-    await until(synced, "6 device RPs in Placement")
-    add_profile(store, "fpga1", [{"resources:FPGA": "1"}])
-    app = create_app(Settings(database_url=url, _env_file=None), store, RayBinder(store, config.binder_count))
-    app[PLACEMENT_SYNC] = ray.get_actor(PLACEMENT_SYNC_NAME, namespace=NAMESPACE)  # as `rayborg serve` does
-    async with TestClient(TestServer(app)) as client:
-        yield {"client": client, "store": store, "placement": placement}
-    await asyncio.to_thread(kill_runtime)
-    store.dispose()
-
-
-async def create_arq(client) -> str:
-    resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "fpga1"}, headers=NOVA)
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["arqs"][0]["uuid"]
-
-
-async def resolved(client, arq: str) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = await (await client.get(f"/v2/accelerator_requests/{arq}", headers=NOVA)).json()
-        if body["state"] != "BindStarted":
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"ARQ {arq} still binding: {body}")
+    async with fpga_rest_runtime(placement_server, nova, tmp_path, nudge_placement_sync=True) as env:
+        yield env  # as `rayborg serve` does, the front door nudges PlacementSync
 
 
 async def test_disable_reserves_everything_in_placement_refuses_binds_and_enable_gives_it_back(env):

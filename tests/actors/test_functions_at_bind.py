@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 import uuid
 
 import pytest
 import ray
 from aiohttp.test_utils import TestClient, TestServer
 from factories import add_profile
-from runtime_helpers import (assert_handles_consistent, fresh_store, kill_runtime, make_compute_nodes,
-                             start_runtime)
+from runtime_helpers import (NOVA, assert_handles_consistent, create_arq, fresh_store, kill_runtime,
+                             make_compute_nodes, resolved, start_runtime, until)
 from sqlmodel import select
 
 from rayborg.actors.binder import _slow
@@ -29,7 +28,6 @@ from rayborg.settings import Settings
 from rayborg.store import arq_state, bind_plan
 from rayborg.store.tables import Attribute, Deployable, ExtARQ
 
-NOVA = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member", "X-Service-Roles": "service"}
 META = {"vendor": "Fake", "board": "FakeFPGA", "version": "1.0", "bs-name": "x"}
 BITSTREAMS = {  # file -> sidecar metadata (the same property names as Glance's images)
     "bs-aes.gbs": {"bs-uuid": "bs-aes", "function_uuid": "a1b2c3", "function_name": "aes"},
@@ -68,40 +66,15 @@ def deployables(store) -> list[Deployable]:
     return store.query(lambda s: list(s.exec(select(Deployable).order_by(Deployable.name))))
 
 
-async def until(predicate, what: str, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await asyncio.to_thread(predicate):
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 async def bind(client, profile: str, dep: Deployable) -> tuple[str, str, dict]:
     """(ARQ, instance, the ARQ once resolved) of a Nova-style bind of `profile` to `dep`."""
-    resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": profile}, headers=NOVA)
-    assert resp.status == 201, await resp.text()
-    arq, instance = (await resp.json())["arqs"][0]["uuid"], str(uuid.uuid4())
+    arq, instance = await create_arq(client, profile), str(uuid.uuid4())
     ops = [{"op": "add", "path": "/hostname", "value": "host-a"},
            {"op": "add", "path": "/device_rp_uuid", "value": dep.rp_uuid},
            {"op": "add", "path": "/instance_uuid", "value": instance}]
     resp = await client.patch("/v2/accelerator_requests", json={arq: ops}, headers=NOVA)
     assert resp.status == 202, await resp.text()
-
-    async def resolved():
-        body = await (await client.get(f"/v2/accelerator_requests/{arq}", headers=NOVA)).json()
-        return body if body["state"] != "BindStarted" else None
-
-    return arq, instance, await until_async(resolved, f"ARQ {arq} resolved")
-
-
-async def until_async(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await predicate():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return arq, instance, await resolved(client, arq)
 
 
 def programs_run() -> int:

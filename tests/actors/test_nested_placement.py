@@ -4,12 +4,9 @@ region by its traits; a card that goes is deleted children first; nothing change
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlmodel import select
 
-from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.placement_push import push
 from rayborg.drivers import discover_host
 from rayborg.drivers.sysfs_tree import FIXTURE_TREES, build_tree
@@ -19,20 +16,6 @@ from rayborg.store.tables import Deployable, PlacementTombstone
 
 COMPAT = "CUSTOM_FPGA_REGION_INTEL_9346116D5B5A5BD3AB1B1B7AB25C7CD8"
 EMPTY = "CUSTOM_FPGA_FUNCTION_ID_INTEL_00000000000000000000000000000000"
-
-
-@pytest.fixture
-def host(placement_server):
-    """A compute node RP in Placement, as Nova would have made it."""
-    name = f"nested-{uuid.uuid4().hex[:8]}"
-    c = PlacementClient(placement_server.url)
-    assert c._request("POST", "/resource_providers", {"name": name, "uuid": provider_uuid(name)}).status_code == 200
-    return name
-
-
-@pytest.fixture
-def placement(placement_server):
-    return PlacementClient(placement_server.url)
 
 
 @pytest.fixture

@@ -36,20 +36,6 @@ def _report(host: str, *devices: DriverDevice) -> HostReport:
     return HostReport(hostname=host, drivers=["intel_fpga"], devices=list(devices))
 
 
-@pytest.fixture
-def host(placement_server):
-    """A compute node RP in Placement, as Nova would have made it."""
-    name = f"compute-{uuid.uuid4().hex[:8]}"
-    c = PlacementClient(placement_server.url)
-    assert c._request("POST", "/resource_providers", {"name": name, "uuid": provider_uuid(name)}).status_code == 200
-    return name
-
-
-@pytest.fixture
-def placement(placement_server):
-    return PlacementClient(placement_server.url)
-
-
 def test_first_report_creates_tree_and_rps(store, placement, host):
     diff = store.transact(apply_report, _report(host, _device(host, 0x5e), _device(host, 0x5f)))
     assert len(diff.added) == 2 and not diff.removed

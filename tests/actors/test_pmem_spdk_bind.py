@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from runtime_helpers import kill_runtime, make_compute_nodes, start_runtime, wait_store_matches_placement
+from runtime_helpers import (NOVA, allocations, create_arq, kill_runtime, make_compute_nodes, resolved,
+                             start_runtime, until, wait_store_matches_placement)
 from spdk_standin import SpdkStandin
 from sqlmodel import select
 
@@ -31,7 +31,6 @@ from rayborg.store.placement_state import provider_uuid
 from rayborg.store.tables import AttachHandle, Deployable, Device, StandaloneAllocation
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
-NOVA = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member", "X-Service-Roles": "service"}
 ADMIN = {"X-Project-Id": "admin", "X-User-Id": "admin", "X-Roles": "admin"}
 GiB6 = str(6 * 2**30)
 
@@ -82,15 +81,6 @@ async def spdk_env(ray_cluster, placement_server, nova, db_url):
     target.stop()
 
 
-async def until(predicate, what: str, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await asyncio.to_thread(predicate):
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 # ---- what the store and Placement hold --------------------------------------------------------
 
 
@@ -115,11 +105,6 @@ def in_placement(placement, rp: str) -> tuple[str, dict, list[str]]:
     return parent, inventories, sorted(placement.get_traits(rp)[1])
 
 
-def allocations(placement, consumer: str) -> dict[str, dict[str, int]]:
-    body = placement._request("GET", f"/allocations/{consumer}").json()
-    return {rp: a["resources"] for rp, a in body["allocations"].items()}
-
-
 def standalone_rows(store) -> list[str]:
     return store.query(lambda s: [r.consumer for r in s.exec(select(StandaloneAllocation))])
 
@@ -137,12 +122,6 @@ async def make_profile(client, name: str, group: dict[str, str]) -> None:
     assert resp.status == 201, await resp.text()
 
 
-async def create_arq(client, profile: str) -> str:
-    resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": profile}, headers=NOVA)
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["arqs"][0]["uuid"]
-
-
 async def patch(client, body: dict, status: int = 202) -> dict | None:
     resp = await client.patch("/v2/accelerator_requests", json=body, headers=NOVA)
     assert resp.status == status, await resp.text()
@@ -156,16 +135,6 @@ async def no_device_left(client, profile: str) -> None:
     assert "No free deployable" in json.loads(body["error_message"])["faultstring"]
     shown = await (await client.get(f"/v2/accelerator_requests/{arq}", headers=NOVA)).json()
     assert shown["state"] == "Initial" and shown["attach_handle_uuid"] is None
-
-
-async def resolved(client, arq: str, *, leaving: str = "BindStarted") -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = await (await client.get(f"/v2/accelerator_requests/{arq}", headers=NOVA)).json()
-        if body["state"] != leaving:
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"ARQ {arq} still {leaving}: {body}")
 
 
 async def nova_bind(client, arq: str, rp: str, instance: str) -> dict:

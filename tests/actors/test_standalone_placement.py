@@ -5,70 +5,22 @@ binder actors on the 3-host Ray cluster."""
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 import uuid
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from factories import add_profile
-from runtime_helpers import assert_handles_consistent, kill_runtime, make_compute_nodes, start_runtime
+from runtime_helpers import (NOVA, allocations, assert_handles_consistent, create_arq, fpga_rest_runtime,
+                             resolved, until)
 from sqlmodel import select
 
-from rayborg.actors.placement_client import PlacementClient
-from rayborg.actors.runtime_config import RuntimeConfig
-from rayborg.api.app import create_app
-from rayborg.api.ray_binder import RayBinder
-from rayborg.settings import Settings
-from rayborg.store.engine import Store
-from rayborg.store.migrate import upgrade
 from rayborg.store.tables import Deployable, Device, StandaloneAllocation
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
-HOSTS = ("host-a", "host-b", "host-c")
-NOVA = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member", "X-Service-Roles": "service"}
 
 
 @pytest.fixture
 async def env(ray_cluster, placement_server, nova, tmp_path):
-    url = f"sqlite:///{tmp_path / 'rayborg.db'}"
-    store = Store(url)
-    upgrade(store.engine)
-    make_compute_nodes(placement_server.url, HOSTS)
-    seed = random.randrange(1, 4000)
-    config = RuntimeConfig(
-        database_url=url, placement_url=placement_server.url, nova_url=nova.url, report_interval=0.5,
-        retry_interval=0.2, fake_devices="fpga:2x2",
-        host_overrides={h: {"driver_options": {"fake": {"seed": seed + i * 7}}} for i, h in enumerate(HOSTS)})
-    await asyncio.to_thread(start_runtime, config)
-    placement = PlacementClient(placement_server.url)
-    await until(lambda: _synced(store, placement), "6 device RPs in Placement")
-    add_profile(store, "fpga1", [{"resources:FPGA": "1"}])
-    app = create_app(Settings(database_url=url, _env_file=None), store, RayBinder(store, config.binder_count))
-    async with TestClient(TestServer(app)) as client:
-        yield {"client": client, "store": store, "placement": placement, "server": placement_server}
-    await asyncio.to_thread(kill_runtime)
-    store.dispose()
-
-
-def _synced(store, placement) -> bool:
-    rps = store.query(lambda s: [d.rp_uuid for d in s.exec(select(Deployable))])
-    return len(rps) == 6 and all(placement.get_provider(rp) is not None for rp in rps)
-
-
-async def until(predicate, what: str, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def allocations(placement, consumer: str) -> dict[str, dict[str, int]]:
-    body = placement._request("GET", f"/allocations/{consumer}").json()
-    return {rp: a["resources"] for rp, a in body["allocations"].items()}
+    async with fpga_rest_runtime(placement_server, nova, tmp_path) as env:
+        yield env
 
 
 def rps_of(store, host: str) -> list[str]:
@@ -81,31 +33,11 @@ def outbox(store) -> list[tuple[str, bool]]:
     return store.query(lambda s: [(r.consumer, r.dirty) for r in s.exec(select(StandaloneAllocation))])
 
 
-async def create_arq(client) -> str:
-    resp = await client.post("/v2/accelerator_requests", json={"device_profile_name": "fpga1"}, headers=NOVA)
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["arqs"][0]["uuid"]
-
-
 async def bind(client, arq: str, instance: str, hostname: str | None = None) -> None:
     ops = [{"op": "add", "path": "/hostname", "value": hostname}] if hostname else []
     ops.append({"op": "add", "path": "/instance_uuid", "value": instance})
     resp = await client.patch("/v2/accelerator_requests", json={arq: ops}, headers=NOVA)
     assert resp.status == 202, await resp.text()
-
-
-async def resolved(client, arq: str) -> dict:
-    async def get():
-        resp = await client.get(f"/v2/accelerator_requests/{arq}", headers=NOVA)
-        return await resp.json()
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = await get()
-        if body["state"] != "BindStarted":
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"ARQ {arq} still binding: {body}")
 
 
 async def test_bind_allocates_the_chosen_device_and_unbind_delete_give_it_back(env):
