@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
 
 from aiohttp import web
@@ -87,13 +87,15 @@ def _metric_route(request: web.Request) -> str:
     return _route_path(request)
 
 
+_VERSION_4_MASK = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_VERSION_4_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _request_id() -> str:
-    """`req-` and a random (version 4) UUID, as Cyborg's request ids: formatted from 16 random bytes
-    directly, half the cost of `uuid.uuid4()` and its str()."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
+    """`req-` and a random (version 4) UUID, as Cyborg's request ids: formatted from 128 random bits
+    directly. An id only tells requests apart in logs: Python's own generator (seeded from the OS,
+    reseeded in each forked front door) serves, without a system call per request."""
+    h = f"{(random.getrandbits(128) & _VERSION_4_MASK) | _VERSION_4_BITS:032x}"
     return f"req-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
 from datetime import datetime, timezone
 from collections.abc import Callable
@@ -121,8 +122,14 @@ def paginate(items: list[dict], params: dict[str, str], id_key: str = "uuid") ->
     return items
 
 
+# A UUID already in its canonical form (lower-case 8-4-4-4-12), as clients send them: taken as it is.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+
+
 def parse_uuid(value: str, what: str = "uuid") -> str:
     """A canonical lower-case 8-4-4-4-12 UUID, or 400."""
+    if type(value) is str and _CANONICAL_UUID(value) is not None:
+        return value  # what str(uuid.UUID(value)) would give, at a tenth of its cost
     if not is_uuid(value):
         raise BadRequest(f"Invalid {what}: {value!r} is not a valid UUID")
     return str(uuidlib.UUID(value))
