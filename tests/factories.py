@@ -1,7 +1,9 @@
-"""Build device trees and profiles straight in the store, for API and state-machine tests."""
+"""Build device trees and profiles straight in the store, for API and state-machine tests; and a
+stand-in for the hosts' programming."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 
@@ -81,3 +83,45 @@ def nova_bind_ops(hostname: str, rp_uuid: str, instance: str) -> list[dict]:
     return [{"op": "add", "path": "/hostname", "value": hostname},
             {"op": "add", "path": "/device_rp_uuid", "value": rp_uuid},
             {"op": "add", "path": "/instance_uuid", "value": instance}]
+
+
+class ProgrammingStandIn:
+    """What RayProgrammer and the host's agent do with a recorded program request, without Ray: take
+    it, run the "tool" (which fails with `error`, and holds while `hold` is clear), record the new
+    bitstream as the agent's next report would, and end the request. `programmed` names the
+    deployables it was asked for, in order. Set as the app's PROGRAMMER (`programming_app`)."""
+
+    def __init__(self, store):
+        self.store, self.error, self.hold = store, None, asyncio.Event()
+        self.hold.set()
+        self.programmed: list[str] = []
+        self.tasks: list[asyncio.Task] = []
+
+    async def submit(self, request_uuid: str) -> None:
+        self.tasks.append(asyncio.get_running_loop().create_task(self._run(request_uuid)))
+
+    async def _run(self, request_uuid: str) -> None:
+        from sqlmodel import select
+
+        from rayborg.store.queries import program_requests
+
+        job = await self.store.atransact(program_requests.start, request_uuid)
+        self.programmed.append(job.deployable_name)
+        await self.hold.wait()
+        if self.error is None:
+            await self.store.atransact(lambda s: setattr(s.scalars(select(Deployable).where(
+                Deployable.name == job.deployable_name)).one(), "bitstream_id", job.image_uuid))
+        await self.store.atransact(program_requests.finish, request_uuid, self.error)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self.tasks)
+
+
+def programming_app(settings, store, host: ProgrammingStandIn):
+    """The front door with `host` as its programmer."""
+    from rayborg.api.app import create_app
+    from rayborg.api.app_keys import PROGRAMMER
+
+    app = create_app(settings, store)
+    app[PROGRAMMER] = host
+    return app

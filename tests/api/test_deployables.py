@@ -1,63 +1,31 @@
 """/v2/deployables: list, show, attributes_list, links, program requests, their outcome and errors."""
 
-import asyncio
 import json
 
 import pytest
 from cyborg_errors import cyborg_fault
-from factories import add_device, add_profile
+from factories import ProgrammingStandIn, add_device, add_profile, programming_app
 from sqlmodel import select
 
-from rayborg.api.app_keys import PROGRAMMER
 from rayborg.drivers.base import HostReport
 from rayborg.drivers.registry import HostDrivers
 from rayborg.store import arq_state
 from rayborg.store.host_reports import apply_report
-from rayborg.store.queries import program_requests
-from rayborg.store.tables import Deployable, ProgramRequest
+from rayborg.store.tables import ProgramRequest
 
 IMAGE = "76babc1b-3222-4992-a046-52441e403577"
 PROGRAM = [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE}]}]
 MEMBER = {"X-User-Id": "u", "X-Project-Id": "p1", "X-Roles": "member"}
 
 
-class HostStandIn:
-    """What RayProgrammer and the host's agent do with a recorded request, without Ray: take it, run
-    the "tool" (which fails with `error`, and holds while `hold` is clear), record the new bitstream
-    as the agent's next report would, and end the request."""
-
-    def __init__(self, store):
-        self.store, self.error, self.hold = store, None, asyncio.Event()
-        self.hold.set()
-        self.tasks: list[asyncio.Task] = []
-
-    async def submit(self, request_uuid: str) -> None:
-        self.tasks.append(asyncio.get_running_loop().create_task(self._run(request_uuid)))
-
-    async def _run(self, request_uuid: str) -> None:
-        job = await self.store.atransact(program_requests.start, request_uuid)
-        await self.hold.wait()
-        if self.error is None:
-            await self.store.atransact(lambda s: setattr(s.scalars(select(Deployable).where(
-                Deployable.name == job.deployable_name)).one(), "bitstream_id", job.image_uuid))
-        await self.store.atransact(program_requests.finish, request_uuid, self.error)
-
-    async def drain(self) -> None:
-        await asyncio.gather(*self.tasks)
-
-
 @pytest.fixture
 def host(store):
-    return HostStandIn(store)
+    return ProgrammingStandIn(store)
 
 
 @pytest.fixture
 def app(settings, store, host):
-    from rayborg.api.app import create_app
-
-    app = create_app(settings, store)
-    app[PROGRAMMER] = host
-    return app
+    return programming_app(settings, store, host)
 
 
 @pytest.fixture

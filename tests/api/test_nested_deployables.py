@@ -8,14 +8,13 @@ import asyncio
 import uuid
 
 import pytest
-from factories import add_profile
+from factories import ProgrammingStandIn, add_profile, programming_app
 from sqlmodel import select
 
-from rayborg.api.app_keys import BINDER, PROGRAMMER
+from rayborg.api.app_keys import BINDER
 from rayborg.drivers import discover_host
 from rayborg.drivers.sysfs_tree import FIXTURE_TREES, build_tree
 from rayborg.store.host_reports import apply_report
-from rayborg.store.queries import program_requests
 from rayborg.store.tables import AttachHandle, Deployable
 
 HOST = "node1"
@@ -28,36 +27,14 @@ MEMBER = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member"}
 NOVA = {**MEMBER, "X-Service-Roles": "service"}
 
 
-class HostStandIn:
-    """The host's programming without Ray: takes the request, records the region's new bitstream as
-    the agent's next report would, ends the request; remembers which deployables it was asked for."""
-
-    def __init__(self, store):
-        self.store, self.programmed, self.tasks = store, [], []
-
-    async def submit(self, request_uuid: str) -> None:
-        self.tasks.append(asyncio.get_running_loop().create_task(self._run(request_uuid)))
-
-    async def _run(self, request_uuid: str) -> None:
-        job = await self.store.atransact(program_requests.start, request_uuid)
-        self.programmed.append(job.deployable_name)
-        await self.store.atransact(lambda s: setattr(s.scalars(select(Deployable).where(
-            Deployable.name == job.deployable_name)).one(), "bitstream_id", job.image_uuid))
-        await self.store.atransact(program_requests.finish, request_uuid, None)
-
-
 @pytest.fixture
 def host(store):
-    return HostStandIn(store)
+    return ProgrammingStandIn(store)
 
 
 @pytest.fixture
 def app(settings, store, host):
-    from rayborg.api.app import create_app
-
-    app = create_app(settings, store)
-    app[PROGRAMMER] = host
-    return app
+    return programming_app(settings, store, host)
 
 
 @pytest.fixture
