@@ -115,7 +115,8 @@ def init_ray(settings: Settings) -> tuple[str, str | None]:
         kwargs.update(include_dashboard=settings.ray_dashboard, dashboard_host="127.0.0.1",
                       num_cpus=max(os.cpu_count() or 2, 2))
         with trimmed_head(settings.ray_dashboard_modules, settings.ray_autoscaler_monitor,
-                          settings.ray_log_monitor, dashboard_in_process=not settings.ray_dashboard_process):
+                          settings.ray_log_monitor, dashboard_in_process=not settings.ray_dashboard_process,
+                          jemalloc_conf=settings.ray_jemalloc_conf):
             ctx = ray.init(address=settings.ray_address, **kwargs)
     else:
         ctx = ray.init(address=settings.ray_address, **kwargs)

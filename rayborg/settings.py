@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     ray_log_monitor: bool = False
     # The dashboard (with a list of modules) in its own process instead of a thread of `rayborg serve`.
     ray_dashboard_process: bool = False
+    # MALLOC_CONF of a local head's GCS and raylet (rayborg/ray_head.py JEMALLOC_CONF); "": Ray's default.
+    ray_jemalloc_conf: str = "narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0"
     # Simulated devices on every host (fake driver spec, e.g. "fpga:4,gpu:2"), for demos and tests.
     fake_devices: str | None = None
     # Run the Ray actors (HostAgents, PlacementSync, binders); off: API and store only.

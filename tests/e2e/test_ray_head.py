@@ -125,3 +125,24 @@ def test_the_dashboard_agent_runs_only_the_modules_rayborg_uses():
     loaded, imported = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == ["LogAgent", "ReporterAgent"]
     assert imported == ["ray.dashboard.modules.log.log_agent", "ray.dashboard.modules.reporter.reporter_agent"]
+
+
+def test_the_gcs_and_the_raylet_get_the_jemalloc_conf_unless_the_environment_has_one(monkeypatch):
+    from ray._private import ray_constants, services
+
+    from rayborg.ray_head import JEMALLOC_CONF, trimmed_head
+    from rayborg.settings import Settings
+
+    seen = []
+    monkeypatch.setattr(services, "start_ray_process", lambda command, kind, *a, **kw: seen.append((kind, kw)))
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    with trimmed_head("NodeHead", False, False, lazy_runtime_env_agent=False, jemalloc_conf=JEMALLOC_CONF):
+        for kind in (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET,
+                     ray_constants.PROCESS_TYPE_LOG_MONITOR):
+            services.start_ray_process(["x"], kind, fate_share=False)
+        monkeypatch.setenv("MALLOC_CONF", "narenas:4")
+        services.start_ray_process(["x"], ray_constants.PROCESS_TYPE_GCS_SERVER, fate_share=False)
+    assert [kw.get("env_updates") for _, kw in seen] == [{"MALLOC_CONF": JEMALLOC_CONF}] * 2 + [None, None]
+    assert Settings().ray_jemalloc_conf == JEMALLOC_CONF
+    monkeypatch.setenv("RAYBORG_RAY_JEMALLOC_CONF", "")  # Ray's own default
+    assert Settings().ray_jemalloc_conf == ""
