@@ -3,23 +3,15 @@ of each deployable's latest programming through the API (program_status/image/er
 running runtime on the 3-host test cluster."""
 
 import json
-import os
 import random
-import sys
-from pathlib import Path
 
 import pytest
-import ray
+from cli_helpers import cli_runtime, run
+from runtime_helpers import fresh_store
 from sqlmodel import select
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
-
-from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for
 
 import rayborg
 from rayborg.actors.runtime_config import RuntimeConfig
-from rayborg.cli import main
-from rayborg.store import daemon_lease
 from rayborg.store.queries import operator, program_requests
 from rayborg.store.tables import Deployable, ProgramRequest
 
@@ -35,39 +27,25 @@ def runtime(ray_cluster, tmp_path_factory):
         host_overrides={"host-a": {"fake_devices": "fpga:3",
                                    "driver_options": {"fake": {"seed": random.randrange(1, 3000)}}},
                         "host-b": {"drivers": []}, "host-c": {"drivers": []}})
-    start_runtime(config)
-    wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 3, what="3 deployables")
-    lease = daemon_lease.acquire(store, api_host="127.0.0.1", api_port=1, database_url=store.url)
-    lease.update(ray_address=ray.get_runtime_context().gcs_address)
-    os.environ["RAYBORG_DATABASE_URL"] = store.url
-    # deployable 0: disabled with a reason; 1: programmed (done), then again (failed); 2: being programmed
-    names = store.query(lambda s: list(s.exec(select(Deployable.name).order_by(Deployable.name))))
-    store.transact(operator.set_device_status, names[0], False, "fan failure")
+    with cli_runtime(store, config, deployables=3):
+        # deployable 0: disabled with a reason; 1: programmed (done), then again (failed); 2: being programmed
+        names = store.query(lambda s: list(s.exec(select(Deployable.name).order_by(Deployable.name))))
+        store.transact(operator.set_device_status, names[0], False, "fan failure")
 
-    def request(session, name: str, image: str) -> str:
-        dep = session.exec(select(Deployable).where(Deployable.name == name)).one()
-        row = ProgramRequest(deployable_id=dep.id, image_uuid=image)
-        session.add(row)
-        session.flush()
-        return row.uuid
+        def request(session, name: str, image: str) -> str:
+            dep = session.exec(select(Deployable).where(Deployable.name == name)).one()
+            row = ProgramRequest(deployable_id=dep.id, image_uuid=image)
+            session.add(row)
+            session.flush()
+            return row.uuid
 
-    for name, image, error in ((names[1], GOOD, None), (names[1], BAD, "bitstream does not fit"),
-                               (names[2], GOOD, ...)):
-        uuid = store.transact(request, name, image)
-        if error is not ...:
-            store.transact(program_requests.start, uuid)
-            store.transact(program_requests.finish, uuid, error)
-    yield {"store": store, "address": ray_cluster["cluster"].address, "names": names}
-    del os.environ["RAYBORG_DATABASE_URL"]
-    lease.release()
-    kill_runtime()
-    store.dispose()
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+        for name, image, error in ((names[1], GOOD, None), (names[1], BAD, "bitstream does not fit"),
+                                   (names[2], GOOD, ...)):
+            uuid = store.transact(request, name, image)
+            if error is not ...:
+                store.transact(program_requests.start, uuid)
+                store.transact(program_requests.finish, uuid, error)
+        yield {"store": store, "address": ray_cluster["cluster"].address, "names": names}
 
 
 def test_devices_table_shows_reason_and_last_program(runtime, capsys):

@@ -3,24 +3,19 @@ stand-in nvmupdate64e through the host's agent; a QAT whose driver has no firmwa
 and `rayborg devices --json` showing the devices' counters."""
 
 import json
-import os
 import stat
 import sys
-from pathlib import Path
 
 import pytest
 import ray
+from cli_helpers import cli_runtime, run
+from runtime_helpers import fresh_store
 from sqlmodel import select
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
-
-from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for
 
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.cli import main
 from rayborg.drivers.sysfs_tree import fixture_tree
-from rayborg.store import daemon_lease
-from rayborg.store.tables import Deployable, Device
+from rayborg.store.tables import Device
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 PF = "0000:3b:00.0"
@@ -43,26 +38,12 @@ def runtime(ray_cluster, tmp_path_factory):
                                    "driver_options": {"intel_x710": {"firmware_tool": str(tool)}}},
                         "host-b": {"drivers": ["intel_qat"], "sysfs_root": str(qat)},
                         "host-c": {"drivers": []}})
-    start_runtime(config)
-    wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 6, what="6 deployables")
-    lease = daemon_lease.acquire(store, api_host="127.0.0.1", api_port=1, database_url=store.url)
-    lease.update(ray_address=ray.get_runtime_context().gcs_address)
-    os.environ["RAYBORG_DATABASE_URL"] = store.url
     image = tmp / "nvmupdate.cfg"
     image.write_text("CONFIG VERSION: 1.20.0\n")
     broken = tmp / "broken.cfg"
     broken.write_text("x\n")
-    yield {"store": store, "record": record, "image": str(image), "broken": str(broken)}
-    del os.environ["RAYBORG_DATABASE_URL"]
-    lease.release()
-    kill_runtime()
-    store.dispose()
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    with cli_runtime(store, config, deployables=6):
+        yield {"store": store, "record": record, "image": str(image), "broken": str(broken)}
 
 
 def device_uuid(store, key):

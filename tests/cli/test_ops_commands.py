@@ -6,21 +6,14 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import ray
-from sqlmodel import select
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "actors"))
-
+from cli_helpers import cli_runtime, run
 from factories import add_profile
-from runtime_helpers import fresh_store, kill_runtime, start_runtime, wait_for
+from runtime_helpers import fresh_store
 
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.cli import main
-from rayborg.store import daemon_lease
-from rayborg.store.tables import Deployable
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 COMMANDS = ["status", "devices", "arqs", "program", "enable", "disable"]
@@ -46,25 +39,9 @@ def runtime(ray_cluster, tmp_path_factory):
             "host-c": {"drivers": []},
         },
     )
-    start_runtime(config)
-    wait_for(lambda: store.query(lambda s: len(list(s.exec(select(Deployable))))) == 6, what="6 deployables")
-    add_profile(store, "cli-gpu", [{"resources:PGPU": "1"}])
-    # What `rayborg serve` does at its start: hold the database's lease, recording its Ray cluster
-    # there; the commands find it through the database of their settings.
-    lease = daemon_lease.acquire(store, api_host="127.0.0.1", api_port=1, database_url=store.url)
-    lease.update(ray_address=ray.get_runtime_context().gcs_address)
-    os.environ["RAYBORG_DATABASE_URL"] = store.url
-    yield {"store": store, "address": ray_cluster["cluster"].address}
-    del os.environ["RAYBORG_DATABASE_URL"]
-    lease.release()
-    kill_runtime()
-    store.dispose()
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    with cli_runtime(store, config, deployables=6):  # and the lease held, as `rayborg serve` does
+        add_profile(store, "cli-gpu", [{"resources:PGPU": "1"}])
+        yield {"store": store, "address": ray_cluster["cluster"].address}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
