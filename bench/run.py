@@ -117,6 +117,19 @@ def rayborg_writes(res: dict, args: argparse.Namespace, work: Path, seeded: Path
         res["postgres"] = measure.measure_postgres_burst(work, nova_url, args.write_cycles, args.burst)
 
 
+def stop_all(work: Path, deps: list[Deployment], stops: list, *, keep: bool) -> None:
+    """After a run: the deployments stopped, then the helper services, and the work directory
+    removed (unless `keep`: then where it is is said)."""
+    for d in deps:
+        d.stop()
+    for stop in stops:
+        stop()
+    if keep:
+        print(f"work directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def writes_only(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="rayborg-writes-"))
     res: dict = {"environment": report.environment(), "writes": {}}
@@ -127,12 +140,7 @@ def writes_only(args: argparse.Namespace) -> int:
         stops, urls = procs.start_helper_services(work, placement=False)
         rayborg_writes(res, args, work, seeded, urls["nova_url"], deps)
     finally:
-        for d in deps:
-            d.stop()
-        for stop in stops:
-            stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        stop_all(work, deps, stops, keep=args.keep)
     res["environment"]["loadavg_after"] = report.loadavg()
     print(f"\n{report.describe(res['environment'])}")
     report.print_table(report.table(report.write_rows(res)))
@@ -220,14 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.sync_hosts > 0:
                 res["placement_sync"] = measure.measure_sync(args.sync_hosts, work)
     finally:
-        for d in deps:
-            d.stop()
-        for stop in helper_stops:
-            stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work directory kept: {work}")
+        stop_all(work, deps, helper_stops, keep=args.keep)
     for name, w in res.get("writes", {}).items():
         if w.get("failed"):
             res["notes"].append(f"{name}'s write benchmark failed, its write rows are empty: {w['failed']}")
