@@ -47,6 +47,23 @@ def _nudge(request: web.Request, changed: bool = True) -> None:
         sync.nudge.remote()
 
 
+def _deleted(request: web.Request, host: str | None) -> None:
+    """A Placement key was deleted on `host`'s deployable: push, and ask the host's agent (the Ray
+    runtime) to report again, so that the driver's value of a key it reports is back at once."""
+    if host is None:
+        return
+    _nudge(request)
+    if request.app.get(PLACEMENT_SYNC) is not None:
+        import ray
+
+        from rayborg.actors.runtime_config import NAMESPACE, host_agent_name
+
+        try:
+            ray.get_actor(host_agent_name(host), namespace=NAMESPACE).sweep.remote(True)
+        except ValueError:  # no agent for that host now: its next start reports anyway
+            pass
+
+
 def _id_param(params: dict[str, str], name: str) -> int | None:
     """A database id from the query: an integer the INTEGER column can hold, else 400."""
     if name not in params:
@@ -98,7 +115,7 @@ async def create_attribute(request: web.Request) -> web.Response:
 async def delete_attribute(request: web.Request) -> web.Response:
     uuid = parse_uuid(request.match_info["uuid"], "attribute uuid")
     authorize(request, "cyborg:attribute:delete")
-    _nudge(request, await call_store(request, queries.delete_attribute, uuid, write=True))
+    _deleted(request, await call_store(request, queries.delete_attribute, uuid, write=True))
     return empty_response(204)
 
 
@@ -165,7 +182,7 @@ async def update_deployable_attribute(request: web.Request) -> web.Response:
 async def delete_deployable_attribute(request: web.Request) -> web.Response:
     dep_uuid, which = _deployable_uuid(request), _uuid_or_key(request)
     authorize(request, "cyborg:attribute:delete")
-    _nudge(request, await call_store(request, queries.delete_of_deployable, dep_uuid, which, write=True))
+    _deleted(request, await call_store(request, queries.delete_of_deployable, dep_uuid, which, write=True))
     return empty_response(204)
 
 
@@ -173,5 +190,5 @@ async def delete_deployable_attribute(request: web.Request) -> web.Response:
 async def delete_deployable_attributes(request: web.Request) -> web.Response:
     dep_uuid = _deployable_uuid(request)
     authorize(request, "cyborg:attribute:delete")
-    _nudge(request, await call_store(request, queries.delete_all_of_deployable, dep_uuid, write=True))
+    _deleted(request, await call_store(request, queries.delete_all_of_deployable, dep_uuid, write=True))
     return empty_response(204)

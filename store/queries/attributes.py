@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from rayborg.store.errors import ConflictError, InvalidError, NotFoundError
-from rayborg.store.tables import AttachHandle, Attribute, Deployable, utcnow
+from rayborg.store.tables import AttachHandle, Attribute, Deployable, Device, utcnow
 
 # Keys whose values Placement sees: the resource class and the traits of the deployable's RP.
 _PLACEMENT_KEY = re.compile(r"rc|trait\d+")
@@ -64,6 +64,14 @@ def _touched(dep: Deployable, keys) -> bool:
     return False
 
 
+def _host_to_ask(session: Session, dep: Deployable, keys) -> str | None:
+    """After a delete: the deployable's host when a Placement key went (its agent should report again,
+    so that the driver's own value of a key it reports comes back now, not at its next change)."""
+    if not _touched(dep, keys):
+        return None
+    return session.scalar(select(Device.hostname).where(Device.id == dep.device_id))
+
+
 # -- the flat form: /v2/attributes ---------------------------------------------------------------
 
 def list_attributes(session: Session, deployable_id: int | None = None, key: str | None = None) -> list[Attribute]:
@@ -98,14 +106,14 @@ def create_attribute(session: Session, deployable_id: int, key: str, value: str)
     return attr
 
 
-def delete_attribute(session: Session, uuid: str) -> bool:
-    """Delete one attribute; True when Placement's view of its deployable changed."""
+def delete_attribute(session: Session, uuid: str) -> str | None:
+    """Delete one attribute; its deployable's host when Placement's view changed (`_host_to_ask`)."""
     attr = get_attribute(session, uuid)
     dep = session.get(Deployable, attr.deployable_id)
     if attr.key == "rc":
         _check_rc_free(session, dep)
     session.delete(attr)
-    return _touched(dep, [attr.key])
+    return _host_to_ask(session, dep, [attr.key])
 
 
 # -- the per-deployable form: /v2/deployable/{uuid}/attribute ------------------------------------
@@ -179,23 +187,23 @@ def update_of_deployable(session: Session, dep_uuid: str, uuid_or_key: str, valu
     return _touched(dep, [attr.key])
 
 
-def delete_of_deployable(session: Session, dep_uuid: str, uuid_or_key: str) -> bool:
+def delete_of_deployable(session: Session, dep_uuid: str, uuid_or_key: str) -> str | None:
     dep = deployable(session, dep_uuid)
     attr = _find(session, dep, uuid_or_key)
     if attr.key == "rc":
         _check_rc_free(session, dep)
     session.delete(attr)
-    return _touched(dep, [attr.key])
+    return _host_to_ask(session, dep, [attr.key])
 
 
-def delete_all_of_deployable(session: Session, dep_uuid: str) -> bool:
+def delete_all_of_deployable(session: Session, dep_uuid: str) -> str | None:
     dep = deployable(session, dep_uuid)
     attrs = list(session.scalars(select(Attribute).where(Attribute.deployable_id == dep.id)))
     if any(a.key == "rc" for a in attrs):
         _check_rc_free(session, dep)
     for attr in attrs:
         session.delete(attr)
-    return _touched(dep, [a.key for a in attrs])
+    return _host_to_ask(session, dep, [a.key for a in attrs])
 
 
 def _check_rc_free(session: Session, dep: Deployable) -> None:
