@@ -7,6 +7,8 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
+import pytest
+
 from rayborg.store.tables import (AttachHandle, Attribute, ControlPathID, Deployable, Device,
                                   DeviceProfile)
 
@@ -89,7 +91,7 @@ class ProgrammingStandIn:
     """What RayProgrammer and the host's agent do with a recorded program request, without Ray: take
     it, run the "tool" (which fails with `error`, and holds while `hold` is clear), record the new
     bitstream as the agent's next report would, and end the request. `programmed` names the
-    deployables it was asked for, in order. Set as the app's PROGRAMMER (`programming_app`)."""
+    deployables it was asked for, in order. The app's PROGRAMMER with the fixtures below."""
 
     def __init__(self, store):
         self.store, self.error, self.hold = store, None, asyncio.Event()
@@ -117,8 +119,16 @@ class ProgrammingStandIn:
         await asyncio.gather(*self.tasks)
 
 
+@pytest.fixture(name="host")
+def programming_host(store) -> ProgrammingStandIn:
+    """Fixture `host`: the hosts' programming, stood in for. Import it into a test module together with
+    `programming_app`, which makes it the front door's programmer."""
+    return ProgrammingStandIn(store)
+
+
+@pytest.fixture(name="app")
 def programming_app(settings, store, host: ProgrammingStandIn):
-    """The front door with `host` as its programmer."""
+    """Fixture `app`: the front door with the `host` stand-in as its programmer."""
     from rayborg.api.app import create_app
     from rayborg.api.app_keys import PROGRAMMER
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 from cyborg_errors import cyborg_fault
-from factories import ProgrammingStandIn, add_device, add_profile, programming_app
+from factories import add_device, add_profile
+from factories import programming_app, programming_host  # noqa: F401 (the fixtures app, host)
 from sqlmodel import select
 
 from rayborg.drivers.base import HostReport
@@ -16,16 +17,6 @@ from rayborg.store.tables import ProgramRequest
 IMAGE = "76babc1b-3222-4992-a046-52441e403577"
 PROGRAM = [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE}]}]
 MEMBER = {"X-User-Id": "u", "X-Project-Id": "p1", "X-Roles": "member"}
-
-
-@pytest.fixture
-def host(store):
-    return ProgrammingStandIn(store)
-
-
-@pytest.fixture
-def app(settings, store, host):
-    return programming_app(settings, store, host)
 
 
 @pytest.fixture

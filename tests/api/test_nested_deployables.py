@@ -8,7 +8,8 @@ import asyncio
 import uuid
 
 import pytest
-from factories import ProgrammingStandIn, add_profile, programming_app
+from factories import add_profile
+from factories import programming_app, programming_host  # noqa: F401 (the fixtures app, host)
 from sqlmodel import select
 
 from rayborg.api.app_keys import BINDER
@@ -25,16 +26,6 @@ IMAGE = "76babc1b-3222-4992-a046-52441e403577"
 PROGRAM = [{"op": "replace", "path": "/program", "value": [{"image_uuid": IMAGE}]}]
 MEMBER = {"X-Project-Id": "p1", "X-User-Id": "u1", "X-Roles": "member"}
 NOVA = {**MEMBER, "X-Service-Roles": "service"}
-
-
-@pytest.fixture
-def host(store):
-    return ProgrammingStandIn(store)
-
-
-@pytest.fixture
-def app(settings, store, host):
-    return programming_app(settings, store, host)
 
 
 @pytest.fixture
