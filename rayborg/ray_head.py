@@ -76,7 +76,10 @@ def trimmed_head(dashboard_modules: str, autoscaler_monitor: bool, log_monitor: 
                 and not any(arg.startswith("--modules-to-load") for arg in command)):
             command = [*command, f"--modules-to-load={modules}"]
             command = _in_this_process(command)
-        if process_type == ray_constants.PROCESS_TYPE_DASHBOARD and in_thread and _script_at(command) is not None:
+        # Only the dashboard with rayborg's list of modules (with the dashboard off, Ray's own minimal one
+        # keeps its process: UsageStatsHead is not a module this process knows to import alone).
+        if (process_type == ray_constants.PROCESS_TYPE_DASHBOARD and in_thread
+                and f"--modules-to-load={modules}" in command and _script_at(command) is not None):
             return services.ProcessInfo(process=DashboardThread(command), stdout_file=None, stderr_file=None,
                                         use_valgrind=False, use_gdb=False, use_valgrind_profiler=False,
                                         use_perftools_profiler=False, use_tmux=False)

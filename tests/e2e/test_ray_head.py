@@ -146,3 +146,26 @@ def test_the_gcs_and_the_raylet_get_the_jemalloc_conf_unless_the_environment_has
     assert Settings().ray_jemalloc_conf == JEMALLOC_CONF
     monkeypatch.setenv("RAYBORG_RAY_JEMALLOC_CONF", "")  # Ray's own default
     assert Settings().ray_jemalloc_conf == ""
+
+
+def test_only_the_dashboard_with_rayborgs_modules_runs_in_this_process(monkeypatch):
+    from ray._private import ray_constants, services
+
+    import rayborg.ray_head as ray_head
+
+    seen = []
+    monkeypatch.setattr(services, "start_ray_process", lambda command, kind, *a, **kw: seen.append(command))
+    monkeypatch.setattr(ray_head, "DashboardThread", lambda command: ("thread", command))
+    dash = ray_constants.PROCESS_TYPE_DASHBOARD
+    ours = ["/py", "/ray/dashboard/dashboard.py", "--host=127.0.0.1"]
+    off = [*ours, "--modules-to-load=UsageStatsHead", "--disable-frontend"]  # Ray's, with the dashboard off
+    with ray_head.trimmed_head("NodeHead,StateHead", False, False, dashboard_in_process=True):
+        assert services.start_ray_process(ours, dash, fate_share=False).process == ("thread", [
+            "/py", "-m", "rayborg.ray_head", "--host=127.0.0.1", "--modules-to-load=NodeHead,StateHead"])
+        services.start_ray_process(off, dash, fate_share=False)
+    with ray_head.trimmed_head("NodeHead,StateHead", False, False, dashboard_in_process=False):
+        services.start_ray_process(ours, dash, fate_share=False)
+    with ray_head.trimmed_head("all", False, False, dashboard_in_process=True):
+        services.start_ray_process(ours, dash, fate_share=False)
+    assert seen == [off, ["/py", "-m", "rayborg.ray_head", "--host=127.0.0.1", "--modules-to-load=NodeHead,StateHead"],
+                    ours]
