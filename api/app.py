@@ -240,12 +240,19 @@ def create_app(settings, store, binder=None) -> web.Application:
 
         app.on_startup.append(_resume_binds)
     app[BINDER] = binder
+    # One resource per path with all its methods (aiohttp reuses a resource only for consecutive
+    # routes of one path): a request is matched against the fewest resources.
+    by_path: dict[str, list[tuple[str, object]]] = {}
     for prefix in MOUNT_PREFIXES:
         for method, path, handler in ROUTES:
             full = (prefix + path) if path != "/" else (prefix or "/")
-            app.router.add_route(method, full, handler)
+            by_path.setdefault(full, []).append((method, handler))
             if full != "/":
-                app.router.add_route(method, full + "/", handler)
+                by_path.setdefault(full + "/", []).append((method, handler))
+    for full, methods in by_path.items():
+        resource = app.router.add_resource(full)
+        for method, handler in methods:
+            resource.add_route(method, handler)
 
     async def _close(app: web.Application) -> None:
         await app[AUTH].close()

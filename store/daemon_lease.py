@@ -33,7 +33,9 @@ from rayborg.store.urls import shown_url  # noqa: F401  (re-exported: shown as t
 log = logging.getLogger(__name__)
 LEASE_NAME = "daemon"
 LEASE_SECONDS = 30.0
-HEARTBEAT_SECONDS = 5.0
+# Three heartbeats per lease: a write transaction (a sync to disk on SQLite) every 10 s of an idle
+# daemon rather than every 5 s, and still two missed beats before another machine may take over.
+HEARTBEAT_SECONDS = 10.0
 # ray_address while `rayborg serve` is starting Ray and its actors (it answers before they are up).
 RAY_STARTING = "starting"
 

@@ -88,13 +88,18 @@ class RawReader:
     """Runs `Prepared` statements on one pooled DBAPI connection."""
 
     def __init__(self, dbapi_connection, dialect: Dialect):
-        self._conn = dbapi_connection
+        # The driver's own connection under the pool's wrapper (whose cursor() only forwards to it);
+        # the wrapper stays the caller's to close or give back.
+        self._conn = getattr(dbapi_connection, "dbapi_connection", None) or dbapi_connection
         self._dialect = dialect
 
     def all(self, prepared: Prepared, **params: Any) -> list[tuple]:
-        c = prepared.compiled(self._dialect)
-        values = {**c.defaults, **params}
-        args = tuple(values[name] for name in c.order) if c.order is not None else values
+        c = prepared._compiled.get(self._dialect.name) or prepared.compiled(self._dialect)
+        if c.order is not None:  # positional (SQLite): the values in the statement's order
+            defaults = c.defaults
+            args: Any = tuple(params[name] if name in params else defaults[name] for name in c.order)
+        else:
+            args = {**c.defaults, **params}
         cur = self._conn.cursor()
         try:
             cur.execute(c.sql, args)

@@ -9,7 +9,7 @@ from rayborg.api import microversion
 from rayborg.api.errors import BadRequest
 from rayborg.api.http import (amount_limits, authorize, call_store, split_list, empty_response, is_uuid, iso,
                               json_response, paginate, parse_uuid, query_params, read_json, version)
-from rayborg.api.links import self_link
+from rayborg.api.links import base_url, self_link
 from rayborg.api.openapi_meta import operation
 from rayborg.api.schemas import device_profiles as schemas
 from rayborg.api.schemas.common import validated
@@ -31,6 +31,15 @@ def _body(request: web.Request, profile: DeviceProfile) -> dict:
     }
 
 
+def _list_items(request: web.Request, profiles: list[queries.ProfileRow]) -> list[dict]:
+    """`_body` of each listed profile, with the base URL worked out once and the dates as the
+    prepared read gives them (already ISO text: `Prepared(iso_datetimes=True)`)."""
+    prefix = f"{base_url(request)}/v2/device_profiles/"
+    return [{"uuid": uuid, "name": name, "description": description, "groups": groups, "created_at": created,
+             "updated_at": updated, "links": [{"href": prefix + uuid, "rel": "self"}]}
+            for uuid, name, description, groups, created, updated in profiles]
+
+
 @operation(summary="List device profiles", query=schemas.ListQuery,
            responses={200: schemas.DeviceProfileList}, tags=TAGS)
 async def list_profiles(request: web.Request) -> web.Response:
@@ -38,7 +47,7 @@ async def list_profiles(request: web.Request) -> web.Response:
     authorize(request, "cyborg:device_profile:get_all")
     names = split_list(params["name"]) if params.get("name") else None
     profiles = await call_store(request, queries.list_profiles, names)
-    items = paginate([_body(request, p) for p in profiles], params)
+    items = paginate(_list_items(request, profiles), params)
     return json_response({"device_profiles": items})
 
 
