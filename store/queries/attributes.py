@@ -18,13 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from rayborg.drivers.base import valid_resource_class, valid_trait
 from rayborg.store.errors import ConflictError, InvalidError, NotFoundError
 from rayborg.store.tables import AttachHandle, Attribute, Deployable, Device, utcnow
 
 # Keys whose values Placement sees: the resource class and the traits of the deployable's RP.
 _PLACEMENT_KEY = re.compile(r"rc|trait\d+")
-# Placement's alphabet for trait and resource class names (custom ones start with CUSTOM_).
-_PLACEMENT_NAME = re.compile(r"[A-Z0-9_]{1,255}")
 
 
 def affects_placement(key: str) -> bool:
@@ -37,9 +36,11 @@ def _check_value(session: Session, dep: Deployable, key: str, value: str) -> Non
     if not affects_placement(key):
         return
     what = "resource class" if key == "rc" else "trait"
-    if _PLACEMENT_NAME.fullmatch(value) is None:
-        raise InvalidError(f"Attribute {key!r} is a Placement {what}: {value!r} must be upper-case "
-                           "letters, digits and '_' (custom names start with CUSTOM_)")
+    valid = valid_resource_class if key == "rc" else valid_trait
+    if not valid(value):  # Placement would refuse the push, long after this request answered
+        raise InvalidError(f"Attribute {key!r} is a Placement {what}: {value!r} must be a standard "
+                           f"{what} (os-{'resource-classes' if key == 'rc' else 'traits'}) or CUSTOM_ "
+                           "followed by upper-case letters, digits and '_'")
     if key == "rc":
         _check_rc_free(session, dep)
 

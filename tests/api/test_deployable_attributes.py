@@ -154,7 +154,14 @@ async def test_update_with_a_bad_placement_name_is_400(client, store, tree, url)
     before = rows(store)
     await cyborg_fault(await client.put(url(tree.deployable_uuids[0], "rc"), json={"value": "fpga"}), 400)
     await cyborg_fault(await client.put(url(tree.deployable_uuids[0], "trait0"), json={"value": "A B"}), 400)
+    # Placement's alphabet but neither standard (os-traits / os-resource-classes) nor CUSTOM_: Placement
+    # would refuse the push long after the answer, so the answer is 400.
+    await cyborg_fault(await client.put(url(tree.deployable_uuids[0], "trait0"), json={"value": "HW_NO_SUCH"}), 400)
+    await cyborg_fault(await client.put(url(tree.deployable_uuids[0], "rc"), json={"value": "NO_SUCH_RC"}), 400)
     assert rows(store) == before and not dirty(store, tree.deployable_ids[0])
+    for key, value in (("trait0", "HW_CPU_X86_AVX2"), ("rc", "PGPU")):  # standard names are fine
+        resp = await client.put(url(tree.deployable_uuids[0], key), json={"value": value})
+        assert resp.status == 204, await resp.text()
 
 
 async def test_missing_and_malformed_addresses(client, store, tree, url):
