@@ -237,14 +237,16 @@ def start_bind(session: Session, binds: dict[str, BindTarget], project_id: str |
     if standalone:
         binds = _choose_devices(session, arqs, binds, exclude)
         standalone_allocations.mark(session, [binds[u].instance_uuid for u in standalone])
+    now = utcnow()
+    by_columns: dict[bool, list[dict]] = defaultdict(list)  # with a project_id to set, or without
     for arq in arqs:
         target = binds[arq.uuid]
-        values = {"hostname": target.hostname, "device_rp_uuid": target.device_rp_uuid,
-                  "instance_uuid": target.instance_uuid, "bind_error": None, "nova_event_pending": False,
-                  "standalone": arq.uuid in standalone}
-        if target.project_id is not None:
-            values["project_id"] = target.project_id
-        _cas(session, arq.id, S.BIND_STARTED, **values)
+        by_columns[target.project_id is not None].append(
+            {"b_id": arq.id, "b_now": now, "b_host": target.hostname, "b_rp": target.device_rp_uuid,
+             "b_instance": target.instance_uuid, "b_standalone": arq.uuid in standalone,
+             "b_project": target.project_id})
+    for with_project, params in sorted(by_columns.items()):  # one executemany (one round trip) each
+        _write_all(session, _STARTED_WRITE[with_project], params)
     # the reservation, counted (after the check against `quota`, if any) in this transaction
     quotas.reserve(session, [(binds[a.uuid].project_id or a.project_id, a.device_profile_id,
                               a.device_profile_group_id, a.state) for a in arqs], quota)
@@ -398,6 +400,18 @@ _CLAIMED_WRITE = {  # the ARQ holds its handle: Bound, or (hold_handle) still Bi
 _FAILED_WRITE = update(_arqs).where(*_STILL_STARTED).values(
     state=S.BIND_FAILED.value, bind_error=bindparam("b_error"), nova_event_pending=bindparam("b_event"),
     updated_at=bindparam("b_now"))
+
+
+_STARTED_VALUES = {"state": S.BIND_STARTED.value, "hostname": bindparam("b_host"),
+                   "device_rp_uuid": bindparam("b_rp"), "instance_uuid": bindparam("b_instance"),
+                   "bind_error": None, "nova_event_pending": False, "standalone": bindparam("b_standalone"),
+                   "updated_at": bindparam("b_now")}
+_STARTED_WRITE = {  # start_bind's compare-and-set (Initial|Unbound -> BindStarted), with or without project_id
+    with_project: update(_arqs).where(
+        _arqs.c.id == bindparam("b_id"),
+        or_(*(_arqs.c.state == state for state in sorted(s.value for s in TRANSITIONS[S.BIND_STARTED]))))
+    .values(**_STARTED_VALUES, **({"project_id": bindparam("b_project")} if with_project else {}))
+    for with_project in (False, True)}
 
 
 def _write_all(session: Session, stmt, params: list[dict]) -> None:

@@ -159,11 +159,54 @@ def move(session: Session, changes: Iterable[tuple[str | None, int, int, str, st
                 delta[0] += sign
             elif state == ARQState.BIND_STARTED:
                 delta[1] += sign
+    kept = session.info.get(_DEFERRED)
+    if kept is not None:  # a shared transaction: counted once, at its end (flush_moves)
+        for key, (u, r) in deltas.items():
+            total = kept.setdefault(key, [0, 0])
+            total[0] += u
+            total[1] += r
+        return
+    _upsert_deltas(session, deltas)
+
+
+def _upsert_deltas(session: Session, deltas: Mapping[Key, list[int]]) -> None:
     params = [{"project_id": p, "device_profile_id": d, "device_profile_group_id": g,
                "used": u, "reserved": r}
               for (p, d, g), (u, r) in sorted(deltas.items()) if u or r]
     if params:
         session.execute(_upsert(session.get_bind().dialect.name), params)
+
+
+# Counter changes of a transaction shared by many calls (the front door's group commit,
+# `store/engine.py`), written by one UPSERT just before it commits: the counter rows are the hottest
+# rows of a bind burst (every bind of a project and profile group changes the same one), and a row
+# changed early in a transaction stays locked, keeping every other writer of it waiting, until the
+# commit. Reads of the counters (`check`, `usage`, `counters`) write what is kept first.
+_DEFERRED = "rayborg.quotas.deferred"
+
+
+def defer_moves(session: Session) -> None:
+    """From now on `move` keeps this transaction's counter changes until `flush_moves`."""
+    session.info.setdefault(_DEFERRED, {})
+
+
+def kept_moves(session: Session) -> dict | None:
+    """A copy of the changes kept so far (to restore when a savepoint is rolled back)."""
+    kept = session.info.get(_DEFERRED)
+    return None if kept is None else {key: list(v) for key, v in kept.items()}
+
+
+def restore_moves(session: Session, copy: dict | None) -> None:
+    if copy is not None:
+        session.info[_DEFERRED] = copy
+
+
+def flush_moves(session: Session) -> None:
+    """Write the kept counter changes (one UPSERT, rows in key order); later ones are kept again."""
+    kept = session.info.get(_DEFERRED)
+    if kept:
+        session.info[_DEFERRED] = {}
+        _upsert_deltas(session, kept)
 
 
 def _charged(rows) -> dict[tuple[str, str], Counter]:
@@ -184,6 +227,7 @@ def _listed(charged: dict[tuple[str, str], Counter]) -> list[Usage]:
 
 def usage(session: Session, project_id: str | None = None) -> list[Usage]:
     """What each project (only `project_id`, if given) holds, per resource class, sorted: the counters."""
+    flush_moves(session)
     rows = (session.execute(_COUNTERS).all() if project_id is None
             else session.execute(_COUNTERS_OF, {"projects": [project_id]}).all())
     return _listed(_charged(rows))
@@ -191,6 +235,7 @@ def usage(session: Session, project_id: str | None = None) -> list[Usage]:
 
 def counters(session: Session) -> dict[Key, tuple[int, int]]:
     """The counter rows that are not zero: (project, profile, group) -> (used, reserved)."""
+    flush_moves(session)
     return {(p, d, g): (u, r) for p, d, g, u, r, _ in session.execute(_COUNTERS)}
 
 
@@ -234,6 +279,7 @@ def check(session: Session, started: Iterable[tuple[str | None, int, int]], limi
             mine[project][(profile_id, group_id)] += 1
     if not mine:
         return
+    flush_moves(session)  # the counters read below include this transaction's earlier calls
     reader = _reader(session)
     for project in sorted(mine):  # one lock order for every bind: no deadlock between two of them
         lock_project(session, project, reader)
