@@ -1,6 +1,8 @@
 """A throwaway PostgreSQL for the benchmark (as tests/pgserver.py starts one for the suite, without
-importing tests/): initdb in a temp dir, a free loopback port, durability off as in the suite (fsync,
-synchronous_commit, full_page_writes), stopped and removed at the end. Runs as the `postgres` user
+importing tests/): initdb in a temp dir, a free loopback port, stopped and removed at the end. Unlike
+the suite's it keeps a default install's durability (fsync, synchronous_commit, full_page_writes on:
+every commit waits for its WAL flush), so that binds/s is what an operator's PostgreSQL gives; only
+max_connections is raised (200: front doors, binders, PlacementSync, the bench's own). Runs as the `postgres` user
 when we are root. `unavailable()` says why none can start here (no binaries, no psycopg), else None.
 
     with Postgres() as pg:
@@ -72,7 +74,7 @@ class Postgres:
         try:
             self._run("initdb", "-D", str(data), "-U", "rayborg", "--auth=trust", "-E", "UTF8", "--no-sync")
             opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                    "-c max_connections=200")
             self._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
         except Exception:
             shutil.rmtree(self.dir, ignore_errors=True)
