@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rayborg.api.policy import PolicyEnforcer
     from rayborg.api.ray_binder import RayBinder
     from rayborg.api.ray_programmer import RayProgrammer
-    from rayborg.runtime import Runtime, StartingRuntime
+    from rayborg.actor_runtime import Runtime, StartingRuntime
     from rayborg.settings import Settings
     from rayborg.store.engine import Store
 

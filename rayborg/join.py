@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rayborg.runtime import Runtime, StartingRuntime, init_ray, start_supervisor, use_actors
+from rayborg.actor_runtime import Runtime, StartingRuntime, init_ray, start_supervisor, use_actors
 from rayborg.settings import Settings
 from rayborg.store import daemon_lease
 from rayborg.store.daemon_lease import RAY_STARTING, DaemonRecord, DaemonRunning, Lease

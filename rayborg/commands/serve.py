@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rayborg.cli import CLIError
     from rayborg.commands.db import database_errors
-    from rayborg.serve import serve
+    from rayborg.daemon import serve
     from rayborg.settings import SettingsError, load_settings
 
     keys = ("host", "port", "database_url", "public_url", "auth_strategy", "policy_file", "api_workers",

@@ -92,7 +92,7 @@ def test_quota_limits_from_the_environment_and_bad_ones(monkeypatch, tmp_path):
 
 def test_claims_through_ray_get_the_settings_limits():
     """The binders check rayborg.claim against [quota] too: it reaches them in the RuntimeConfig."""
-    from rayborg.runtime import runtime_config
+    from rayborg.actor_runtime import runtime_config
 
     settings = Settings(database_url="sqlite://", quota={"default": 3, "FPGA": 1}, _env_file=None)
     assert runtime_config(settings).quota == {"default": 3, "FPGA": 1}

@@ -9,7 +9,7 @@ from glance_standin import IMG, glance_standin
 from servers import CYBORG, PASSWORD
 
 from rayborg.drivers.bitstreams import GlanceBitstreams, bitstream_source
-from rayborg.runtime import runtime_config
+from rayborg.actor_runtime import runtime_config
 from rayborg.settings import KeystoneOptions, Settings
 
 

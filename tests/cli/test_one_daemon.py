@@ -18,7 +18,7 @@ from serve_process import ServeProcess
 from sqlalchemy import update
 
 from rayborg.cli import CLIError, main
-from rayborg.serve import _listen_sockets
+from rayborg.daemon import _listen_sockets
 from rayborg.store import daemon_lease
 from rayborg.store.daemon_lease import LEASE_SECONDS, DaemonRunning
 from rayborg.store.tables import DaemonLease

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-import rayborg.serve
+import rayborg.daemon
 from rayborg.cli import main as cli
-from rayborg.runtime import runtime_config
+from rayborg.actor_runtime import runtime_config
 from rayborg.settings import Settings, SettingsError, load_settings
 
 FILE = """
@@ -68,7 +68,7 @@ def test_top_level_keys_without_a_table(config):
 
 def test_serve_flags_reach_the_settings(config, monkeypatch, tmp_path):
     seen = []
-    monkeypatch.setattr(rayborg.serve, "serve", lambda settings: seen.append(settings) or 0)
+    monkeypatch.setattr(rayborg.daemon, "serve", lambda settings: seen.append(settings) or 0)
     monkeypatch.setenv("RAYBORG_HOST", "0.0.0.0")
     other = tmp_path / "other.toml"
     other.write_text("[rayborg]\nport = 5555\npolicy_file = '/other.yaml'\n")
@@ -132,7 +132,7 @@ VGPU = {"enabled_vgpu_types": ["nvidia-223"], "device_addresses": {"nvidia-223":
 
 
 def test_driver_options_and_dev_root_from_the_file_reach_the_runtime_config(config):
-    from rayborg.runtime import runtime_config
+    from rayborg.actor_runtime import runtime_config
 
     config.write_text(DRIVER_FILE)
     s = load_settings()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from serve_process import ServeProcess
 
-import rayborg.serve
+import rayborg.daemon
 from rayborg.cli import main as cli
 from rayborg.settings import Settings, SettingsError, exposure, load_settings, unknown_variables
 
@@ -39,7 +39,7 @@ def clean_env(tmp_path, monkeypatch):
 def served(monkeypatch):
     """The Settings `rayborg serve` would have served with (nothing starts)."""
     seen: list[Settings] = []
-    monkeypatch.setattr(rayborg.serve, "serve", lambda settings: seen.append(settings) or 0)
+    monkeypatch.setattr(rayborg.daemon, "serve", lambda settings: seen.append(settings) or 0)
     return seen
 
 

@@ -21,7 +21,7 @@ from waiting import wait_for
 
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.drivers.registry import discover_host
-from rayborg.runtime import Pending
+from rayborg.actor_runtime import Pending
 from rayborg.store import daemon_lease
 from rayborg.store.engine import Store
 from rayborg.store.host_reports import apply_report

@@ -1,7 +1,7 @@
 """`rayborg serve`: migrate the store, serve the REST API, bring up Ray and the actors.
 
 The front door answers first (reads need only the store); Ray and the actors start in its background,
-and the writes that need them meanwhile queue until they are up (`rayborg/runtime.py`). On the
+and the writes that need them meanwhile queue until they are up (`rayborg/actor_runtime.py`). On the
 embedded default this starts a local Ray inside this process; with `ray_address` it joins an existing
 cluster, where every node gets its HostAgent from the supervisor. Several front-door
 processes of one serve share the port (SO_REUSEPORT): the first one owns Ray's actors, the others only
@@ -100,7 +100,7 @@ def _exit_with(parent: int) -> None:
 def _worker(settings_json: str, actors: Connection | None, sock: socket.socket, parent: int) -> None:
     """An extra front-door process: its socket on the same port, its own store handle, the actors
     of the first (whose Ray address comes through `actors` once they are up)."""
-    from rayborg.runtime import StartingRuntime, connect_runtime
+    from rayborg.actor_runtime import StartingRuntime, connect_runtime
     from rayborg.store.engine import Store
 
     _exit_with(parent)
@@ -127,7 +127,7 @@ def _lease_lost(holder) -> None:
 
 def serve(settings: Settings) -> int:
     from rayborg.cli import CLIError
-    from rayborg.runtime import start_runtime
+    from rayborg.actor_runtime import start_runtime
     from rayborg.store import daemon_lease
     from rayborg.store.daemon_lease import RAY_STARTING
     from rayborg.store.engine import Store
@@ -193,7 +193,7 @@ def _serve(settings: Settings, store, socks: list[socket.socket], start, record=
             pipes.append(ours)
     starting = None
     if settings.actors:
-        from rayborg.runtime import StartingRuntime
+        from rayborg.actor_runtime import StartingRuntime
 
         def up(runtime) -> None:
             if record is not None:
