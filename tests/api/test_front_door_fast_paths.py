@@ -58,3 +58,40 @@ async def test_listed_dates_print_as_before(client):
     assert item["created_at"] == shown["created_at"] == created["created_at"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", item["created_at"])
     assert item["updated_at"] is None
+
+
+def test_canonical_uuids_pass_as_they_are_others_are_normalised_or_refused():
+    import pytest
+
+    from rayborg.api.errors import BadRequest
+    from rayborg.api.http import parse_uuid
+
+    u = "0f8c36b8-8e9c-4b8e-9a3e-0123456789ab"
+    assert parse_uuid(u) == u
+    assert parse_uuid(u.upper()) == u  # not canonical: through uuid.UUID, as before
+    for bad in ("0f8c36b8-8e9c-4b8e-9a3e-0123456789a", "0f8c36b8-8e9c-4b8e-9a3e-0123456789ag", "x" * 36,
+                "0f8c36b8-8e9c-4b8e-9a3e-0123456789ab\n"):
+        with pytest.raises(BadRequest):
+            parse_uuid(bad)
+
+
+async def test_noauth_contexts_are_remembered_but_refusals_are_not(settings):
+    from aiohttp.test_utils import make_mocked_request
+    import pytest
+
+    from rayborg.api.auth import NoAuth
+    from rayborg.api.errors import BadRequest
+
+    auth = NoAuth(settings.service_token_roles)
+    h = {"X-User-Id": "u", "X-Project-Id": "p", "X-Roles": "Member"}
+    first = await auth.identify(make_mocked_request("GET", "/v2", headers=h))
+    again = await auth.identify(make_mocked_request("GET", "/v2", headers=h))
+    assert again is first and first.project_id == "p" and "reader" in first.roles
+    other = await auth.identify(make_mocked_request("GET", "/v2", headers={**h, "X-Service-Roles": "service"}))
+    assert other.is_service and not first.is_service
+    blank = await auth.identify(make_mocked_request("GET", "/v2", headers={"X-Roles": ""}))
+    assert blank.project_id is None and not blank.is_admin  # a header present, even blank: not the default admin
+    assert (await auth.identify(make_mocked_request("GET", "/v2"))).is_admin
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            await auth.identify(make_mocked_request("GET", "/v2", headers={**h, "X-User-Id": "a\x01b"}))
