@@ -14,6 +14,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from rayborg.actors import wake_loop
 from rayborg.actors.runtime_config import (HOST_LABEL, NAMESPACE, PLACEMENT_SYNC_NAME, RuntimeConfig,
                                            binder_name, host_agent_name)
 
@@ -99,16 +100,16 @@ class Supervisor:
                 sync.host_lost.remote(hostname)
                 self.lost.add(hostname)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.reconcile)
-            except Exception:  # noqa: BLE001 - keep supervising
-                log.exception("supervisor: reconcile failed")
-            await asyncio.sleep(self.poll_interval)
+    async def _step(self) -> bool:
+        await asyncio.to_thread(self.reconcile)
+        return True
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run())
+        """Reconcile now, then every `poll_interval` (after a failure too: wake_loop logs it)."""
+        wake = asyncio.Event()
+        wake.set()
+        self._task = wake_loop.start(self._step, wake, poll=self.poll_interval, retry=self.poll_interval,
+                                     max_backoff=self.poll_interval)
 
     async def stop(self) -> None:
         if self._task:

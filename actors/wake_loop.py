@@ -1,6 +1,6 @@
-"""The one loop behind every background step of the binders: run `step()` when woken (and every
-`poll` seconds, in case a wake was lost or there is nothing to wake it), and again after a growing
-backoff while it reports something left to retry."""
+"""The one loop behind every background step of the binders, PlacementSync and the supervisor: run
+`step()` when woken (and every `poll` seconds, in case a wake was lost or there is nothing to wake
+it), and again after a growing backoff while it reports something left to retry."""
 
 from __future__ import annotations
 
