@@ -61,6 +61,14 @@ def _is_sqlite_locked(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
 
 
+def _is_retried(exc: BaseException) -> bool:
+    """SQLite's lock, or a PostgreSQL deadlock (40P01: group-commit transactions each holding a
+    project's quota lock from one savepoint and waiting for another's): the transaction, rolled
+    back whole, is run again."""
+    cause = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper, or psycopg's own error (prepared reads)
+    return _is_sqlite_locked(exc) or getattr(cause, "sqlstate", None) == "40P01"
+
+
 def _begin_immediate(dbapi_conn) -> None:
     """BEGIN IMMEDIATE, waiting for the write lock in steps of a fraction of a millisecond.
 
@@ -155,9 +163,10 @@ class Store:
 
     def transact(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """Run `fn(session, *args, **kwargs)` in one write transaction, retried as a whole while
-        SQLite reports a locked database (never surfaces as a 500 or a lost write)."""
+        SQLite reports a locked database or PostgreSQL a deadlock (never surfaces as a 500 or a lost
+        write)."""
 
-        @retry(retry=retry_if_exception(_is_sqlite_locked), stop=stop_after_delay(30),
+        @retry(retry=retry_if_exception(_is_retried), stop=stop_after_delay(30),
                wait=wait_random_exponential(multiplier=0.005, max=0.2), reraise=True)
         def attempt() -> T:
             with self.write() as session:
@@ -297,7 +306,7 @@ def _each_in_savepoint(session: Session, calls: list[tuple[Callable, tuple, dict
                 with session.begin_nested():
                     outcomes.append((True, fn(session, *args, **kwargs)))
             except Exception as exc:  # noqa: BLE001 - delivered to the caller it belongs to
-                if _is_sqlite_locked(exc):
+                if _is_retried(exc):
                     raise  # the whole transaction is retried (Store.transact)
                 quotas.restore_moves(session, kept)
                 outcomes.append((False, exc))
