@@ -232,8 +232,10 @@ def _instances(session) -> dict[str, str]:
 
 def _expected_trees(session) -> tuple[set[str], dict[str, dict], list[str]]:
     """From the store: its hosts, what each deployable's RP must look like in Placement (keyed by RP
-    uuid, with `host` and `pushed`, the deployable's record of its last push), and what is still
-    to be pushed (dirty deployables, tombstones)."""
+    uuid, with `host` and `pushed`, the deployable's record of its last push, in the shape
+    `_observed` gives), and what is still to be pushed (dirty deployables, tombstones). A root
+    deployable's RP has `parent_uuid` None (its compute node's, filled in per host); a nested one's
+    is its parent deployable's RP. Only leaves with accelerators hold inventory."""
     from sqlmodel import select
 
     from rayborg.store.tables import Attribute, Deployable, Device, DeviceStatus, Host, PlacementTombstone
@@ -242,14 +244,22 @@ def _expected_trees(session) -> tuple[set[str], dict[str, dict], list[str]]:
     attrs: dict[int, dict[str, str]] = {}
     for a in session.exec(select(Attribute)):
         attrs.setdefault(a.deployable_id, {})[a.key] = a.value
+    rows = list(session.exec(select(Deployable, Device).join(Device)))
+    rp_of = {dep.id: dep.rp_uuid for dep, _ in rows}
+    parents = {dep.parent_id for dep, _ in rows if dep.parent_id is not None}
     expected, pending = {}, []
-    for dep, device in session.exec(select(Deployable, Device).join(Device)):
+    for dep, device in rows:
         mine = attrs.get(dep.id, {})
-        reserved = dep.num_accelerators if device.status == DeviceStatus.MAINTAINING.value else 0
         traits = sorted({"OWNER_CYBORG", *(v for k, v in mine.items() if re.fullmatch(r"trait\d+", k))})
-        expected[dep.rp_uuid] = {"host": device.hostname, "pushed": dep.placement_state, "state": {
-            "uuid": dep.rp_uuid, "name": dep.name, "resource_class": mine.get("rc"),
-            "total": dep.num_accelerators, "reserved": reserved, "traits": traits}}
+        state = {"uuid": dep.rp_uuid, "name": dep.name, "traits": traits,
+                 "parent_uuid": rp_of.get(dep.parent_id) if dep.parent_id is not None else None}
+        if dep.id in parents or not dep.num_accelerators:
+            state["inventories"] = {}
+        else:
+            reserved = dep.num_accelerators if device.status == DeviceStatus.MAINTAINING.value else 0
+            state |= {"resource_class": mine.get("rc"), "total": dep.num_accelerators, "reserved": reserved}
+        expected[dep.rp_uuid] = {"host": device.hostname, "pushed": _recorded(dep.placement_state),
+                                 "state": state}
         if dep.placement_dirty:
             pending.append(f"deployable {dep.name} not pushed yet")
     pending += [f"RP {t.rp_uuid} of {t.hostname} not deleted yet"
@@ -257,8 +267,18 @@ def _expected_trees(session) -> tuple[set[str], dict[str, dict], list[str]]:
     return hosts, expected, pending
 
 
+def _recorded(record: dict | None) -> dict | None:
+    """A deployable's push record (`ProviderState.as_dict()`) in the shape of `_observed`: a state
+    with no accelerators was pushed as no inventory at all."""
+    if not record or record.get("total"):
+        return record
+    return {k: v for k, v in record.items() if k not in ("resource_class", "total", "reserved")} | {
+        "inventories": {}}
+
+
 def _observed(placement: PlacementClient, rp: dict) -> dict:
-    """One device RP as Placement has it, in the shape of `ProviderState.as_dict()`."""
+    """One device RP as Placement has it, in the shape of `ProviderState.as_dict()` (an RP without
+    exactly one inventory shows `inventories` instead of its class, total and reserved)."""
     inventories = placement.get_inventories(rp["uuid"])[1]
     state = {"uuid": rp["uuid"], "name": rp["name"], "parent_uuid": rp["parent_provider_uuid"],
              "traits": sorted(placement.get_traits(rp["uuid"])[1])}
@@ -272,9 +292,11 @@ def placement_differences(store, placement: PlacementClient) -> list[str]:
     """Where Placement and the store's device tree disagree; empty when they agree.
 
     For every host of the store, its compute node's whole provider tree (and any RP named after the
-    host outside it) must be exactly one RP per deployable of the host, a child of the compute node,
-    named like the deployable, with one inventory of its resource class (total = its accelerators,
-    reserved = total while its device is in maintenance) and its traits (OWNER_CYBORG and its
+    host outside it) must be exactly one RP per deployable of the host, named like the deployable:
+    a root deployable's RP a child of the compute node, a nested one's (an FPGA's PR region) a child
+    of its parent deployable's RP. A leaf has one inventory of its resource class (total = its
+    accelerators, reserved = total while its device is in maintenance); a deployable with children
+    (or no accelerators) has no inventory at all. Each has its traits (OWNER_CYBORG and its
     `trait<N>` attributes). The deployable's own record of its last push must say the same: a
     restarted PlacementSync diffs against it, so a stale record would hide a later change."""
     hosts, expected, pending = store.query(_expected_trees)
@@ -293,8 +315,10 @@ def placement_differences(store, placement: PlacementClient) -> list[str]:
         diffs += [f"{host}: RP {want[rp]['state']['name']} missing" for rp in sorted(set(want) - set(have))]
         for rp in sorted(set(want) & set(have)):
             observed = _observed(placement, have[rp])
-            if observed != want[rp]["state"] | {"parent_uuid": root}:
-                diffs.append(f"{host}: RP {observed['name']} is {observed}, store says {want[rp]['state']}")
+            state = want[rp]["state"]
+            state = state | {"parent_uuid": root} if state["parent_uuid"] is None else state
+            if observed != state:
+                diffs.append(f"{host}: RP {observed['name']} is {observed}, store says {state}")
             if want[rp]["pushed"] != observed:
                 diffs.append(f"{host}: RP {observed['name']} recorded as {want[rp]['pushed']}, is {observed}")
     return diffs

@@ -105,6 +105,44 @@ def test_tombstones_in_any_order_still_all_go(store, placement, host, root):
     assert card not in tree(placement, host)
 
 
+def test_the_oracle_knows_nested_trees(store, placement, host, root):
+    """`placement_differences` (the fault tests' oracle) takes a synced nested host as agreeing, and
+    finds a region's RP missing, hanging under the wrong parent (the other region, the compute node),
+    or inventory on the card."""
+    from runtime_helpers import placement_differences
+
+    store.transact(apply_report, discover_host(host, root, drivers=["intel_fpga"]))
+    assert push(store, placement, host).complete
+    assert placement_differences(store, placement) == []
+    card, r0, r1, _ = names(host)
+    rps = tree(placement, host)
+    region = rps[r1]["uuid"]
+    inventory, traits = placement.get_inventories(region)[1]["FPGA"], placement.get_traits(region)[1]
+
+    def recreate_under(parent: str) -> None:
+        placement.delete_provider(region)
+        placement.create_provider(region, r1, parent)
+        placement.set_inventory(region, "FPGA", inventory["total"], inventory["reserved"])
+        placement.set_traits(region, traits)
+
+    placement.delete_provider(region)
+    diffs = placement_differences(store, placement)
+    assert diffs == [f"{host}: RP {r1} missing"], diffs
+    for wrong in (rps[r0]["uuid"], provider_uuid(host)):
+        recreate_under(wrong)
+        diffs = placement_differences(store, placement)
+        # against the store and against its push record, both about the parent
+        assert len(diffs) == 2 and all(r1 in d and f"'parent_uuid': '{wrong}'" in d for d in diffs), diffs
+    recreate_under(rps[card]["uuid"])
+    assert placement_differences(store, placement) == []
+
+    placement.set_inventory(rps[card]["uuid"], "FPGA", 1, 0)  # the card holds no accelerators
+    diffs = placement_differences(store, placement)
+    assert len(diffs) == 2 and all(card in d and "'total': 1" in d for d in diffs), diffs
+    placement.set_inventory(rps[card]["uuid"], "FPGA", 0, 0)
+    assert placement_differences(store, placement) == []
+
+
 # ---- with the actors: a bind on a region programs that region, Placement follows -------------
 
 NEW_AFU = "f7df405cbd7acf7222f144b0b93acd18"
