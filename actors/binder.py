@@ -281,7 +281,7 @@ class Binder:
             agent = self._agent(handle.hostname)
         except ValueError:
             return {"ok": False, "error": f"host {handle.hostname} has no agent"}
-        bound = BoundHandle(handle.uuid, handle.attach_type, handle.attach_info)
+        bound = BoundHandle(handle.uuid, handle.attach_type, handle.attach_info, handle.instance_uuid)
         return await getattr(agent, method).remote(handle.driver_name, bound)
 
     async def _fail(self, arq_uuid: str, reason: str) -> str:

@@ -301,6 +301,9 @@ class BoundHandle:
     uuid: str
     attach_type: str
     attach_info: dict[str, str] = field(default_factory=dict)
+    # the ARQ's instance (Nova's server, or a standalone bind's / claim's consumer): what a driver
+    # that grants the device to its consumer names it by (SPDK's NVMe-oF host NQN)
+    instance_uuid: str | None = None
 
 
 @dataclass

@@ -8,6 +8,18 @@ The spec predates the device model and defines no RC, traits or handles; we repo
   vhost controller -> device type SSD, RC CUSTOM_SPDK_VHOST, traits CUSTOM_SPDK + CUSTOM_SPDK_VHOST_<KIND>,
                     one SPDK handle {controller, socket, kind}
 Example target: drivers/fixture_trees/spdk/rpc.json (the answers), served by tests/spdk_standin.py.
+
+A bind prepares its handle for the ARQ's instance (the spec's attach/detach of an instance), through the
+same socket:
+  NVMf namespace -> `nvmf_subsystem_add_host` of the instance's host NQN (`host_nqn`:
+                    nqn.2014-08.org.nvmexpress:uuid:<instance>) on the handle's subsystem; the unbind's
+                    `nvmf_subsystem_remove_host` takes it off again. The consumer connects with that host
+                    NQN; a subsystem the operator left `allow_any_host` admits it anyway.
+  vhost controller -> nothing to change: a vhost-user controller is already one VM's (its socket takes one
+                    QEMU), so prepare only checks that the controller is still on the target.
+SPDK answers a host added twice / removed when absent with a bare "Internal error" (as it does other
+failures), so after a refused call the driver reads the subsystem back: what the call was to achieve
+already holds -> done (idempotent); else the refusal is the bind's (or unbind's) error.
 """
 
 from __future__ import annotations
@@ -15,14 +27,25 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
-from rayborg.drivers.base import (ControlPathId, Discovery, Driver, DriverAttachHandle, DriverDeployable,
-                                  DriverDevice, DriverFailure, custom_name)
+from rayborg.drivers.base import (BoundHandle, ControlPathId, Discovery, Driver, DriverAttachHandle,
+                                  DriverDeployable, DriverDevice, DriverFailure, custom_name)
 
 DEFAULT_SOCKET = "/var/tmp/spdk.sock"
 METHOD_NOT_FOUND = -32601
+HOST_NQN_PREFIX = "nqn.2014-08.org.nvmexpress:uuid:"  # the NVMe base spec's UUID-based NQN
+
+
+def host_nqn(instance_uuid: str | None) -> str:
+    """The host NQN an instance is allowed on an NVMe-oF subsystem under (and connects with)."""
+    try:
+        return HOST_NQN_PREFIX + str(uuidlib.UUID(str(instance_uuid)))
+    except ValueError:
+        raise DriverFailure(f"no host NQN for instance {instance_uuid!r}: not a UUID",
+                            device=str(instance_uuid)) from None
 
 
 class SpdkRpcError(DriverFailure):
@@ -88,13 +111,18 @@ class SpdkDriver(Driver):
     NAME = "spdk"
     TYPE = "NVME"
     VENDOR = "spdk"
+    PREPARES = True
+
+    def _client(self) -> SpdkClient:
+        path = Path(self.options.get("socket", DEFAULT_SOCKET))
+        return SpdkClient(path, float(self.options.get("timeout", 5.0)))
 
     def discover(self) -> Discovery:
         path = Path(self.options.get("socket", DEFAULT_SOCKET))
         result = Discovery()
         if not path.exists():
             return result
-        client = SpdkClient(path, float(self.options.get("timeout", 5.0)))
+        client = self._client()
         for method, build in (("nvmf_get_subsystems", self._subsystem), ("vhost_get_controllers", self._vhost)):
             try:
                 items = client.call(method) or []
@@ -149,3 +177,58 @@ class SpdkDriver(Driver):
                             std_board_info={"controller": name, "cpumask": str(ctrl.get("cpumask", "")), "socket": sock},
                             controlpath_id=ControlPathId(cpid_type="SPDK", cpid_info={"controller": name, "socket": sock}),
                             deployables=[dep])
+
+    # ---- attach / detach for the bound instance -------------------------------------------------
+
+    def prepare(self, handle: BoundHandle) -> None:
+        """NVMf: allow the instance's host NQN on the subsystem; vhost: the controller must exist."""
+        info, client = handle.attach_info, self._client()
+        if "nqn" in info:
+            host = host_nqn(handle.instance_uuid)
+            self._set_host(client, "nvmf_subsystem_add_host", info["nqn"], host, allowed=True)
+        elif "controller" in info:
+            controllers = client.call("vhost_get_controllers") or []
+            if not any(isinstance(c, dict) and c.get("ctrlr") == info["controller"] for c in controllers):
+                raise DriverFailure(f"vhost controller {info['controller']} is not on the SPDK target",
+                                    device=client.path)
+        else:
+            raise DriverFailure(f"handle {handle.uuid} names neither an NVMf subsystem nor a vhost "
+                                "controller", device=client.path)
+
+    def unprepare(self, handle: BoundHandle) -> None:
+        """NVMf: the instance's host NQN off the subsystem (already off, or the subsystem gone: done).
+        vhost: nothing was changed by prepare."""
+        info = handle.attach_info
+        if "nqn" not in info or handle.instance_uuid is None:  # no instance: prepare granted nothing
+            return
+        self._set_host(self._client(), "nvmf_subsystem_remove_host", info["nqn"],
+                       host_nqn(handle.instance_uuid), allowed=False)
+
+    def _set_host(self, client: SpdkClient, method: str, nqn: str, host: str, *, allowed: bool) -> None:
+        """`method` (add/remove host); refused, the subsystem read back decides: already as wanted
+        (removal: or the subsystem gone) is success, else the refusal is raised."""
+        try:
+            client.call(method, {"nqn": nqn, "host": host})
+            return
+        except SpdkRpcError as exc:
+            if not exc.reached:
+                raise
+            refused = exc
+        try:
+            now = self._host_allowed(client, nqn, host)
+        except SpdkRpcError:
+            raise refused from None
+        if now is allowed or (not allowed and now is None):
+            return
+        if now is None:
+            raise DriverFailure(f"{method}: no subsystem {nqn} on the SPDK target ({refused.message})",
+                                device=client.path)
+        raise refused
+
+    @staticmethod
+    def _host_allowed(client: SpdkClient, nqn: str, host: str) -> bool | None:
+        """Whether the subsystem lists the host (None: no such subsystem)."""
+        for sub in client.call("nvmf_get_subsystems") or []:
+            if isinstance(sub, dict) and sub.get("nqn") == nqn:
+                return any(isinstance(h, dict) and h.get("nqn") == host for h in sub.get("hosts") or [])
+        return None

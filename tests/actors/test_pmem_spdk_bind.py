@@ -4,7 +4,9 @@ drivers/fixture_trees/spdk/rpc.json served by the SPDK stand-in on a unix socket
 stores it and mirrors it into the real Placement (resource class and traits per deployable), and
 binds through the REST API -- one Nova-style naming the RP, one standalone -- end Bound with the
 handle's type and info in the ARQ; unbinding frees the handle (and the standalone allocation).
-On SQLite and PostgreSQL."""
+An SPDK bind is prepared on the target (the driver's prepare through host-a's agent): an NVMe-oF
+namespace's subsystem allows the instance's host NQN until the unbind removes it; a target that
+refuses ends the bind BindFailed with its reason. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from rayborg.settings import Settings
 from rayborg.store.engine import Store
 from rayborg.store.migrate import upgrade
 from rayborg.store.placement_state import provider_uuid
-from rayborg.store.tables import AttachHandle, Deployable, Device, StandaloneAllocation
+from rayborg.store.tables import AttachHandle, Deployable, Device, ExtARQ, StandaloneAllocation
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 ADMIN = {"X-Project-Id": "admin", "X-User-Id": "admin", "X-Roles": "admin"}
@@ -250,10 +252,14 @@ async def test_spdk_subsystems_and_vhost_stored_mirrored_and_bound(spdk_env):
     # standalone: an NVMe-oF namespace over TCP, chosen and allocated by rayborg
     await make_profile(client, "nvmf-tcp", {"resources:CUSTOM_SPDK_NVMF": "1",
                                             "trait:CUSTOM_SPDK_NVMF_TCP": "required"})
+    cnode1 = "nqn.2016-06.io.spdk:cnode1"
+    assert target.hosts(cnode1) == []
     alone_arq, alone_instance = await create_arq(client, "nvmf-tcp"), str(uuid.uuid4())
     alone = await standalone_bind(client, alone_arq, alone_instance)
     assert (alone["state"], alone["attach_handle_type"], alone["device_rp_uuid"]) == (
         "Bound", "SPDK", deps[nvmf]["rp"]), alone
+    # prepared before Bound: the subsystem allows the instance's host NQN
+    assert target.hosts(cnode1) == [f"nqn.2014-08.org.nvmexpress:uuid:{alone_instance}"]
     assert alone["attach_handle_info"] in (where | {"bdev": "Malloc0", "nsid": "1"},
                                            where | {"bdev": "Nvme0n1", "nsid": "2"})
     assert allocations(placement, alone_instance) == {deps[nvmf]["rp"]: {"CUSTOM_SPDK_NVMF": 1}}
@@ -266,8 +272,18 @@ async def test_spdk_subsystems_and_vhost_stored_mirrored_and_bound(spdk_env):
     for arq in (nova_arq, alone_arq):
         assert (await unbind(client, arq))["state"] == "Unbound"
     await until(lambda: handles_in_use(store) == [], "every SPDK handle to be free")
+    await until(lambda: target.hosts(cnode1) == [], "the unbind to remove the instance's host from cnode1")
     await until(lambda: allocations(placement, alone_instance) == {}, "the standalone allocation to go")
     await until(lambda: standalone_rows(store) == [], "the allocation outbox to empty")
     # freed, the controller binds again
     again = await standalone_bind(client, await create_arq(client, "vhost-blk"), str(uuid.uuid4()))
     assert again["state"] == "Bound" and again["attach_handle_info"]["controller"] == "vhost.0"
+
+    # the target refuses to add the host: the bind ends BindFailed with SPDK's answer, the handle free
+    target.answers["nvmf_subsystem_add_host"] = {"code": -32603, "message": "Internal error"}
+    refused = await standalone_bind(client, await create_arq(client, "nvmf-tcp"), str(uuid.uuid4()))
+    assert refused["state"] == "BindFailed", refused
+    why = store.query(lambda s: s.exec(select(ExtARQ.bind_error).where(ExtARQ.uuid == refused["uuid"])).one())
+    assert why.startswith("device preparation failed: nvmf_subsystem_add_host: "
+                          "Internal error (code -32603)"), why
+    assert target.hosts(cnode1) == [] and handles_in_use(store) == [again["attach_handle_info"]]

@@ -362,6 +362,149 @@ def test_spdk_standin_as_a_process(tmp_path):
         proc.wait()
 
 
+# ---- prepare / unprepare: the bound instance on the target --------------------------------------
+
+CNODE1 = "nqn.2016-06.io.spdk:cnode1"
+INSTANCE = "6f1c3a52-0d2e-4c8b-9a57-3e1f00000001"
+INSTANCE_NQN = f"nqn.2014-08.org.nvmexpress:uuid:{INSTANCE}"
+
+
+def spdk_driver(path, timeout: float = 5.0):
+    from rayborg.drivers.base import DriverContext
+    from rayborg.drivers.spdk import SpdkDriver
+
+    return SpdkDriver(DriverContext(hostname="n1", options={"socket": str(path), "timeout": timeout}))
+
+
+def nvmf_handle(instance: str | None = INSTANCE, nqn: str = CNODE1):
+    from rayborg.drivers.base import BoundHandle
+
+    info = {"bdev": "Malloc0", "nqn": nqn, "nsid": "1", "traddr": "10.0.0.5", "trsvcid": "4420",
+            "trtype": "TCP"}
+    return BoundHandle("5f0c1a2b-0000-4000-8000-000000000001", "SPDK", info, instance)
+
+
+def vhost_handle(controller: str = "vhost.0"):
+    from rayborg.drivers.base import BoundHandle
+
+    return BoundHandle("5f0c1a2b-0000-4000-8000-000000000002", "SPDK",
+                       {"controller": controller, "kind": "block", "socket": "/var/tmp/vhost.0"}, INSTANCE)
+
+
+def test_spdk_prepares_its_handles():
+    from rayborg.actors.device_prep import prepares
+
+    assert prepares("spdk")  # the binder goes to the host's agent for SPDK handles
+
+
+def test_spdk_nvmf_prepare_allows_the_instance_and_unprepare_removes_it(spdk_target):
+    drv = spdk_driver(spdk_target.path)
+    drv.prepare(nvmf_handle())
+    assert spdk_target.hosts(CNODE1) == [INSTANCE_NQN]
+    assert ("nvmf_subsystem_add_host", {"nqn": CNODE1, "host": INSTANCE_NQN}) in spdk_target.params
+    # a second instance on the other namespace of the same subsystem: both allowed, each removed alone
+    other = "6f1c3a52-0d2e-4c8b-9a57-3e1f00000002"
+    drv.prepare(nvmf_handle(other))
+    assert sorted(spdk_target.hosts(CNODE1)) == [INSTANCE_NQN, f"nqn.2014-08.org.nvmexpress:uuid:{other}"]
+    drv.unprepare(nvmf_handle())
+    assert spdk_target.hosts(CNODE1) == [f"nqn.2014-08.org.nvmexpress:uuid:{other}"]
+    # discovery does not see the hosts: a bind never makes the host's report "changed"
+    assert spdk(spdk_target.path).devices == spdk(spdk_target.path).devices
+
+
+def test_spdk_nvmf_prepare_and_unprepare_are_idempotent(spdk_target):
+    """A resumed bind prepares again, a release may unprepare twice: SPDK refuses both ("Internal
+    error"), the driver reads the subsystem back and finds it as wanted."""
+    drv = spdk_driver(spdk_target.path)
+    drv.prepare(nvmf_handle())
+    drv.prepare(nvmf_handle())
+    assert spdk_target.hosts(CNODE1) == [INSTANCE_NQN]
+    assert spdk_target.calls[-2:] == ["nvmf_subsystem_add_host", "nvmf_get_subsystems"]  # refused, read back
+    drv.unprepare(nvmf_handle())
+    drv.unprepare(nvmf_handle())
+    assert spdk_target.hosts(CNODE1) == []
+    # the subsystem deleted on the target meanwhile: nothing left to remove
+    drv.unprepare(nvmf_handle(nqn="nqn.2016-06.io.spdk:gone"))
+    # an ARQ without instance was never granted anything
+    drv.unprepare(nvmf_handle(None))
+
+
+def test_spdk_nvmf_prepare_errors(spdk_target):
+    from rayborg.drivers.base import DriverFailure
+    from rayborg.drivers.spdk import SpdkRpcError
+
+    drv = spdk_driver(spdk_target.path)
+    with pytest.raises(DriverFailure, match="no subsystem nqn.2016-06.io.spdk:gone on the SPDK target"):
+        drv.prepare(nvmf_handle(nqn="nqn.2016-06.io.spdk:gone"))
+    with pytest.raises(DriverFailure, match="no host NQN for instance None"):
+        drv.prepare(nvmf_handle(None))
+    # the target refuses, and the host is not there: the refusal is the bind's reason
+    spdk_target.answers["nvmf_subsystem_add_host"] = {"code": -32603, "message": "Internal error"}
+    with pytest.raises(SpdkRpcError, match=r"nvmf_subsystem_add_host: Internal error \(code -32603\)") as exc:
+        drv.prepare(nvmf_handle())
+    assert str(spdk_target.path) in str(exc.value) and spdk_target.hosts(CNODE1) == []
+    # unprepare refused while the host is still allowed: an error (the binder logs it)
+    del spdk_target.answers["nvmf_subsystem_add_host"]
+    drv.prepare(nvmf_handle())
+    spdk_target.answers["nvmf_subsystem_remove_host"] = {"code": -32603,
+                                                         "message": "Timeout reached during host removal"}
+    with pytest.raises(SpdkRpcError, match="Timeout reached during host removal"):
+        drv.unprepare(nvmf_handle())
+    assert spdk_target.hosts(CNODE1) == [INSTANCE_NQN]
+
+
+def test_spdk_prepare_without_target(tmp_path):
+    from rayborg.drivers.spdk import SpdkRpcError
+
+    with pytest.raises(SpdkRpcError, match="nvmf_subsystem_add_host: FileNotFoundError") as exc:
+        spdk_driver(tmp_path / "none.sock").prepare(nvmf_handle())
+    assert not exc.value.reached
+
+
+def test_spdk_prepare_hung_target_times_out(spdk_server):
+    from rayborg.drivers.spdk import SpdkRpcError
+
+    path, answers, seen = spdk_server
+    answers["nvmf_subsystem_add_host"] = lambda conn, req: conn.recv(1)  # reads, never answers
+    with pytest.raises(SpdkRpcError, match="nvmf_subsystem_add_host: timed out after 0.5s"):
+        spdk_driver(path, timeout=0.5).prepare(nvmf_handle())
+    assert seen == ["nvmf_subsystem_add_host"]  # not reached: no read-back costing another timeout
+
+
+def test_spdk_vhost_prepare_checks_the_controller(spdk_target):
+    from rayborg.drivers.base import DriverFailure
+
+    drv = spdk_driver(spdk_target.path)
+    drv.prepare(vhost_handle())
+    assert spdk_target.calls == ["vhost_get_controllers"]
+    drv.unprepare(vhost_handle())  # the controller is the VM's as it is: nothing to undo, no call
+    assert spdk_target.calls == ["vhost_get_controllers"]
+    with pytest.raises(DriverFailure, match="vhost controller vhost.9 is not on the SPDK target"):
+        drv.prepare(vhost_handle("vhost.9"))
+    spdk_target.answers["vhost_get_controllers"] = {"code": -32603, "message": "Internal error"}
+    with pytest.raises(DriverFailure, match="vhost_get_controllers: Internal error"):
+        drv.prepare(vhost_handle())
+
+
+def test_spdk_standin_hosts_as_spdk_answers(spdk_target):
+    """The stand-in's stateful methods answer as SPDK's do (what the driver's read-back relies on)."""
+    from rayborg.drivers.spdk import SpdkClient, SpdkRpcError
+
+    client = SpdkClient(spdk_target.path)
+    assert client.call("nvmf_subsystem_add_host", {"nqn": CNODE1, "host": INSTANCE_NQN}) is True
+    add, remove = "nvmf_subsystem_add_host", "nvmf_subsystem_remove_host"
+    for method, params, code in ((add, {"nqn": CNODE1, "host": INSTANCE_NQN}, -32603),  # twice
+                                 (add, {"nqn": "nqn.x:none", "host": INSTANCE_NQN}, -32602),  # no subsystem
+                                 (remove, {"nqn": CNODE1, "host": "nqn.x:other"}, -32603)):  # not there
+        with pytest.raises(SpdkRpcError) as exc:
+            client.call(method, params)
+        assert exc.value.code == code
+    subs = {s["nqn"]: s for s in client.call("nvmf_get_subsystems")}
+    assert subs[CNODE1]["hosts"] == [{"nqn": INSTANCE_NQN}]
+    assert client.call("nvmf_subsystem_remove_host", {"nqn": CNODE1, "host": INSTANCE_NQN}) is True
+    assert spdk_target.hosts(CNODE1) == []
+
+
 # ---- into the store (SQLite and PostgreSQL) ---------------------------------------------------
 
 
