@@ -1,6 +1,6 @@
-"""Group commit (`Store.agroup_transact`): concurrent writes of one event loop share a transaction
-on SQLite, each in its own savepoint; on PostgreSQL each runs in its own transaction. Either way a
-caller gets its own result or its own error, and only its own changes are undone."""
+"""Group commit (`Store.agroup_transact`): concurrent writes of one event loop share a transaction,
+each in its own savepoint (on PostgreSQL two such transactions in flight). A caller gets its own
+result or its own error, and only its own changes are undone."""
 
 from __future__ import annotations
 
