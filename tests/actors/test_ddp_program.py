@@ -179,5 +179,7 @@ def test_firmware_update_through_the_agent_and_counters_reported(x710_runtime, t
     before = ray.get(agent.status.remote())
     (x710_runtime["root"] / f"bus/pci/devices/{PF}/net/eth2/statistics/rx_packets").write_text("7\n")
     wait_for(lambda: stats()["rx_packets"] == 7, timeout=30, what="the new counter in the store")
-    after = ray.get(agent.status.remote())
-    assert after["reports_sent"] == before["reports_sent"] and after["stats_reports_sent"] > before["stats_reports_sent"]
+    # The agent counts a report once PlacementSync has applied it: its status may answer in between.
+    wait_for(lambda: ray.get(agent.status.remote())["stats_reports_sent"] > before["stats_reports_sent"],
+             timeout=30, what="the agent to count its counter-only report")
+    assert ray.get(agent.status.remote())["reports_sent"] == before["reports_sent"]
