@@ -170,6 +170,7 @@ def move(session: Session, changes: Iterable[tuple[str | None, int, int, str, st
 
 
 def _upsert_deltas(session: Session, deltas: Mapping[Key, list[int]]) -> None:
+    session.info.pop(_READ, None)  # the counter rows change: what `check` read of them is old
     params = [{"project_id": p, "device_profile_id": d, "device_profile_group_id": g,
                "used": u, "reserved": r}
               for (p, d, g), (u, r) in sorted(deltas.items()) if u or r]
@@ -199,6 +200,15 @@ def kept_moves(session: Session) -> dict | None:
 def restore_moves(session: Session, copy: dict | None) -> None:
     if copy is not None:
         session.info[_DEFERRED] = copy
+        session.info.pop(_READ, None)  # a rolled-back savepoint may have written counters `check` read
+
+
+# What `check` read of a project's counter rows in this transaction, under the project's lock:
+# project -> ({(profile, group): used + reserved}, {profile: groups}). Until the counters are written
+# (`_upsert_deltas`) or a savepoint is rolled back, only this transaction changes them, and those
+# changes are the kept ones (`_DEFERRED`): the binds of a group-commit transaction are checked
+# against one read per project instead of writing the counters and reading them back each time.
+_READ = "rayborg.quotas.read"
 
 
 def flush_moves(session: Session) -> None:
@@ -279,18 +289,29 @@ def check(session: Session, started: Iterable[tuple[str | None, int, int]], limi
             mine[project][(profile_id, group_id)] += 1
     if not mine:
         return
-    flush_moves(session)  # the counters read below include this transaction's earlier calls
-    reader = _reader(session)
+    read = session.info.setdefault(_READ, {})
+    reader = None
     for project in sorted(mine):  # one lock order for every bind: no deadlock between two of them
-        lock_project(session, project, reader)
+        if project not in read:
+            reader = reader or _reader(session)
+            lock_project(session, project, reader)
+            rows = reader.all(_COUNTERS_OF_ONE, project=project)
+            read[project] = ({(d, g): used + reserved for _, d, g, used, reserved, _ in rows},
+                             {d: listed for _, d, _, _, _, listed in rows})
     held: dict[Key, int] = {}
     groups: dict[int, list[dict[str, str]] | None] = {}
     for project in sorted(mine):
-        for _, profile_id, group_id, used, reserved, listed in reader.all(_COUNTERS_OF_ONE, project=project):
-            held[(project, profile_id, group_id)] = used + reserved
-            groups[profile_id] = listed
+        stored, listed = read[project]
+        held.update({(project, d, g): n for (d, g), n in stored.items()})
+        groups.update(listed)
+    for (project, d, g), (used, reserved) in (session.info.get(_DEFERRED) or {}).items():
+        if project in mine:  # this transaction's earlier calls, not written yet
+            held[(project, d, g)] = held.get((project, d, g), 0) + used + reserved
     for profile_id in sorted({d for asked in mine.values() for d, _ in asked} - set(groups)):
-        groups.update(reader.all(_GROUPS_OF_ONE, id=profile_id))
+        reader = reader or _reader(session)
+        groups.update(fetched := dict(reader.all(_GROUPS_OF_ONE, id=profile_id)))
+        for project in mine:
+            read[project][1].update(fetched)
     for project, asked in sorted(mine.items()):
         after: Counter = Counter()
         before: Counter = Counter()

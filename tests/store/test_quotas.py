@@ -4,6 +4,7 @@ enforcement at bind start, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import uuid
@@ -142,6 +143,40 @@ def test_fifty_clients_racing_for_the_last_units(store):
         won = sum(pool.map(race, arqs))
     assert won == 3
     assert usage_of(store) == {("pa", "FPGA"): (0, 3)}
+
+
+async def test_binds_sharing_a_group_commit_transaction_never_pass_the_limit(store):
+    """The front door's concurrent binds share transactions (Store.agroup_transact) and are checked
+    against one read of the counters per project plus what the transaction kept so far: 40 binds of
+    one project racing for 3 units, with a refused and a failing call among them, win exactly 3, and
+    a project's second round in later transactions sees the first."""
+    tree = add_device(store, handles_per_deployable=8)
+    add_profile(store, "fpga", [{"resources:FPGA": "1"}])
+    limits = Limits(per_class={"FPGA": 3})
+    arqs = [create(store, "fpga", "pa") for _ in range(40)]
+
+    def boom(session):
+        raise RuntimeError("a call that fails in its savepoint")
+
+    async def bind(mine: list[str]) -> bool:
+        instance = str(uuid.uuid4())
+        targets = {u: BindTarget("host1", tree.rp_uuids[0], instance, "pa") for u in mine}
+        try:
+            await store.agroup_transact(arq_state.start_bind, targets, quota=limits)
+            return True
+        except QuotaExceeded:
+            return False
+
+    async def failing() -> None:
+        with pytest.raises(RuntimeError):
+            await store.agroup_transact(boom)
+
+    results = await asyncio.gather(*(bind(a) for a in arqs[:20]), failing(), *(bind(a) for a in arqs[20:]))
+    assert sum(r for r in results if r is not None) == 3
+    assert usage_of(store) == {("pa", "FPGA"): (0, 3)}
+    assert_counters_match_rows(store)
+    more = [create(store, "fpga", "pa") for _ in range(5)]
+    assert not any(await asyncio.gather(*(bind(a) for a in more)))
 
 
 def test_usage_equals_bound_plus_in_flight_after_a_concurrent_mix(store):
