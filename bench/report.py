@@ -358,8 +358,8 @@ def markdown(res: dict, t: list[list[str]]) -> str:
               "of create->Bound p50 and of the burst's time per ARQ (off binds/s / on binds/s - 1), the median "
               "over the rounds (the off/on value rows show each side's median). Negative: within the noise."),
              ("- PostgreSQL burst (issue 18): the same burst against `rayborg serve` on a throwaway local "
-              "PostgreSQL (`bench/postgres.py`: initdb from the system's binaries, fsync and synchronous_commit "
-              "off as in the test suite), seeded with the same rows."), "",
+              "PostgreSQL (`bench/postgres.py`: initdb from the system's binaries, a default install's durability: "
+              "fsync and synchronous_commit on, max_connections 200), seeded with the same rows."), "",
              "| " + " | ".join(t[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(t[0]) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in t[1:]]
     if res.get("notes"):
