@@ -55,10 +55,10 @@ def commit() -> str:
     """The commit measured, `+ uncommitted changes` when the tree differs from it (outside bench/results)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                              timeout=30).stdout.strip()
+                              timeout=30).stdout  # not stripped: porcelain lines start with a status column
 
     try:
-        head = git("rev-parse", "--short=12", "HEAD")
+        head = git("rev-parse", "--short=12", "HEAD").strip()
         dirty = [ln for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()
                  if not ln[3:].startswith("bench/results/")]
     except (OSError, subprocess.SubprocessError):

@@ -81,6 +81,23 @@ def test_the_table_says_the_machine_the_load_before_and_after_and_the_commit():
     assert env["commit"] and env["loadavg_before"] and env["cpus"]
 
 
+def test_the_commit_is_clean_when_only_bench_results_changed(monkeypatch):
+    """Changed results files (the run's own output) never make the commit 'uncommitted'; the first
+    porcelain line keeps its status column (it was stripped once, and that line always counted)."""
+    import subprocess
+
+    outputs = {"rev-parse": "0123456789ab\n",
+               "status": " M bench/results/results.md\n M bench/results/reads.png\n"}
+
+    def fake_run(argv, **kwargs):
+        return subprocess.CompletedProcess(argv, 0, stdout=outputs[argv[3]], stderr="")
+
+    monkeypatch.setattr(report.subprocess, "run", fake_run)
+    assert report.commit() == "0123456789ab"
+    outputs["status"] = " M bench/results/results.md\n M store/quotas.py\n"
+    assert report.commit() == "0123456789ab + uncommitted changes"
+
+
 def test_render_only_reproduces_the_committed_table(tmp_path):
     committed = BENCH / "results" / "results.json"
     if not committed.exists():
