@@ -159,6 +159,31 @@ async def fpga_rest_runtime(placement_server, nova, tmp_path, *, nudge_placement
     store.dispose()
 
 
+def nested_fpga_card(tmp_path):
+    """A host with the two-region Intel DFL card (`intel_fpga/dfl_regions.json`) under tmp_path/sys,
+    and a stand-in fpgaconf that, like the real tool, loads an image (JSON with its `afu_id`) into the
+    port of the PCI function it is pointed at, recording each call's arguments as a JSON line.
+    Returns (sysfs root, {function: that port's afu_id file}, the tool, its record file)."""
+    import stat
+    import sys
+
+    from rayborg.drivers.sysfs_tree import FIXTURE_TREES, build_tree
+
+    root = build_tree(tmp_path / "sys", FIXTURE_TREES / "intel_fpga" / "dfl_regions.json")
+    ports = {"1": root / "devices/pci0000:3b/0000:3b:00.1/fpga_region/region3/dfl-port.0/afu_id",
+             "2": root / "devices/pci0000:3b/0000:3b:00.2/fpga_region/region4/dfl-port.1/afu_id"}
+    record = tmp_path / "fpgaconf.calls"
+    tool = tmp_path / "fpgaconf"
+    port_files = {k: str(v) for k, v in ports.items()}
+    tool.write_text(f"#!{sys.executable}\nimport json, pathlib, sys\n"
+                    f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                    "image = json.loads(pathlib.Path(sys.argv[-1]).read_text())\n"
+                    "fn = sys.argv[sys.argv.index('--function') + 1].removeprefix('0x')\n"
+                    f"pathlib.Path({port_files!r}[fn]).write_text(image['afu_id'] + '\\n')\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    return root, ports, tool, record
+
+
 def new_instance() -> str:
     return str(uuid.uuid4())
 

@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import stat
-import sys
 import uuid
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from runtime_helpers import (NOVA, allocations, assert_handles_consistent, create_arq, fresh_store,
-                             kill_runtime, make_compute_nodes, resolved, start_runtime, until,
-                             wait_store_matches_placement)
+                             kill_runtime, make_compute_nodes, nested_fpga_card, resolved, start_runtime,
+                             until, wait_store_matches_placement)
 from sqlmodel import select
 
 from rayborg.actors.placement_client import PlacementClient
 from rayborg.actors.runtime_config import RuntimeConfig
 from rayborg.api.app import create_app
 from rayborg.api.ray_binder import RayBinder
-from rayborg.drivers.sysfs_tree import FIXTURE_TREES, build_tree
 from rayborg.settings import Settings
 from rayborg.store.tables import AttachHandle, Attribute, Deployable, StandaloneAllocation
 
@@ -57,19 +54,7 @@ def trait(afu: str) -> str:
 
 @pytest.fixture
 async def env(ray_cluster, placement_server, nova, tmp_path):
-    root = build_tree(tmp_path / "sys", FIXTURE_TREES / "intel_fpga" / "dfl_regions.json")
-    ports = {"1": root / "devices/pci0000:3b/0000:3b:00.1/fpga_region/region3/dfl-port.0/afu_id",
-             "2": root / "devices/pci0000:3b/0000:3b:00.2/fpga_region/region4/dfl-port.1/afu_id"}
-    record = tmp_path / "fpgaconf.calls"
-    tool = tmp_path / "fpgaconf"
-    port_files = {k: str(v) for k, v in ports.items()}
-    # like the real tool: loads the image into the port of the PCI function it is pointed at
-    tool.write_text(f"#!{sys.executable}\nimport json, pathlib, sys\n"
-                    f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-                    "image = json.loads(pathlib.Path(sys.argv[-1]).read_text())\n"
-                    "fn = sys.argv[sys.argv.index('--function') + 1].removeprefix('0x')\n"
-                    f"pathlib.Path({port_files!r}[fn]).write_text(image['afu_id'] + '\\n')\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    root, ports, tool, record = nested_fpga_card(tmp_path)
     images = tmp_path / "bitstreams"
     images.mkdir()
     for name, (afu, meta) in BITSTREAMS.items():

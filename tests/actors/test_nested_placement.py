@@ -152,26 +152,14 @@ IMAGE = "5b3a0d2e-7c1f-4e8a-9b6d-2f4c8e1a7d30"
 @pytest.fixture
 def nested_runtime(ray_cluster, placement_server, nova, tmp_path):
     import json
-    import stat
-    import sys
 
     from rayborg.actors.runtime_config import RuntimeConfig
-    from runtime_helpers import fresh_store, kill_runtime, make_compute_nodes, start_runtime, wait_for
+    from runtime_helpers import (fresh_store, kill_runtime, make_compute_nodes, nested_fpga_card,
+                                 start_runtime, wait_for)
 
     store = fresh_store(tmp_path)
     make_compute_nodes(placement_server.url, ["host-a"])
-    root = build_tree(tmp_path / "sys", FIXTURE_TREES / "intel_fpga" / "dfl_regions.json")
-    ports = {"1": str(root / "devices/pci0000:3b/0000:3b:00.1/fpga_region/region3/dfl-port.0/afu_id"),
-             "2": str(root / "devices/pci0000:3b/0000:3b:00.2/fpga_region/region4/dfl-port.1/afu_id")}
-    record = tmp_path / "fpgaconf.calls"
-    tool = tmp_path / "fpgaconf"
-    # like the real tool: loads the image into the port of the PCI function it is pointed at
-    tool.write_text(f"#!{sys.executable}\nimport json, pathlib, sys\n"
-                    f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-                    "image = json.loads(pathlib.Path(sys.argv[-1]).read_text())\n"
-                    "fn = sys.argv[sys.argv.index('--function') + 1].removeprefix('0x')\n"
-                    f"pathlib.Path({ports!r}[fn]).write_text(image['afu_id'] + '\\n')\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    root, _, tool, record = nested_fpga_card(tmp_path)
     images = tmp_path / "bitstreams"
     images.mkdir()
     (images / "aes.gbs").write_text(json.dumps({"afu_id": NEW_AFU}))
